@@ -1,0 +1,31 @@
+# Everything a fresh machine needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint check-jobs clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m apsis_cli.devrun
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+lint: $(STAMP)
+	$(BIN)/ruff check apsis apsis_cli apsis_tui tests
+
+check-jobs: $(STAMP)
+	$(BIN)/apsisctl check-job jobs/
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+"""Calendars: weekday sets, holidays, markets, and named calendars."""
+
+from .base import Calendar
+
+__all__ = ["Calendar"]

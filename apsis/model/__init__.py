@@ -1,0 +1,1 @@
+"""The domain: jobs, instances, runs and their states, as plain data."""
