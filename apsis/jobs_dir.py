@@ -1,0 +1,329 @@
+"""Loading a jobs directory: every job file plus the directory's `.apsis-jobs.yaml`.
+
+Loading is forgiving (a broken file is reported and the rest still load), so the
+daemon can keep running the previous version of a broken job and `check-job`
+can report every problem of a directory in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .action import parse_actions, parse_successors
+from .cond import parse_conditions
+from .errors import Diagnostics, JobError, Location
+from .lib.strict import Fields, as_bool, as_str, as_str_list, did_you_mean, items_with_locs
+from .model.context import ParseContext
+from .model.job import Job
+from .program import parse_program
+from .yamlload import YMap, load_yaml, loc_of
+
+CONFIG_NAME = ".apsis-jobs.yaml"
+JOB_SUFFIXES = (".yaml", ".yml")
+HOST_GROUP_TYPES = ("round-robin", "random")
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class JobsDirConfig:
+    """The jobs directory's shared definitions, from `.apsis-jobs.yaml`."""
+
+    globals: dict[str, Any] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)
+    calendars: dict[str, Any] = field(default_factory=dict)
+    expand: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    host_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class JobsDir:
+    path: Path
+    config: JobsDirConfig
+    jobs: dict[str, Job]
+    diags: Diagnostics
+    # Job ids whose file exists but failed to load: the daemon keeps their old version.
+    broken: dict[str, list[str]] = field(default_factory=dict)
+
+    def get_job(self, job_id: str) -> Job:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            hint = did_you_mean(job_id, list(self.jobs))
+            raise LookupError(f"no job {job_id!r}{hint}") from None
+
+    def parse_context(self, diags: Diagnostics | None = None) -> ParseContext:
+        return make_context(self.config, diags or Diagnostics())
+
+    def expansions(self, job: Job, args: dict[str, str]) -> dict[str, Any]:
+        from .template import expand_args
+
+        table = {**self.config.expand, **job.expand} if job.expand else self.config.expand
+        return expand_args(args, table, self.config.calendars)
+
+    def template_args(self, job: Job, args: dict[str, str], run_id: str | None = None) -> dict[str, Any]:
+        """Everything a template of this job sees for one run (SPEC §1.2 precedence)."""
+        from .template import template_args
+
+        return template_args(
+            globals_=self.config.globals,
+            expansions=self.expansions(job, args),
+            args=args,
+            run_id=run_id,
+            job_id=job.job_id,
+            functions=self.config.functions,
+            calendars=self.config.calendars,
+        )
+
+
+def job_id_for(rel_path: str) -> str:
+    """`data/load prices.yaml` → `data/load prices`."""
+    rel = rel_path.replace(os.sep, "/")
+    for suffix in JOB_SUFFIXES:
+        if rel.endswith(suffix):
+            return rel[: -len(suffix)]
+    return rel
+
+
+def iter_job_files(root: Path) -> Iterator[Path]:
+    """Job files under `root`, sorted; dot files and dot folders are not jobs."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(JOB_SUFFIXES) and not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def find_jobs_dir(path: Path) -> Path:
+    """The jobs directory a file belongs to: the nearest ancestor with `.apsis-jobs.yaml`."""
+    start = path.parent if path.is_file() else path
+    for folder in [start, *start.resolve().parents]:
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    return start
+
+
+def make_context(config: JobsDirConfig, diags: Diagnostics) -> ParseContext:
+    from .calendar import get_calendar
+
+    def resolve(name: str):
+        return get_calendar(name, config.calendars)
+
+    return ParseContext(diags=diags, get_calendar=resolve, host_groups=config.host_groups)
+
+
+def _display(root: Path, display_root: str | None, file: Path) -> str:
+    rel = os.path.relpath(file, root)
+    return os.path.join(display_root, rel) if display_root is not None else str(file)
+
+
+def load_config(root: Path, diags: Diagnostics, display_root: str | None = None) -> JobsDirConfig:
+    config = JobsDirConfig()
+    path = root / CONFIG_NAME
+    if not path.is_file():
+        return config
+    shown = _display(root, display_root, path)
+    with diags.collect():
+        node = load_yaml(path.read_text(encoding="utf-8"), shown)
+        if node is None:
+            return config
+        f = Fields(node, CONFIG_NAME, diags, Location(shown))
+        ctx = ParseContext(diags=diags)
+        with diags.collect():
+            globals_ = f.get("globals", {})
+            if not isinstance(globals_, dict):
+                raise JobError("globals must be a mapping", f.loc_of("globals"))
+            config.globals = dict(globals_)
+        with diags.collect():
+            config.functions = _parse_functions(f)
+        with diags.collect():
+            if f.has("calendars"):
+                from .calendar import parse_calendar_defs
+
+                config.calendars = parse_calendar_defs(f.get("calendars"), ctx)
+        with diags.collect():
+            if f.has("expand"):
+                from .template import parse_expand
+
+                ctx = make_context(config, diags)
+                config.expand = parse_expand(f.get("expand"), ctx)
+        with diags.collect():
+            config.host_groups = _parse_host_groups(f.get("host_groups", {}), f.loc_of("host_groups"), diags)
+        f.done()
+    return config
+
+
+def _parse_functions(f: Fields) -> dict[str, str]:
+    value = f.get("functions", {})
+    if not isinstance(value, dict):
+        raise JobError("functions must map names to 'module:attribute'", f.loc_of("functions"))
+    functions = {}
+    for name, spec in value.items():
+        if not isinstance(spec, str) or ":" not in spec:
+            raise JobError(f"function {name!r} must be 'module:attribute', not {spec!r}",
+                           loc_of(value, name, f.loc))
+        functions[str(name)] = spec
+    return functions
+
+
+def _parse_host_groups(value: Any, loc: Location | None, diags: Diagnostics) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise JobError("host_groups must be a mapping of names to groups", loc)
+    groups = {}
+    for name, node in value.items():
+        with diags.collect():
+            f = Fields(node, f"host group {name!r}", diags, loc_of(value, name, loc))
+            kind = f.get("type", "round-robin", as_str)
+            if kind not in HOST_GROUP_TYPES:
+                raise JobError(f"host group type must be one of {', '.join(HOST_GROUP_TYPES)}, "
+                               f"not {kind!r}{did_you_mean(kind, HOST_GROUP_TYPES)}", f.loc_of("type"))
+            hosts = f.require("hosts", as_str_list)
+            if not hosts:
+                raise JobError("a host group needs at least one host", f.loc_of("hosts"))
+            f.done()
+            groups[str(name)] = {"type": kind, "hosts": hosts}
+    return groups
+
+
+JOB_KEYS = ("params", "schedule", "program", "condition", "action", "successors",
+            "metadata", "ad_hoc", "job_id", "expand")
+
+
+def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = None) -> Job:
+    """A job from its YAML mapping; every problem goes to `ctx.diags`, located."""
+    from .schedule import parse_schedules
+
+    diags = ctx.diags
+    before = len(diags.errors)
+    f = Fields(node, "job", diags, loc)
+    locs: dict[str, Any] = {}
+
+    params: list[str] = []
+    with diags.collect():
+        params = f.get("params", [], as_str_list)
+        dupes = {p for p in params if params.count(p) > 1}
+        if dupes:
+            raise JobError(f"duplicate params: {', '.join(sorted(dupes))}", f.loc_of("params"))
+
+    schedules = []
+    if f.has("schedule"):
+        value = f.get("schedule")
+        with diags.collect():
+            schedules = parse_schedules(value, f.loc_of("schedule"), ctx)
+        for i, (_, item_loc) in enumerate(items_with_locs(value, f.loc_of("schedule"))):
+            locs[f"schedule.{i}"] = item_loc
+
+    program = None
+    with diags.collect():
+        if not f.has("program"):
+            raise JobError("a job needs a 'program'", f.loc)
+        program = parse_program(f.get("program"), f.loc_of("program"), ctx)
+    locs["program"] = f.loc_of("program")
+
+    conditions = []
+    if f.has("condition"):
+        conditions = parse_conditions(f.get("condition"), f.loc_of("condition"), ctx)
+        locs.update({f"condition.{i}": l for i, (_, l) in
+                     enumerate(items_with_locs(f.get("condition"), f.loc_of("condition")))})
+
+    actions = []
+    if f.has("action"):
+        actions = parse_actions(f.get("action"), f.loc_of("action"), ctx)
+        locs.update({f"action.{i}": l for i, (_, l) in
+                     enumerate(items_with_locs(f.get("action"), f.loc_of("action")))})
+    if f.has("successors"):
+        successors = parse_successors(f.get("successors"), f.loc_of("successors"), ctx)
+        for i in range(len(successors)):
+            locs[f"action.{len(actions) + i}"] = f.loc_of("successors")
+        actions.extend(successors)
+
+    metadata: dict[str, Any] = {}
+    with diags.collect():
+        metadata = _parse_metadata(f.get("metadata", {}), f.loc_of("metadata"))
+
+    expand: dict[str, Any] = {}
+    with diags.collect():
+        if f.has("expand"):
+            from .template import parse_expand
+
+            expand = parse_expand(f.get("expand"), ctx)
+
+    ad_hoc = False
+    with diags.collect():
+        ad_hoc = f.get("ad_hoc", False, as_bool)
+    with diags.collect():
+        given_id = f.get("job_id", None, as_str)
+        if given_id is not None and given_id != job_id:
+            diags.warning(f"job_id {given_id!r} is ignored: a job's id is its path ({job_id!r})",
+                          f.loc_of("job_id"))
+    f.done()
+
+    if len(diags.errors) > before or program is None:
+        raise JobError(f"job {job_id!r} has errors", loc)
+    return Job(job_id=job_id, params=params, program=program, schedules=schedules,
+               conditions=conditions, actions=actions, metadata=metadata, expand=expand,
+               ad_hoc=ad_hoc, path=loc.path if loc else None, locs=locs)
+
+
+def _parse_metadata(value: Any, loc: Location | None) -> dict[str, Any]:
+    """Free-form, as in Apsis, except that `labels` must be strings."""
+    if not isinstance(value, dict):
+        raise JobError("metadata must be a mapping", loc)
+    metadata = dict(value)
+    if "labels" in metadata:
+        labels = metadata["labels"]
+        labels = [labels] if isinstance(labels, str) else labels
+        if not isinstance(labels, list) or not all(isinstance(l, (str, int, float)) for l in labels):
+            raise JobError("metadata.labels must be a list of strings", loc_of(value, "labels", loc))
+        metadata["labels"] = [str(l) for l in labels]
+    if "description" in metadata and metadata["description"] is not None:
+        metadata["description"] = str(metadata["description"])
+    return metadata
+
+
+def load_job_file(path: Path, job_id: str, ctx: ParseContext, shown: str) -> Job:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", Location(shown)) from None
+    except OSError as exc:
+        raise JobError(f"cannot read: {exc.strerror}", Location(shown)) from None
+    node = load_yaml(text, shown)
+    if node is None:
+        raise JobError("empty job file: a job needs at least a 'program'", Location(shown, 1, 1))
+    return parse_job(node, job_id, ctx, Location(shown, 1, 1) if not isinstance(node, YMap) else node.loc)
+
+
+def load_jobs_dir(path: str | Path, *, display_root: str | None = None,
+                  only: list[Path] | None = None, progress: ProgressFn | None = None) -> JobsDir:
+    """Loads every job (or just `only`); problems are collected, never raised.
+
+    `display_root` is how the user spelled the directory, so that messages
+    name files the way the user would.
+    """
+    root = Path(path)
+    diags = Diagnostics()
+    if not root.is_dir():
+        diags.error(f"not a directory: {display_root or root}")
+        return JobsDir(root, JobsDirConfig(), {}, diags)
+    config = load_config(root, diags, display_root)
+    ctx = make_context(config, diags)
+    files = only if only is not None else list(iter_job_files(root))
+    jobs: dict[str, Job] = {}
+    broken: dict[str, list[str]] = {}
+    for i, file in enumerate(files):
+        job_id = job_id_for(os.path.relpath(file, root))
+        shown = _display(root, display_root, file)
+        before = len(diags.errors)
+        try:
+            jobs[job_id] = load_job_file(file, job_id, ctx, shown)
+        except JobError as exc:
+            if len(diags.errors) == before:  # not yet reported by the parser itself
+                diags.add(exc)
+            broken[job_id] = [str(d) for d in diags.errors[before:]]
+        if progress:
+            progress(i + 1, len(files))
+    return JobsDir(root, config, jobs, diags, broken)

@@ -1,0 +1,131 @@
+"""`apsisctl check-job`: load, check and report, grouping files by their jobs directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from apsis.errors import Diagnostic, Diagnostics
+
+from .common import UserError
+from .exitcodes import ExitStatus
+
+# Below this many files a progress bar would only flicker.
+PROGRESS_MIN_FILES = 500
+
+
+def _progress_bar(total: int):
+    if total < PROGRESS_MIN_FILES or not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    progress = Progress(console=Console(stderr=True), transient=True)
+    task = progress.add_task("checking jobs", total=total)
+    progress.start()
+    return progress, lambda done, _total: progress.update(task, completed=done)
+
+
+def _groups(paths: tuple[str, ...]) -> dict[Path, tuple[str, list[Path] | None, set[str] | None]]:
+    """Jobs dir → (how to display it, files to load or None for all, files to report on)."""
+    from apsis.jobs_dir import find_jobs_dir
+
+    groups: dict[Path, tuple[str, list[Path] | None, set[str] | None]] = {}
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            root = path
+            groups[root.resolve()] = (given, None, None)
+            continue
+        root = find_jobs_dir(path)
+        key = root.resolve()
+        shown_root = os.path.relpath(root) if not path.is_absolute() else str(root.resolve())
+        shown_file = os.path.join(shown_root, os.path.relpath(path.resolve(), key))
+        display, _, wanted = groups.get(key, (shown_root, None, set()))
+        if wanted is None:  # the whole directory is already being checked
+            continue
+        wanted.add(os.path.normpath(shown_file))
+        groups[key] = (display, None, wanted)
+    return groups
+
+
+def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | None,
+                  to: str | None, quiet: bool) -> int:
+    from apsis.check import check_jobs_dir, list_runs as list_runs_fn
+    from apsis.jobs_dir import iter_job_files, load_jobs_dir
+    from apsis.lib.timefmt import parse_time
+
+    window = None
+    if list_runs:
+        try:
+            start = parse_time(from_) if from_ else dt.datetime.now(dt.timezone.utc)
+            stop = parse_time(to) if to else start + dt.timedelta(days=1)
+        except ValueError as exc:
+            raise UserError(str(exc), "times are ISO 8601, a date (00:00 UTC), 'now' or '+1d'") from None
+        if stop <= start:
+            raise UserError("--to must be after --from")
+        window = (start, stop)
+    elif from_ or to:
+        raise UserError("--from and --to only make sense with --list-runs", "add --list-runs")
+
+    problems: list[Diagnostic] = []
+    total_jobs = 0
+    runs: list[dict] = []
+    for root, (display, _, wanted) in _groups(paths).items():
+        files = list(iter_job_files(root))
+        progress, callback = _progress_bar(len(files))
+        try:
+            jobs_dir = load_jobs_dir(root, display_root=display, only=files, progress=callback)
+        finally:
+            if progress:
+                progress.stop()
+        diags = Diagnostics(list(jobs_dir.diags.items))
+        diags.extend(check_jobs_dir(jobs_dir))
+        items = diags.items
+        if wanted is not None:
+            items = [d for d in items if d.loc is None or os.path.normpath(d.loc.path) in wanted
+                     or d.loc.path.endswith(".apsis-jobs.yaml")]
+            total_jobs += len(wanted)
+        else:
+            total_jobs += len(jobs_dir.jobs) + len(jobs_dir.broken)
+        problems.extend(items)
+        if window:
+            runs.extend(list_runs_fn(jobs_dir, *window))
+
+    errors = [p for p in problems if p.severity == "error"]
+    _report(problems, fmt, total_jobs, quiet)
+    if window and not errors:
+        runs.sort(key=lambda r: (r["time"], r["job_id"]))
+        for run in runs:
+            click.echo(json.dumps(run, ensure_ascii=False))
+    return ExitStatus.FAILURE if errors else ExitStatus.SUCCESS
+
+
+def _report(problems: list[Diagnostic], fmt: str, total_jobs: int, quiet: bool) -> None:
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    if fmt == "json":
+        click.echo(json.dumps({"ok": errors == 0, "jobs": total_jobs, "errors": errors,
+                               "warnings": warnings, "problems": [p.to_jso() for p in problems]},
+                              ensure_ascii=False))
+        return
+    for p in problems:
+        if fmt == "github":
+            loc = p.loc
+            where = f"file={loc.path},line={loc.line},col={loc.col}" if loc and loc.line else (
+                f"file={loc.path}" if loc else "")
+            message = p.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            click.echo(f"::{p.severity} {where}::{message}")
+        else:
+            click.echo(str(p))
+    if not quiet and fmt == "text":
+        summary = f"{total_jobs} job{'s' if total_jobs != 1 else ''} checked: "
+        summary += f"{errors} error{'s' if errors != 1 else ''}"
+        if warnings:
+            summary += f", {warnings} warning{'s' if warnings != 1 else ''}"
+        click.echo(summary, err=True)

@@ -1,0 +1,64 @@
+"""What every command shares: user errors without tracebacks, Ctrl-C, broken pipes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, NoReturn
+
+import click
+
+from .exitcodes import ExitStatus
+
+
+class UserError(click.ClickException):
+    """One line on stderr, with a hint, and an exit code; never a traceback."""
+
+    def __init__(self, message: str, hint: str | None = None, code: int = ExitStatus.USAGE) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.exit_code = int(code)
+
+    def show(self, file: Any = None) -> None:
+        text = f"error: {self.message}"
+        if self.hint:
+            text += f"\nhint: {self.hint}"
+        click.echo(text, err=True)
+
+
+def run_main(group: click.Group, prog_name: str) -> NoReturn:
+    """Runs a Click group the way every Apsis command behaves on Ctrl-C and broken pipes."""
+    try:
+        group.main(prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("", err=True)
+        sys.exit(ExitStatus.INTERRUPTED)
+    except KeyboardInterrupt:
+        sys.exit(ExitStatus.INTERRUPTED)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(0)
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    # Python flushes stdout at exit and would complain again; point it at devnull.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
+
+
+def use_color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def echo_json(value: Any) -> None:
+    import json
+
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+

@@ -1,0 +1,144 @@
+"""Loading and checking whole jobs directories: every problem, located, in one pass."""
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+from apsis.check import check_jobs_dir, list_runs
+from apsis.jobs_dir import find_jobs_dir, job_id_for, load_jobs_dir
+from apsis.lib.timefmt import UTC
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+def problems(root: Path) -> list[str]:
+    jobs_dir = load_jobs_dir(root, display_root="jobs")
+    diags = list(jobs_dir.diags.items) + list(check_jobs_dir(jobs_dir).items)
+    return [str(d) for d in diags]
+
+
+def test_job_ids_come_from_paths(tmp_path):
+    write(tmp_path, {"data/load prices.yaml": "program: echo\n", ".hidden/x.yaml": "program: echo\n",
+                     ".dot.yaml": "program: echo\n", "notes.txt": "hi"})
+    jobs_dir = load_jobs_dir(tmp_path)
+    assert sorted(jobs_dir.jobs) == ["data/load prices"]
+    assert job_id_for("a/b.yaml") == "a/b"
+
+
+def test_every_error_of_a_directory_in_one_pass(tmp_path):
+    write(tmp_path, {
+        "a.yaml": "program: echo\nschedul: {}\n",
+        "b.yaml": "params: [x]\nprogram: echo {{ y }}\n",
+        "c.yaml": "program: {type: shell, command: echo, timeout: soon}\n",
+        "d.yaml": "program: echo\nprogram: echo\n",
+    })
+    found = problems(tmp_path)
+    assert any(p.startswith("jobs/a.yaml:2:1: unknown key 'schedul'") and "did you mean 'schedule'" in p
+               for p in found), found
+    assert any(p.startswith("jobs/b.yaml:2:10:") and "'y'" in p for p in found), found
+    assert any(p.startswith("jobs/c.yaml:1:") and "timeout" in p for p in found), found
+    assert any(p.startswith("jobs/d.yaml:2:1: duplicate key 'program'") for p in found), found
+
+
+def test_dependencies_must_exist_with_matching_params(tmp_path):
+    write(tmp_path, {
+        "up.yaml": "params: [date]\nprogram: echo {{ date }}\n",
+        "down.yaml": """\
+            params: [date, region]
+            program: echo
+            condition:
+              - {type: dependency, job_id: up}
+              - {type: dependency, job_id: upp}
+              - {type: dependency, job_id: up, args: {colour: red}}
+            action: {type: schedule, job_id: nowhere}
+        """,
+    })
+    found = problems(tmp_path)
+    assert not any("down.yaml:4:" in p for p in found), found  # date is propagated
+    assert any("down.yaml:5:" in p and "unknown job 'upp'" in p and "did you mean 'up'" in p
+               for p in found), found
+    assert any("down.yaml:6:" in p and "colour" in p for p in found), found
+    assert any("down.yaml:7:" in p and "unknown job 'nowhere'" in p for p in found), found
+
+
+def test_dependency_cycles(tmp_path):
+    write(tmp_path, {
+        "a.yaml": "program: echo\ncondition: {type: dependency, job_id: b}\n",
+        "b.yaml": "program: echo\ncondition: {type: dependency, job_id: c}\n",
+        "c.yaml": "program: echo\ncondition: {type: dependency, job_id: a}\n",
+    })
+    found = [p for p in problems(tmp_path) if "cycle" in p]
+    assert len(found) == 1 and "a → b → c → a" in found[0]
+
+
+def test_schedule_must_bind_every_param(tmp_path):
+    write(tmp_path, {"a.yaml": """\
+        params: [date, country]
+        schedule: {type: daily, tz: UTC, daytime: "09:00", args: {colour: red}}
+        program: echo {{ date }} {{ country }}
+    """})
+    found = problems(tmp_path)
+    assert any("a.yaml:2:" in p and "does not bind param country" in p for p in found), found
+    assert any("warning" in p and "'colour' is not a param" in p for p in found), found
+
+
+def test_unquoted_arg_in_shell_command_is_a_warning(tmp_path):
+    write(tmp_path, {"a.yaml": "params: [x]\nprogram: echo {{ x }}\n"})
+    [warning] = problems(tmp_path)
+    assert "warning" in warning and "shquote" in warning
+
+
+def test_templates_rendered_with_expansions_and_calendars(tmp_path):
+    write(tmp_path, {
+        ".apsis-jobs.yaml": """\
+            globals: {root: /srv}
+            expand:
+              country:
+                US: {tz: America/New_York, calendar: "market:NYSE"}
+        """,
+        "a.yaml": """\
+            params: [date, country]
+            schedule: {type: daily, tz: America/New_York, calendar: Mon-Fri, daytime: "09:00", args: {country: US}}
+            program: "echo {{ root }} {{ tz }} {{ calendar.shift(date, -1)|shquote }} {{ country|shquote }} {{ date|shquote }}"
+        """,
+    })
+    assert problems(tmp_path) == []
+
+
+def test_config_errors_are_located(tmp_path):
+    write(tmp_path, {".apsis-jobs.yaml": "globalz: {}\nhost_groups: {w: {type: round-robinn, hosts: [a]}}\n"})
+    found = problems(tmp_path)
+    assert any(".apsis-jobs.yaml:1:1: unknown key 'globalz'" in p for p in found), found
+    assert any(".apsis-jobs.yaml:2:" in p and "round-robin" in p for p in found), found
+
+
+def test_find_jobs_dir(tmp_path):
+    write(tmp_path, {"jobs/.apsis-jobs.yaml": "", "jobs/a/b.yaml": "program: echo\n"})
+    assert find_jobs_dir(tmp_path / "jobs/a/b.yaml") == tmp_path / "jobs"
+
+
+def test_list_runs_sorted_in_window(tmp_path):
+    write(tmp_path, {
+        "a.yaml": "params: [date]\nschedule: {type: daily, tz: UTC, daytime: ['12:00', '06:00']}\nprogram: echo\n",
+        "b.yaml": "schedule: {type: interval, interval: 8h}\nprogram: echo\n",
+    })
+    jobs_dir = load_jobs_dir(tmp_path)
+    start = dt.datetime(2026, 3, 1, tzinfo=UTC)
+    runs = list_runs(jobs_dir, start, start + dt.timedelta(days=1))
+    assert [(r["job_id"], r["time"]) for r in runs] == [
+        ("b", "2026-03-01T00:00:00Z"), ("a", "2026-03-01T06:00:00Z"), ("b", "2026-03-01T08:00:00Z"),
+        ("a", "2026-03-01T12:00:00Z"), ("b", "2026-03-01T16:00:00Z"),
+    ]
+    assert runs[1]["args"] == {"date": "2026-03-01"}
+
+
+def test_demo_jobs_are_clean():
+    root = Path(__file__).parents[2] / "jobs"
+    found = [p for p in problems(root) if "warning" not in p]
+    assert found == []
