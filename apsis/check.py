@@ -135,8 +135,10 @@ def _check_target(jobs_dir: JobsDir, job: Job, target_id: str, given: dict[str, 
 def _check_cycles(jobs_dir: JobsDir, diags: Diagnostics) -> None:
     """Dependency cycles would make every run of them wait forever."""
     graph: dict[str, list[tuple[str, Location | None]]] = {
+        # A job on itself (yesterday's run, say) is another instance, not a cycle.
         job.job_id: [(c.job_id, job.locs.get(f"condition.{i}"))
-                     for i, c in enumerate(job.conditions) if isinstance(c, DependencyCondition)]
+                     for i, c in enumerate(job.conditions)
+                     if isinstance(c, DependencyCondition) and c.job_id != job.job_id]
         for job in jobs_dir.jobs.values()
     }
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done

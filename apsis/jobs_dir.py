@@ -59,10 +59,9 @@ class JobsDir:
         return make_context(self.config, diags or Diagnostics())
 
     def expansions(self, job: Job, args: dict[str, str]) -> dict[str, Any]:
-        from .template import expand_args
+        from .template import expand_args, merge_expand
 
-        table = {**self.config.expand, **job.expand} if job.expand else self.config.expand
-        return expand_args(args, table, self.config.calendars)
+        return expand_args(args, merge_expand(self.config.expand, job.expand), self.config.calendars)
 
     def template_args(self, job: Job, args: dict[str, str], run_id: str | None = None) -> dict[str, Any]:
         """Everything a template of this job sees for one run (SPEC §1.2 precedence)."""
@@ -194,8 +193,6 @@ JOB_KEYS = ("params", "schedule", "program", "condition", "action", "successors"
 
 def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = None) -> Job:
     """A job from its YAML mapping; every problem goes to `ctx.diags`, located."""
-    from .schedule import parse_schedules
-
     diags = ctx.diags
     before = len(diags.errors)
     f = Fields(node, "job", diags, loc)
@@ -210,6 +207,8 @@ def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = 
 
     schedules = []
     if f.has("schedule"):
+        from .schedule import parse_schedules
+
         value = f.get("schedule")
         with diags.collect():
             schedules = parse_schedules(value, f.loc_of("schedule"), ctx)
