@@ -1,0 +1,81 @@
+"""Sort keys and pagination cursors: the text forms the indexes compare."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from apsis.store.errors import InvalidCursorError
+
+UTC = dt.UTC
+
+
+def time_key(value: str | dt.datetime) -> str:
+    """A time as fixed-width UTC text, so that comparing texts compares times.
+
+    Naive times are taken as UTC.
+    """
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time: {value!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def run_sort_time(run: dict) -> str:
+    """The time a run sorts by: its schedule time, else the time it was created."""
+    times = run.get("times") or {}
+    value = times.get("schedule") or times.get("new")
+    if not value:
+        # No schedule and no `new` time: the earliest recorded transition.
+        stamps = [v for k, v in times.items() if k != "stop" and v]
+        value = min((time_key(v) for v in stamps), default=None)
+        return value or ""
+    return time_key(value)
+
+
+def run_num(run_id: str) -> int:
+    """123 from `r123`; the integer is the rowid, so lookups by id are direct."""
+    if (
+        not isinstance(run_id, str)
+        or len(run_id) < 2
+        or run_id[0] != "r"
+        or not run_id[1:].isdigit()
+    ):
+        raise ValueError(f"not a run id: {run_id!r} (run ids look like r123)")
+    return int(run_id[1:])
+
+
+def run_id(num: int) -> str:
+    return f"r{num}"
+
+
+def encode_cursor(sort_time: str, num: int) -> str:
+    raw = f"{sort_time}|{num}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        sort_time, _, num = raw.rpartition("|")
+        if not _ or not num.isdigit():
+            raise ValueError
+        return sort_time, int(num)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursorError(
+            f"invalid cursor {cursor!r}: pass the cursor of the previous page as it was"
+        ) from None
+
+
+def json_list(values: Iterable[Any]) -> str:
+    """A list as one JSON parameter, for `IN (SELECT value FROM json_each(?))`: one
+    statement whatever the length, and no limit on the number of SQL variables."""
+    return json.dumps(list(values), separators=(",", ":"))

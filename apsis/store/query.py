@@ -1,0 +1,115 @@
+"""The SQL of `Store.query_runs`, with an explicit choice of index.
+
+SQLite has no statistics here (the store never runs ANALYZE, so plans do not change
+under the daemon's feet), so the builder chooses: a list of run ids, else a selective
+arg or label, else the job, else unfinished states, else plain time order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from apsis.model.states import UNFINISHED
+from apsis.store.keys import decode_cursor, json_list, time_key
+
+# A side filter (arg or label) matching at most this many runs drives the query from its
+# own index; one matching more is checked run by run along the time-ordered scan.
+SELECTIVE = 5000
+
+_UNFINISHED = frozenset(s.value for s in UNFINISHED)
+
+
+class RunQuery:
+    """One query: filters are added, then `finish` picks the index to walk."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.where: list[str] = []
+        self.params: list[Any] = []
+        self.index = "INDEXED BY runs_time"
+        self.job = False
+        self.unfinished_only = False
+        self.driver: int | None = None
+
+    def add_filters(
+        self,
+        *,
+        job_id: str | None,
+        states: list[str] | None,
+        since: str | dt.datetime | None,
+        until: str | dt.datetime | None,
+        cursor: str | None,
+    ) -> None:
+        if job_id is not None:
+            self.where.append("job_id = ?")
+            self.params.append(job_id)
+            self.job = True
+        if states is not None:
+            self.where.append("state IN (SELECT value FROM json_each(?))")
+            self.params.append(json_list(states))
+            self.unfinished_only = set(states) <= _UNFINISHED
+        if since is not None:
+            self.where.append("sort_time >= ?")
+            self.params.append(time_key(since))
+        if until is not None:
+            self.where.append("sort_time < ?")
+            self.params.append(time_key(until))
+        if cursor is not None:
+            sort_time, num = decode_cursor(cursor)
+            self.where.append("(sort_time, run_num) < (?, ?)")
+            self.params.extend([sort_time, num])
+
+    @staticmethod
+    def side_filters(
+        labels: str | Iterable[str] | None, args: Mapping[str, str] | None
+    ) -> list[tuple[str, list[Any]]]:
+        """(SELECT run_num ..., params) for each label and arg filter."""
+        side: list[tuple[str, list[Any]]] = []
+        if isinstance(labels, str):
+            labels = [labels]
+        for label in labels or ():
+            side.append(("SELECT run_num FROM run_labels WHERE label = ?", [label]))
+        for name, value in (args or {}).items():
+            side.append(
+                ("SELECT run_num FROM run_args WHERE name = ? AND value = ?", [name, str(value)])
+            )
+        return side
+
+    def choose_driver(self, side: list[tuple[str, list[Any]]], counts: list[int]) -> None:
+        best = min(range(len(side)), key=lambda i: counts[i])
+        if counts[best] <= SELECTIVE:
+            self.driver = best
+
+    def finish(self, nums: list[int] | None, side: list[tuple[str, list[Any]]]) -> None:
+        if nums is not None:
+            self.where.append("run_num IN (SELECT value FROM json_each(?))")
+            self.params.append(json_list(nums))
+            self.index = "NOT INDEXED"  # still looks rows up by rowid
+        elif self.driver is not None:
+            self.index = "NOT INDEXED"
+        elif self.job:
+            self.index = "INDEXED BY runs_job_time"
+        elif self.unfinished_only:
+            self.index = "INDEXED BY runs_state_time"
+        for i, (sql, params) in enumerate(side):
+            if i == self.driver:
+                self.where.append(f"run_num IN ({sql})")
+            else:
+                # Checked row by row along the scan: one primary-key probe each.
+                table, _, cond = sql.removeprefix("SELECT run_num FROM ").partition(" WHERE ")
+                self.where.append(
+                    f"EXISTS (SELECT 1 FROM {table} s WHERE s.run_num = runs.run_num AND {cond})"
+                )
+            self.params.extend(params)
+        self.params.append(self.limit + 1)
+
+    def sql(self) -> str:
+        where = f"WHERE {' AND '.join(self.where)}" if self.where else ""
+        return (
+            f"SELECT sort_time, run_num, run FROM runs {self.index} {where} "
+            "ORDER BY sort_time DESC, run_num DESC LIMIT ?"
+        )

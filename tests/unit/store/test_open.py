@@ -1,0 +1,178 @@
+"""Opening: migrations, re-opening, read-only, and the lock against a second daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from apsis.store import SCHEMA_VERSION, Store, StoreError, StoreLockedError
+
+from .conftest import make_run
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_new_database_is_migrated(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    try:
+        assert db_path.exists()
+        assert await store.migrate() == []  # nothing left to apply
+        stats = await store.stats()
+        assert stats["schema_version"] == SCHEMA_VERSION
+        assert stats["runs"] == 0
+    finally:
+        await store.close()
+
+
+async def test_reopen_keeps_data(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    [run_id] = await store.allocate_run_ids(1)
+    await store.write([make_run(run_id)])
+    await store.set_clock("2024-01-01T00:00:00+00:00")
+    await store.close()
+
+    store = await Store.open(db_path)
+    try:
+        assert (await store.get_run(run_id))["run_id"] == run_id
+        assert await store.get_clock() == "2024-01-01T00:00:00+00:00"
+        assert await store.allocate_run_ids(1) == ["r2"]
+    finally:
+        await store.close()
+
+
+async def test_create_false_and_readonly_need_a_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no database"):
+        await Store.open(tmp_path / "missing.db", create=False)
+    with pytest.raises(StoreError, match="no database"):
+        await Store.open(tmp_path / "missing.db", readonly=True)
+
+
+async def test_readonly_reads_while_locked_and_refuses_writes(db_path: Path) -> None:
+    writer = await Store.open(db_path)
+    try:
+        await writer.write([make_run("r1")])
+        reader = await Store.open(db_path, readonly=True)
+        try:
+            assert (await reader.get_run("r1"))["run_id"] == "r1"
+            with pytest.raises(StoreError, match="read-only"):
+                await reader.write([make_run("r2")])
+        finally:
+            await reader.close()
+    finally:
+        await writer.close()
+
+
+async def test_second_store_in_process_is_refused(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    try:
+        with pytest.raises(StoreLockedError) as info:
+            await Store.open(db_path)
+        assert f"pid {os.getpid()}" in str(info.value)
+        assert "apsisctl shutdown" in str(info.value)
+    finally:
+        await store.close()
+    # Released on close.
+    again = await Store.open(db_path)
+    await again.close()
+
+
+async def test_second_process_is_refused_with_a_clear_message(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    try:
+        script = textwrap.dedent(
+            f"""
+            import asyncio, sys
+            from apsis.store import Store, StoreLockedError
+            async def main():
+                try:
+                    await Store.open({str(db_path)!r})
+                except StoreLockedError as exc:
+                    print(exc, file=sys.stderr)
+                    sys.exit(3)
+                sys.exit(0)
+            asyncio.run(main())
+            """
+        )
+        # In a thread: the lock holder's event loop must stay free meanwhile.
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        assert proc.returncode == 3, proc.stderr
+        assert "in use by another Apsis daemon" in proc.stderr
+        assert f"pid {os.getpid()}" in proc.stderr
+    finally:
+        await store.close()
+
+
+async def test_newer_schema_is_refused(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    await store.close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE schema_version SET version = 999")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="upgrade Apsis"):
+        await Store.open(db_path)
+    # A failed open leaves no lock behind.
+    with pytest.raises(StoreError, match="upgrade Apsis"):
+        await Store.open(db_path)
+
+
+async def test_a_new_migration_is_applied_once(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apsis.store import schema
+
+    store = await Store.open(db_path)
+    await store.write([make_run("r1")])
+    await store.close()
+
+    v2 = "ALTER TABLE runs ADD COLUMN note TEXT;\nCREATE INDEX runs_note ON runs (note);"
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, v2])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(schema.MIGRATIONS))
+
+    # A reader does not migrate: it says what to do.
+    with pytest.raises(StoreError, match="apsisctl db migrate"):
+        await Store.open(db_path, readonly=True)
+
+    store = await Store.open(db_path)
+    try:
+        assert await store.migrate() == []
+        assert (await store.stats())["schema_version"] == SCHEMA_VERSION + 1
+        assert (await store.get_run("r1"))["run_id"] == "r1"
+    finally:
+        await store.close()
+    store = await Store.open(db_path)  # re-open: nothing to apply, no error
+    await store.close()
+
+
+async def test_failed_migration_leaves_the_old_version(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apsis.store import schema
+
+    store = await Store.open(db_path)
+    await store.close()
+    bad = "CREATE TABLE extra (x);\nTHIS IS NOT SQL;"
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, bad])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(schema.MIGRATIONS))
+    with pytest.raises(sqlite3.OperationalError):
+        await Store.open(db_path)
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'extra'").fetchall()
+    finally:
+        conn.close()
