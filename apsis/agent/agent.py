@@ -1,0 +1,985 @@
+"""The Apsis agent: a small process supervisor that outlives the daemon.
+
+This one file is the whole agent. It uses the standard library only and Python 3.9
+syntax, because the daemon pipes this very source over ssh and runs it with whatever
+`python3` the remote host has; nothing is installed there.
+
+One long-lived server per state directory listens on a unix socket in it and starts
+programs in their own sessions, with stdout/stderr going straight to spool files, so
+a program and its output survive the daemon (and the ssh connection) dying. The
+server reaps its children and writes each exit status to a file before it reports
+it, so a daemon that was away learns every exit when it comes back. It exits by
+itself once it has no live process and no client for `--idle-timeout` seconds.
+
+`agent.py connect --state-dir DIR` starts the server if none is alive and then
+proxies its own stdin/stdout to the server's socket: the daemon speaks the line
+protocol (one JSON object per line) over the stdio of that process, locally or
+through ssh alike. apsis/agent/README.md describes the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import fcntl
+import hashlib
+import io
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
+
+PROTOCOL = 1
+SOCKET_NAME = "agent.sock"
+SOURCE_NAME = "agent.py"
+LOG_NAME = "agent.log"
+SERVER_LOCK = "server.lock"
+CONNECT_LOCK = "connect.lock"
+RUNS_DIR = "runs"
+DEFAULT_IDLE_TIMEOUT = 60.0
+MAX_LINE = 64 * 1024 * 1024  # a start request carries argv and env; be generous
+MAX_READ = 4 * 1024 * 1024
+MAX_OUTBUF = 256 * 1024 * 1024  # a client that never reads is dropped past this
+LOG_ROTATE_BYTES = 1024 * 1024
+ADOPTED_POLL_S = 1.0
+OUTPUT_NAMES = {"combined": ("output",), "split": ("stdout", "stderr")}
+FINISHED_STATES = ("exited", "error", "lost")
+
+
+class RequestError(Exception):
+    """A request the server refuses; `code` is stable, the message is for people."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+# ---------------------------------------------------------------------------------
+# Small helpers
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()  # noqa: UP017 (3.9)
+
+
+def _log(message: str) -> None:
+    stamp = datetime.datetime.now().isoformat(sep=" ", timespec="milliseconds")
+    try:
+        sys.stderr.write(f"{stamp} [{os.getpid()}] {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+    """Write then rename, so a reader (or a restarted agent) never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(obj, sort_keys=True).encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> Any | None:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def _signal_name(num: int | None) -> str | None:
+    if num is None:
+        return None
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return str(num)
+
+
+def _parse_signal(value: Any) -> int:
+    """Accept 15, "15", "TERM" or "SIGTERM"."""
+    if isinstance(value, bool):
+        raise RequestError("bad_request", f"bad signal: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().upper()
+        if text.isdigit():
+            return int(text)
+        if not text.startswith("SIG"):
+            text = "SIG" + text
+        try:
+            return int(signal.Signals[text])
+        except KeyError:
+            pass
+    raise RequestError("bad_request", f"unknown signal: {value!r}")
+
+
+def _proc_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = data[data.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int, start_ticks: int | None) -> bool:
+    """Is `pid` still the process we started (and not a zombie or a reused pid)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, but someone else's: compare start times below
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return True  # no /proc (macOS): the kill probe is all we have
+    rest = data[data.rfind(")") + 2 :].split()
+    if rest and rest[0] in ("Z", "X"):
+        return False
+    return not (start_ticks is not None and len(rest) > 19 and rest[19] != str(start_ticks))
+
+
+def _valid_proc_id(proc_id: Any) -> bool:
+    if not isinstance(proc_id, str) or not 0 < len(proc_id) <= 128:
+        return False
+    if proc_id[0] in ".-":
+        return False
+    return all(c.isalnum() and c.isascii() or c in "._-" for c in proc_id)
+
+
+def _own_source() -> str:
+    """This module's source: given by the ssh loader, or read from our own file."""
+    source = globals().get("AGENT_SOURCE")
+    if isinstance(source, str):
+        return source
+    with open(os.path.abspath(__file__), "rb") as f:
+        return f.read().decode()
+
+
+def source_version(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------
+# The server
+
+
+class Proc:
+    """One program the agent started (or found in the state dir after a restart)."""
+
+    __slots__ = ("adopted_ticks", "dir", "popen", "proc_id", "record")
+
+    def __init__(self, proc_id: str, run_dir: str, record: dict[str, Any]) -> None:
+        self.proc_id = proc_id
+        self.dir = run_dir
+        self.record = record
+        self.popen: subprocess.Popen | None = None  # type: ignore[type-arg]
+        # For a process a previous agent started: we cannot wait() for it, only poll.
+        self.adopted_ticks: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.record["state"] == "running"
+
+
+class Conn:
+    __slots__ = ("closing", "inbuf", "outbuf", "sock", "writing")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.writing = False
+        self.closing = False  # the client sent EOF: drop it once its replies are out
+
+
+class Server:
+    """The single-threaded supervisor loop: a selector, SIGCHLD via a wakeup pipe."""
+
+    def __init__(self, state_dir: str, idle_timeout: float) -> None:
+        self.state_dir = state_dir
+        self.runs_dir = os.path.join(state_dir, RUNS_DIR)
+        self.idle_timeout = idle_timeout
+        self.procs: dict[str, Proc] = {}
+        self.by_pid: dict[int, Proc] = {}  # our running children
+        self.adopted: dict[str, Proc] = {}  # running, started by an earlier agent
+        self.conns: dict[socket.socket, Conn] = {}
+        self.sel = selectors.DefaultSelector()
+        self.version = source_version(_own_source())
+        self.idle_since: float | None = time.monotonic()
+        self.listener: socket.socket | None = None
+        self._lock_fd = -1
+
+    # -- start-up -----------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        """Hold the server lock for our lifetime; False if another server holds it."""
+        os.makedirs(self.runs_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.state_dir, SERVER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, b"%d\n" % os.getpid())
+        self._lock_fd = fd
+        return True
+
+    def bind(self) -> None:
+        # A relative path from inside the state dir: unix socket paths are limited to
+        # ~100 bytes, and state dirs (pytest's tmp_path, home dirs) can be longer.
+        os.chdir(self.state_dir)
+        try:
+            os.unlink(SOCKET_NAME)  # stale: we hold the server lock
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(SOCKET_NAME)
+        os.chmod(SOCKET_NAME, 0o600)
+        listener.listen(128)
+        listener.setblocking(False)
+        self.listener = listener
+        self.sel.register(listener, selectors.EVENT_READ, "listen")
+
+    def load(self) -> None:
+        """Rebuild the table of processes from the run directories a past agent left."""
+        for proc_id in sorted(os.listdir(self.runs_dir)):
+            run_dir = os.path.join(self.runs_dir, proc_id)
+            if not _valid_proc_id(proc_id) or not os.path.isdir(run_dir):
+                continue
+            spec = _read_json(os.path.join(run_dir, "spec.json"))
+            if not isinstance(spec, dict):
+                # The spec is written before the spawn: without one, nothing ran.
+                shutil.rmtree(run_dir, ignore_errors=True)
+                continue
+            record = self._base_record(proc_id, run_dir, spec)
+            proc = Proc(proc_id, run_dir, record)
+            self.procs[proc_id] = proc
+            status = _read_json(os.path.join(run_dir, "status.json"))
+            if isinstance(status, dict):
+                record.update(status)
+                continue
+            pid_info = _read_json(os.path.join(run_dir, "pid.json"))
+            if not isinstance(pid_info, dict) or not isinstance(pid_info.get("pid"), int):
+                self._finish(
+                    proc,
+                    "error",
+                    message="the agent stopped while starting this program; "
+                    "it may or may not have run",
+                    notify=False,
+                )
+                continue
+            pid = pid_info["pid"]
+            ticks = pid_info.get("start_ticks")
+            record["pid"] = pid
+            if _pid_alive(pid, ticks):
+                proc.adopted_ticks = ticks
+                self.adopted[proc_id] = proc
+                _log(f"adopted running {proc_id} (pid {pid})")
+            else:
+                self._finish(proc, "lost", message=self._lost_message(), notify=False)
+
+    @staticmethod
+    def _lost_message() -> str:
+        return "the agent was restarted while this program ran, so its exit status is unknown"
+
+    def _base_record(self, proc_id: str, run_dir: str, spec: dict[str, Any]) -> dict[str, Any]:
+        outputs = spec.get("outputs", "combined")
+        names = OUTPUT_NAMES.get(outputs, ("output",))
+        return {
+            "proc_id": proc_id,
+            "state": "running",
+            "pid": None,
+            "argv": spec.get("argv"),
+            "cwd": spec.get("cwd"),
+            "outputs": {n: os.path.join(run_dir, n) for n in names},
+            "start_time": spec.get("start_time"),
+            "end_time": None,
+            "exit_code": None,
+            "signal": None,
+            "message": None,
+        }
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run(self) -> None:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        # A Python-level handler (not SIG_IGN, which would leave no status to wait for,
+        # and would be inherited by programs); the wakeup pipe does the real work.
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        _log(f"listening in {self.state_dir} (version {self.version})")
+        next_poll = time.monotonic()
+        while True:
+            timeout = self._timeout(next_poll)
+            for key, mask in self.sel.select(timeout):
+                if key.data == "listen":
+                    self._accept()
+                elif key.data == "wake":
+                    try:
+                        while os.read(wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                else:
+                    conn = key.data
+                    if mask & selectors.EVENT_READ:
+                        self._on_readable(conn)
+                    if mask & selectors.EVENT_WRITE and conn.sock in self.conns:
+                        self._flush(conn)
+            try:
+                self._reap()
+                if time.monotonic() >= next_poll:
+                    self._poll_adopted()
+                    next_poll = time.monotonic() + ADOPTED_POLL_S
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the supervisor
+                _log(f"error in the loop: {exc!r}")
+            self._update_idle()
+            if self._idle_expired() and self._try_exit():
+                return
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        _log("SIGTERM: exiting; running programs carry on and are adopted on restart")
+        self._remove_socket()
+        os._exit(0)
+
+    def _timeout(self, next_poll: float) -> float | None:
+        waits: list[float] = []
+        if self.adopted:
+            waits.append(max(0.0, next_poll - time.monotonic()))
+        if self.idle_since is not None:
+            waits.append(max(0.05, self.idle_since + self.idle_timeout - time.monotonic()))
+        return min(waits) if waits else None
+
+    def _update_idle(self) -> None:
+        if self.conns or self.by_pid or self.adopted:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = time.monotonic()
+
+    def _idle_expired(self) -> bool:
+        return (
+            self.idle_since is not None and time.monotonic() - self.idle_since >= self.idle_timeout
+        )
+
+    def _try_exit(self) -> bool:
+        """Exit unless a `connect` is starting up: it holds the connect lock meanwhile.
+
+        A connect takes the lock, then connects; so once we hold the lock, any client
+        that got through is already in the accept queue, and we serve it instead.
+        """
+        fd = os.open(CONNECT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.idle_since = time.monotonic() - self.idle_timeout + 0.1
+            return False
+        if self._accept():
+            os.close(fd)  # releases the lock
+            self._update_idle()
+            return False
+        self._remove_socket()
+        _log(f"idle for {self.idle_timeout:g}s: exiting")
+        return True  # the lock goes with the process
+
+    def _remove_socket(self) -> None:
+        try:
+            if self.listener is not None:
+                self.listener.close()
+            os.unlink(os.path.join(self.state_dir, SOCKET_NAME))
+        except OSError:
+            pass
+
+    # -- connections --------------------------------------------------------------
+
+    def _accept(self) -> bool:
+        assert self.listener is not None
+        accepted = False
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return accepted
+            except OSError as exc:
+                _log(f"accept failed: {exc}")
+                return accepted
+            accepted = True
+            sock.setblocking(False)
+            conn = Conn(sock)
+            self.conns[sock] = conn
+            self.sel.register(sock, selectors.EVENT_READ, conn)
+            self._send(
+                conn,
+                {
+                    "event": "hello",
+                    "protocol": PROTOCOL,
+                    "version": self.version,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "state_dir": self.state_dir,
+                    "python": ".".join(map(str, sys.version_info[:3])),
+                },
+            )
+            # Exits are delivered at least once until `clean`: a client that was away
+            # gets every finished process again on connect.
+            for proc in self.procs.values():
+                if not proc.running:
+                    self._send(conn, self._event(proc))
+
+    def _drop(self, conn: Conn) -> None:
+        if self.conns.pop(conn.sock, None) is None:
+            return
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def _on_readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(256 * 1024)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            conn.closing = True
+            if not conn.outbuf:
+                self._drop(conn)
+            else:
+                self.sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            return
+        conn.inbuf += data
+        while conn.sock in self.conns:
+            nl = conn.inbuf.find(b"\n")
+            if nl < 0:
+                if len(conn.inbuf) > MAX_LINE:
+                    self._send(
+                        conn,
+                        {
+                            "id": None,
+                            "ok": False,
+                            "code": "bad_request",
+                            "error": "request line too long",
+                        },
+                    )
+                    self._drop(conn)
+                return
+            line = bytes(conn.inbuf[:nl])
+            del conn.inbuf[: nl + 1]
+            if line.strip():
+                self._send(conn, self._handle_line(line))
+
+    def _send(self, conn: Conn, msg: dict[str, Any]) -> None:
+        conn.outbuf += json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        if len(conn.outbuf) > MAX_OUTBUF:
+            _log("dropping a client that does not read")
+            self._drop(conn)
+            return
+        self._flush(conn)
+
+    def _flush(self, conn: Conn) -> None:
+        try:
+            while conn.outbuf:
+                sent = conn.sock.send(conn.outbuf)
+                del conn.outbuf[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._drop(conn)
+            return
+        if conn.closing:
+            if not conn.outbuf:
+                self._drop(conn)
+            return
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
+        if conn.writing != bool(conn.outbuf):
+            conn.writing = bool(conn.outbuf)
+            self.sel.modify(conn.sock, want, conn)
+
+    def _broadcast(self, msg: dict[str, Any]) -> None:
+        for conn in list(self.conns.values()):
+            self._send(conn, msg)
+
+    # -- requests -----------------------------------------------------------------
+
+    def _handle_line(self, line: bytes) -> dict[str, Any]:
+        req_id = None
+        try:
+            try:
+                req = json.loads(line.decode())
+            except ValueError as exc:
+                raise RequestError("bad_request", f"bad JSON: {exc}") from None
+            if not isinstance(req, dict):
+                raise RequestError("bad_request", "a request is a JSON object")
+            req_id = req.get("id")
+            op = req.get("op")
+            handler = self.OPS.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise RequestError("bad_request", f"unknown op: {op!r}")
+            reply = handler(self, req)
+            reply["id"] = req_id
+            reply["ok"] = True
+            return reply
+        except RequestError as exc:
+            reply = {"id": req_id, "ok": False, "code": exc.code, "error": exc.message}
+            reply.update(exc.extra)
+            return reply
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the supervisor
+            _log(f"error handling {line[:200]!r}: {exc!r}")
+            return {"id": req_id, "ok": False, "code": "internal", "error": repr(exc)}
+
+    def _get(self, req: dict[str, Any]) -> Proc:
+        proc_id = req.get("proc_id")
+        proc = self.procs.get(proc_id) if isinstance(proc_id, str) else None
+        if proc is None:
+            raise RequestError("not_found", f"no such process: {proc_id!r}")
+        return proc
+
+    def op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "time": _now()}
+
+    def op_start(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc_id = req.get("proc_id")
+        if proc_id is None:
+            proc_id = f"p{int(time.time())}-{secrets.token_hex(4)}"
+        if not _valid_proc_id(proc_id):
+            raise RequestError("bad_request", f"bad proc_id: {proc_id!r}")
+        argv = req.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise RequestError("bad_request", "argv must be a non-empty list of strings")
+        env = req.get("env") or {}
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise RequestError("bad_request", "env must map strings to strings")
+        cwd = req.get("cwd")
+        if cwd is not None and not isinstance(cwd, str):
+            raise RequestError("bad_request", "cwd must be a string")
+        inherit_env = req.get("inherit_env", True)
+        if not isinstance(inherit_env, bool):
+            raise RequestError("bad_request", "inherit_env must be true or false")
+        outputs = req.get("outputs", "combined")
+        if outputs not in OUTPUT_NAMES:
+            raise RequestError("bad_request", "outputs must be 'combined' or 'split'")
+        # Our own cwd is the state dir; a program without one starts at home, as ssh does.
+        cwd = os.path.expanduser(cwd if cwd else "~")
+
+        run_dir = os.path.join(self.runs_dir, proc_id)
+        try:
+            os.mkdir(run_dir, 0o700)
+        except FileExistsError:
+            # Never start twice: a daemon retrying after a crash learns what happened.
+            raise RequestError(
+                "exists",
+                f"process {proc_id} already exists",
+                proc=self.procs[proc_id].record if proc_id in self.procs else None,
+            ) from None
+        spec = {"argv": argv, "env": env, "cwd": cwd, "outputs": outputs, "start_time": _now()}
+        record = self._base_record(proc_id, run_dir, spec)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        fds: list[int] = []
+        try:
+            for path in record["outputs"].values():
+                fds.append(os.open(path, flags, 0o600))
+            _write_json_atomic(os.path.join(run_dir, "spec.json"), spec)
+        except OSError as exc:
+            # Nothing ran: leave no trace, so a retry with the same id may start it.
+            for fd in fds:
+                os.close(fd)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise RequestError("spawn_failed", f"cannot prepare {run_dir}: {exc}")
+        proc = Proc(proc_id, run_dir, record)
+        self.procs[proc_id] = proc
+        # The agent's own environment is the one of the `connect` that started it, which
+        # may be stale by now: a daemon that wants its current one sends it whole.
+        full_env = dict(os.environ) if inherit_env else {}
+        full_env.update(env)
+        try:
+            if not os.path.isdir(cwd):
+                raise RequestError("spawn_failed", f"cwd {cwd}: no such directory")
+            try:
+                popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=fds[0],
+                    stderr=fds[1] if len(fds) > 1 else subprocess.STDOUT,
+                    cwd=cwd,
+                    env=full_env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                what = exc.filename if exc.filename is not None else argv[0]
+                raise RequestError("spawn_failed", f"{what}: {exc.strerror or exc}")
+        except RequestError as exc:
+            self._finish(proc, "error", message=exc.message, notify=False)
+            exc.extra["proc"] = proc.record
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+        proc.popen = popen
+        proc.record["pid"] = popen.pid
+        self.by_pid[popen.pid] = proc
+        try:
+            _write_json_atomic(
+                os.path.join(run_dir, "pid.json"),
+                {"pid": popen.pid, "start_ticks": _proc_start_ticks(popen.pid)},
+            )
+        except OSError as exc:  # it runs and we wait for it; only a restart would lose it
+            _log(f"cannot record the pid of {proc_id}: {exc}")
+        return {"proc": proc.record}
+
+    def op_signal(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc = self._get(req)
+        signum = _parse_signal(req.get("signal", "SIGTERM"))
+        if not proc.running or proc.record["pid"] is None:
+            raise RequestError(
+                "not_running", f"process {proc.proc_id} is not running", proc=proc.record
+            )
+        pid = proc.record["pid"]
+        try:
+            if req.get("group", True):
+                os.killpg(pid, signum)  # the program is a session and group leader
+            else:
+                os.kill(pid, signum)
+        except ProcessLookupError:
+            raise RequestError(
+                "not_running", f"process {proc.proc_id} is not running", proc=proc.record
+            ) from None
+        except OSError as exc:
+            raise RequestError("signal_failed", f"kill: {exc.strerror}") from None
+        return {}
+
+    def op_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"proc": self._get(req).record}
+
+    def op_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"procs": [p.record for p in self.procs.values()]}
+
+    def op_read(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc = self._get(req)
+        name = req.get("output", "output")
+        path = proc.record["outputs"].get(name)
+        if path is None:
+            raise RequestError(
+                "bad_request",
+                "process {} has no output {!r}; it has {}".format(
+                    proc.proc_id, name, ", ".join(proc.record["outputs"])
+                ),
+            )
+        offset = req.get("offset", 0)
+        max_bytes = req.get("max_bytes", MAX_READ)
+        if not isinstance(offset, int) or offset < 0:
+            raise RequestError("bad_request", "offset must be a non-negative integer")
+        if not isinstance(max_bytes, int) or max_bytes < 0:
+            raise RequestError("bad_request", "max_bytes must be a non-negative integer")
+        # Whether the process had ended before we look at the file: then `length` is final.
+        final = not proc.running
+        try:
+            with open(path, "rb") as f:
+                length = os.fstat(f.fileno()).st_size
+                f.seek(offset)
+                data = f.read(min(max_bytes, MAX_READ))
+        except FileNotFoundError:
+            length, data = 0, b""
+        return {
+            "data": base64.b64encode(data).decode(),
+            "offset": offset,
+            "length": length,
+            "final": final,
+        }
+
+    def op_clean(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc = self._get(req)
+        if proc.running:
+            raise RequestError("running", f"process {proc.proc_id} is still running")
+        shutil.rmtree(proc.dir, ignore_errors=True)
+        del self.procs[proc.proc_id]
+        return {}
+
+    OPS: ClassVar[dict[str, Callable[[Server, dict[str, Any]], dict[str, Any]]]] = {
+        "ping": op_ping,
+        "start": op_start,
+        "signal": op_signal,
+        "status": op_status,
+        "list": op_list,
+        "read": op_read,
+        "clean": op_clean,
+    }
+
+    # -- process ends -------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.by_pid.pop(pid, None)
+            if proc is None:
+                continue
+            code: int | None = None
+            sig: int | None = None
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+            else:
+                code = os.WEXITSTATUS(status)
+            if proc.popen is not None:
+                # Tell Popen we reaped it, so it never waits on a pid that may be reused.
+                proc.popen.returncode = code if sig is None else -sig
+                proc.popen = None
+            self._finish(proc, "exited", exit_code=code, signal=_signal_name(sig))
+
+    def _poll_adopted(self) -> None:
+        for proc in list(self.adopted.values()):
+            if not _pid_alive(proc.record["pid"], proc.adopted_ticks):
+                self._finish(proc, "lost", message=self._lost_message())
+
+    def _finish(self, proc: Proc, state: str, notify: bool = True, **fields: Any) -> None:
+        """Record the end in status.json first, then tell the clients."""
+        proc.record["state"] = state
+        proc.record["end_time"] = _now()
+        proc.record.update(fields)
+        self.adopted.pop(proc.proc_id, None)
+        status = {
+            k: proc.record[k]
+            for k in ("state", "pid", "end_time", "exit_code", "signal", "message")
+        }
+        try:
+            _write_json_atomic(os.path.join(proc.dir, "status.json"), status)
+        except OSError as exc:  # disk full: still tell the clients, who keep the record
+            _log(f"cannot record the end of {proc.proc_id}: {exc}")
+        if notify:
+            self._broadcast(self._event(proc))
+
+    @staticmethod
+    def _event(proc: Proc) -> dict[str, Any]:
+        event = dict(proc.record)
+        event["event"] = "exited"
+        return event
+
+
+def serve(state_dir: str, idle_timeout: float, ready_fd: int = -1) -> int:
+    server = Server(state_dir, idle_timeout)
+    if not server.acquire():
+        _log(f"another agent serves {state_dir}")
+        if ready_fd >= 0:
+            os.write(ready_fd, b"1")  # the connect will find that one
+        return 0
+    server.bind()
+    server.load()
+    if ready_fd >= 0:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    server.run()
+    return 0
+
+
+def serve_detached(state_dir: str, idle_timeout: float) -> int:
+    """Fork a server in a new session; return once it listens (or failed)."""
+    log_path = os.path.join(state_dir, LOG_NAME)
+    try:
+        if os.path.getsize(log_path) > LOG_ROTATE_BYTES:
+            os.replace(log_path, log_path + ".1")
+    except OSError:
+        pass
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(ready_w)
+        ok = os.read(ready_r, 1) == b"1"
+        os._exit(0 if ok else 1)
+    os.close(ready_r)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    try:
+        code = serve(state_dir, idle_timeout, ready_w)
+    except BaseException as exc:  # noqa: BLE001 - log why, whatever it is
+        _log(f"agent failed: {exc!r}")
+        os._exit(1)
+    os._exit(code)
+
+
+# ---------------------------------------------------------------------------------
+# connect: ensure a server, then proxy stdio to it
+
+
+def _try_connect() -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(SOCKET_NAME)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _install_source(state_dir: str) -> str:
+    """Keep a copy of our source in the state dir: the server runs from that file."""
+    path = os.path.join(state_dir, SOURCE_NAME)
+    source = _own_source().encode()
+    try:
+        with open(path, "rb") as f:
+            if f.read() == source:
+                return path
+    except OSError:
+        pass
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(source)
+    os.replace(tmp, path)
+    return path
+
+
+def ensure_server(state_dir: str, idle_timeout: float) -> socket.socket:
+    """Connect to the server, starting one first if none is alive."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    os.chdir(state_dir)
+    lock_fd = os.open(CONNECT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # Held across start and connect: at most one server gets started, and an idle
+        # server never exits between our connect() and its accept().
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        sock = _try_connect()
+        if sock is not None:
+            return sock
+        source_path = _install_source(state_dir)
+        starter = subprocess.run(
+            [
+                sys.executable,
+                source_path,
+                "serve",
+                "--detach",
+                "--state-dir",
+                state_dir,
+                "--idle-timeout",
+                repr(idle_timeout),
+            ],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        if starter.returncode != 0:
+            raise SystemExit(
+                f"apsis agent: the server failed to start; see {os.path.join(state_dir, LOG_NAME)}"
+            )
+        deadline = time.monotonic() + 10.0
+        while True:
+            sock = _try_connect()
+            if sock is not None:
+                return sock
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"apsis agent: cannot connect to {os.path.join(state_dir, SOCKET_NAME)}"
+                )
+            time.sleep(0.01)
+    finally:
+        os.close(lock_fd)
+
+
+def proxy(sock: socket.socket) -> None:
+    """Copy stdin to the socket and the socket to stdout, until either side ends.
+
+    Stdin is read through sys.stdin.buffer because the ssh loader may already have
+    buffered the first protocol bytes behind the source it read from there.
+    """
+    stdin = cast(io.BufferedReader, sys.stdin.buffer)
+
+    def pump_in() -> None:
+        try:
+            while True:
+                data = stdin.read1(65536)
+                if not data:
+                    break
+                sock.sendall(data)
+        except (OSError, ValueError):
+            pass
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    threading.Thread(target=pump_in, daemon=True).start()
+    out = sys.stdout.fileno()
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+    except OSError:
+        pass
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="apsis-agent", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("connect", "start the server if needed, then speak the protocol on stdio"),
+        ("serve", "run the server in the foreground"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--state-dir", required=True)
+        cmd.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT)
+        if name == "serve":
+            cmd.add_argument("--detach", action="store_true")
+    args = parser.parse_args(argv)
+    state_dir = os.path.abspath(os.path.expanduser(args.state_dir))
+    if args.command == "connect":
+        proxy(ensure_server(state_dir, args.idle_timeout))
+        return 0
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    if args.detach:
+        return serve_detached(state_dir, args.idle_timeout)
+    return serve(state_dir, args.idle_timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

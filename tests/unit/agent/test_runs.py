@@ -1,0 +1,228 @@
+"""Starting programs: exit statuses, outputs, environment and start failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from apsis.agent.agent import _pid_alive
+from apsis.agent.client import AgentClient, AgentError
+
+from .helpers import PY, wait_exit
+
+pytestmark = pytest.mark.timeout(20)
+
+# Not UTF-8, with ANSI colour codes, a NUL and a CR: spools keep bytes as they are.
+OUT1 = b"\x1b[31mred\x1b[0m \xc3\xa9\n"
+ERR = b"\xff\xfe not utf-8\r\n"
+OUT2 = b"\x00tail without newline"
+WRITER = f"import os\nos.write(1, {OUT1!r})\nos.write(2, {ERR!r})\nos.write(1, {OUT2!r})\n"
+
+
+async def test_exit_zero(client: AgentClient) -> None:
+    info = await client.start(["true"], proc_id="r1")
+    assert info.state == "running" and info.pid
+    done = await wait_exit(client, "r1")
+    assert (done.state, done.exit_code, done.signal) == ("exited", 0, None)
+    assert done.end_time
+    assert (await client.status("r1")).exit_code == 0
+
+
+async def test_exit_failure_code(client: AgentClient) -> None:
+    await client.start(["sh", "-c", "exit 3"], proc_id="r1")
+    done = await wait_exit(client, "r1")
+    assert (done.exit_code, done.signal) == (3, None)
+
+
+async def test_signal_death_recorded_as_signal(client: AgentClient) -> None:
+    await client.start(["sleep", "30"], proc_id="r1")
+    await client.signal("r1", "TERM")
+    done = await wait_exit(client, "r1")
+    assert (done.state, done.exit_code, done.signal) == ("exited", None, "SIGTERM")
+    with pytest.raises(AgentError) as exc:
+        await client.signal("r1", "SIGKILL")
+    assert exc.value.code == "not_running"
+
+
+async def test_bad_signal(client: AgentClient) -> None:
+    await client.start(["sleep", "30"], proc_id="r1")
+    with pytest.raises(AgentError) as exc:
+        await client.signal("r1", "SIGNOPE")
+    assert exc.value.code == "bad_request"
+    await client.signal("r1", 9)
+    assert (await wait_exit(client, "r1")).signal == "SIGKILL"
+
+
+async def test_combined_output_byte_exact(client: AgentClient) -> None:
+    info = await client.start([PY, "-c", WRITER], proc_id="r1")
+    assert list(info.outputs) == ["output"]
+    await wait_exit(client, "r1")
+    assert Path(info.outputs["output"]).read_bytes() == OUT1 + ERR + OUT2
+    assert await client.read_all("r1") == OUT1 + ERR + OUT2
+
+
+async def test_split_outputs_byte_exact(client: AgentClient) -> None:
+    info = await client.start([PY, "-c", WRITER], proc_id="r1", outputs="split")
+    assert list(info.outputs) == ["stdout", "stderr"]
+    await wait_exit(client, "r1")
+    assert Path(info.outputs["stdout"]).read_bytes() == OUT1 + OUT2
+    assert Path(info.outputs["stderr"]).read_bytes() == ERR
+    assert await client.read_all("r1", "stderr") == ERR
+    with pytest.raises(AgentError) as exc:
+        await client.read("r1", "output")
+    assert exc.value.code == "bad_request"
+
+
+async def test_read_with_offsets(client: AgentClient) -> None:
+    await client.start(["printf", "0123456789"], proc_id="r1")
+    await wait_exit(client, "r1")
+    chunk = await client.read("r1", offset=3, max_bytes=4)
+    assert (chunk.data, chunk.offset, chunk.length, chunk.final) == (b"3456", 3, 10, True)
+    assert (await client.read("r1", offset=7)).data == b"789"
+    assert (await client.read("r1", offset=50)).data == b""
+    assert await client.read_all("r1", offset=8) == b"89"
+
+
+async def test_read_while_running_is_not_final(client: AgentClient) -> None:
+    await client.start(["sh", "-c", "printf abc; exec sleep 30"], proc_id="r1")
+    for _ in range(200):
+        chunk = await client.read("r1")
+        if chunk.length == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert (chunk.data, chunk.final) == (b"abc", False)
+
+
+async def test_no_such_program_is_an_error_reply(client: AgentClient) -> None:
+    with pytest.raises(AgentError) as exc:
+        await client.start(["/no/such/program", "x"], proc_id="r1")
+    assert exc.value.code == "spawn_failed"
+    assert "No such file" in exc.value.message
+    assert exc.value.proc is not None and exc.value.proc.state == "error"
+    # Recorded, so a daemon that crashed before the reply still learns it.
+    status = await client.status("r1")
+    assert status.state == "error" and "No such file" in (status.message or "")
+
+
+async def test_not_executable_is_an_error_reply(client: AgentClient, tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    with pytest.raises(AgentError) as exc:
+        await client.start([str(script)], proc_id="r1")
+    assert exc.value.code == "spawn_failed"
+    assert "Permission denied" in exc.value.message
+
+
+@pytest.mark.parametrize("what", ["missing", "file"])
+async def test_bad_cwd_is_an_error_reply(client: AgentClient, tmp_path: Path, what: str) -> None:
+    cwd = tmp_path / "nope"
+    if what == "file":
+        cwd.write_text("")
+    with pytest.raises(AgentError) as exc:
+        await client.start(["true"], proc_id="r1", cwd=str(cwd))
+    assert exc.value.code == "spawn_failed"
+    assert str(cwd) in exc.value.message
+
+
+async def test_cwd_and_default_cwd(client: AgentClient, tmp_path: Path) -> None:
+    info = await client.start(["pwd"], proc_id="r1", cwd=str(tmp_path))
+    await wait_exit(client, "r1")
+    assert Path(info.outputs["output"]).read_text().strip() == str(tmp_path)
+    info = await client.start(["pwd"], proc_id="r2")
+    await wait_exit(client, "r2")
+    assert Path(info.outputs["output"]).read_text().strip() == os.path.expanduser("~")
+
+
+async def test_env_given_and_inherited(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from apsis.agent.client import local_connect_command
+
+    monkeypatch.setenv("AGENT_TEST_INHERITED", "from-daemon")
+    async with AgentClient() as client:
+        await client.connect(local_connect_command(state_dir, idle_timeout=2))
+        script = 'printf "%s|%s|%s" "$APSIS_RUN_ID" "$APSIS_ARG_DATE" "$AGENT_TEST_INHERITED"'
+        info = await client.start(
+            ["sh", "-c", script],
+            proc_id="r1",
+            env={"APSIS_RUN_ID": "r1", "APSIS_ARG_DATE": "2024-01-02"},
+        )
+        await wait_exit(client, "r1")
+        assert Path(info.outputs["output"]).read_text() == "r1|2024-01-02|from-daemon"
+
+
+async def test_signal_reaches_the_whole_process_group(client: AgentClient, tmp_path: Path) -> None:
+    gc_file = tmp_path / "grandchild.pid"
+    await client.start(["sh", "-c", f'sleep 30 & echo $! > "{gc_file}"; wait'], proc_id="r1")
+    for _ in range(500):
+        if gc_file.exists() and gc_file.read_text().strip():
+            break
+        await asyncio.sleep(0.01)
+    grandchild = int(gc_file.read_text())
+    assert _pid_alive(grandchild, None)
+    await client.signal("r1", "SIGTERM")
+    assert (await wait_exit(client, "r1")).signal == "SIGTERM"
+    for _ in range(200):
+        if not _pid_alive(grandchild, None):
+            break
+        await asyncio.sleep(0.01)
+    assert not _pid_alive(grandchild, None)
+
+
+async def test_same_proc_id_never_starts_twice(client: AgentClient, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    await client.start(["sh", "-c", f'echo x >> "{marker}"'], proc_id="r1")
+    with pytest.raises(AgentError) as exc:
+        await client.start(["sh", "-c", f'echo x >> "{marker}"'], proc_id="r1")
+    assert exc.value.code == "exists"
+    await wait_exit(client, "r1")
+    assert marker.read_text() == "x\n"
+
+
+async def test_bad_requests(client: AgentClient) -> None:
+    for kwargs in ({"proc_id": "../etc"}, {"proc_id": ".hidden"}):
+        with pytest.raises(AgentError) as exc:
+            await client.start(["true"], **kwargs)
+        assert exc.value.code == "bad_request"
+    with pytest.raises(AgentError) as exc:
+        await client.start([])
+    assert exc.value.code == "bad_request"
+    with pytest.raises(AgentError) as exc:
+        await client.status("nope")
+    assert exc.value.code == "not_found"
+
+
+async def test_random_proc_id(client: AgentClient) -> None:
+    info = await client.start(["true"])
+    assert info.proc_id
+    assert (await wait_exit(client, info.proc_id)).exit_code == 0
+
+
+async def test_clean_and_list(client: AgentClient) -> None:
+    await client.start(["sleep", "30"], proc_id="long")
+    await client.start(["true"], proc_id="short")
+    await wait_exit(client, "short")
+    procs = {p.proc_id: p.state for p in await client.list()}
+    assert procs == {"long": "running", "short": "exited"}
+    with pytest.raises(AgentError) as exc:
+        await client.clean("long")
+    assert exc.value.code == "running"
+    run_dir = Path((await client.status("short")).outputs["output"]).parent
+    await client.clean("short")
+    assert not run_dir.exists()
+    assert [p.proc_id for p in await client.list()] == ["long"]
+    await client.signal("long", "KILL")
+    await wait_exit(client, "long")
+
+
+async def test_env_without_inheriting(client: AgentClient) -> None:
+    info = await client.start(
+        ["/bin/sh", "-c", 'printf "%s|%s" "$ONLY" "${HOME-unset}"'],
+        proc_id="r1",
+        env={"ONLY": "this"},
+        inherit_env=False,
+    )
+    await wait_exit(client, "r1")
+    assert Path(info.outputs["output"]).read_text() == "this|unset"
