@@ -1,0 +1,178 @@
+"""The daemon's configuration (`apsis.yaml`, SPEC §1.3); every key optional."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Diagnostics, JobError, Location
+from .lib.strict import Fields, as_bool, as_str
+from .lib.timefmt import parse_duration
+from .yamlload import load_yaml
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from `1048576`, `64MiB`, `10 MB`."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number):]
+        if number and unit in _SIZE_UNITS:
+            return int(float(number) * _SIZE_UNITS[unit])
+    raise ValueError(f"not a size: {value!r} (write bytes, or a number with KiB, MiB, GiB)")
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    jobs: Path = Path("jobs")
+    database: Path = Path("apsis.db")
+    bind: str = "127.0.0.1:5000"
+    horizon: float = 86400.0
+    since: str = "clock"  # clock | now | a time
+    max_age: float | None = None
+    retain: float = 90 * 86400.0
+    archive: Path | None = None
+    output_max_bytes: int = 64 * 1024**2
+    waiting_max_time: float | None = None
+    actions: list[Any] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    watch_jobs: bool = True
+    log_file: Path | None = None
+    log_level: str = "info"
+    event_retention: float = 7 * 86400.0
+    insecure: bool = False
+
+    @property
+    def agent_dir(self) -> Path:
+        """The local agent's state: beside the database, so two daemons never share one."""
+        return self.database.with_name(self.database.name + ".agent")
+
+    def check_bind(self) -> None:
+        """A non-loopback bind needs tokens and TLS, or an explicit `--insecure`."""
+        if is_loopback_bind(self.bind) or self.insecure:
+            return
+        if not self.tokens or not (self.tls_cert and self.tls_key):
+            raise ValueError(
+                f"refusing to bind to {self.bind}: a non-loopback address needs api.tokens and "
+                "api.tls in the config (or --insecure if the network is trusted)"
+            )
+
+
+def is_loopback_bind(bind: str) -> bool:
+    if bind.startswith("unix:"):
+        return True
+    host = bind.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_bind(bind: str) -> tuple[str, int] | str:
+    """(host, port) for TCP, or the socket path for `unix:PATH`."""
+    if bind.startswith("unix:"):
+        return bind[5:]
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"bind must be HOST:PORT or unix:PATH, not {bind!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def load_config(path: Path | None) -> Config:
+    """Reads `apsis.yaml`; paths in it are relative to the file.  No file: the embedded default."""
+    if path is None:
+        return Config()
+    diags = Diagnostics()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise JobError(f"cannot read config: {exc.strerror}", Location(str(path))) from None
+    node = load_yaml(text, str(path)) or {}
+    base = path.parent
+    cfg = Config(path=path)
+    f = Fields(node, "config", diags, Location(str(path)))
+
+    def rel(value: Any) -> Path:
+        p = Path(as_str(value)).expanduser()
+        return p if p.is_absolute() else base / p
+
+    with diags.collect():
+        cfg.jobs = f.get("jobs", base / "jobs", rel)
+    with diags.collect():
+        cfg.database = f.get("database", base / "apsis.db", rel)
+    with diags.collect():
+        cfg.bind = f.get("bind", cfg.bind, as_str)
+        parse_bind(cfg.bind)
+    for section, handler in (("schedule", _schedule), ("runs", _runs), ("output", _output),
+                             ("waiting", _waiting), ("api", _api), ("log", _log),
+                             ("events", _events)):
+        if f.has(section):
+            with diags.collect():
+                sf = Fields(f.get(section) or {}, section, diags, f.loc_of(section))
+                handler(sf, cfg, rel)
+                sf.done()
+    with diags.collect():
+        actions = f.get("action", [])
+        cfg.actions = actions if isinstance(actions, list) else [actions]
+    with diags.collect():
+        cfg.watch_jobs = f.get("watch_jobs", True, as_bool)
+    f.done()
+    if diags:
+        raise JobError("\n".join(str(d) for d in diags.errors))
+    return cfg
+
+
+def _schedule(f: Fields, cfg: Config, rel) -> None:
+    cfg.horizon = f.get("horizon", cfg.horizon, parse_duration)
+    cfg.since = f.get("since", cfg.since, as_str)
+    cfg.max_age = f.get("max_age", None, parse_duration)
+
+
+def _runs(f: Fields, cfg: Config, rel) -> None:
+    cfg.retain = f.get("retain", cfg.retain, parse_duration)
+    cfg.archive = f.get("archive", None, rel)
+
+
+def _output(f: Fields, cfg: Config, rel) -> None:
+    cfg.output_max_bytes = f.get("max_bytes", cfg.output_max_bytes, parse_size)
+
+
+def _waiting(f: Fields, cfg: Config, rel) -> None:
+    value = f.get("max_time", None)
+    cfg.waiting_max_time = None if value is None else f.convert("max_time", value, parse_duration)
+
+
+def _api(f: Fields, cfg: Config, rel) -> None:
+    tokens = f.get("tokens", {}) or {}
+    if not isinstance(tokens, dict):
+        raise JobError("api.tokens must map tokens to read|operate|admin", f.loc_of("tokens"))
+    for token, role in tokens.items():
+        if role not in ("read", "operate", "admin"):
+            raise JobError(f"token role must be read, operate or admin, not {role!r}", f.loc_of("tokens"))
+    cfg.tokens = {str(k): str(v) for k, v in tokens.items()}
+    if f.has("tls"):
+        tf = Fields(f.get("tls"), "api.tls", f.diags, f.loc_of("tls"))
+        cfg.tls_cert = tf.require("cert", rel)
+        cfg.tls_key = tf.require("key", rel)
+        tf.done()
+
+
+def _log(f: Fields, cfg: Config, rel) -> None:
+    cfg.log_file = f.get("file", None, lambda v: None if v is None else rel(v))
+    cfg.log_level = f.get("level", "info", as_str).lower()
+
+
+def _events(f: Fields, cfg: Config, rel) -> None:
+    cfg.event_retention = f.get("retain", cfg.event_retention, parse_duration)

@@ -1,0 +1,123 @@
+"""`apsisctl serve`: the daemon process that ties store, engine and API together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import Config, parse_bind
+
+log = logging.getLogger("apsis")
+
+
+def setup_logging(config: Config) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    root = logging.getLogger()
+    root.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    if config.log_file:
+        file_handler = logging.FileHandler(config.log_file)
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+    root.setLevel(getattr(logging, config.log_level.upper(), logging.INFO))
+    for noisy in ("uvicorn.access", "aiosqlite", "httpx", "websockets", "watchfiles"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def base_url(config: Config) -> str:
+    bind = parse_bind(config.bind)
+    if isinstance(bind, str):
+        return f"http+unix://{bind}"
+    host, port = bind
+    scheme = "https" if config.tls_cert else "http"
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}"
+
+
+async def serve(config: Config, *, since: str | None = None) -> int:
+    """Runs until SIGTERM/SIGINT or a shutdown request; returns the exit code."""
+    import uvicorn
+
+    from .api import create_app
+    from .engine.core import Engine
+    from .jobs_dir import load_jobs_dir
+    from .store import Store
+
+    store = await Store.open(config.database)
+    jobs_dir = await asyncio.to_thread(load_jobs_dir, config.jobs)
+    for diag in jobs_dir.diags.items:
+        log.warning("jobs: %s", diag)
+    log.info("loaded %d jobs from %s", len(jobs_dir.jobs), config.jobs)
+    engine = Engine(config, store, jobs_dir)
+    engine.url = base_url(config)
+    stop = asyncio.Event()
+    engine.request_shutdown = lambda restart=False: (setattr(engine, "restart", restart), stop.set())
+    engine.restart = False
+    await engine.start(since)
+
+    app = create_app(engine)
+    bind = parse_bind(config.bind)
+    kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "ws": "websockets",
+                              "lifespan": "off", "timeout_graceful_shutdown": 3}
+    if isinstance(bind, str):
+        kwargs["uds"] = bind
+    else:
+        kwargs["host"], kwargs["port"] = bind
+    if config.tls_cert:
+        kwargs["ssl_certfile"] = str(config.tls_cert)
+        kwargs["ssl_keyfile"] = str(config.tls_key)
+    server = uvicorn.Server(uvicorn.Config(app, **kwargs))
+    server.install_signal_handlers = lambda: None  # we handle signals ourselves
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    watcher = engine.spawn(_watch_jobs(engine, config.jobs), "watch-jobs") if config.watch_jobs else None
+    server_task = asyncio.create_task(server.serve())
+    stop_task = asyncio.create_task(stop.wait())
+    log.info("listening on %s", engine.url)
+    done, _ = await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if server_task in done and server_task.exception() is not None:
+        log.error("the API server failed: %s", server_task.exception())
+        code = 1
+    elif server_task in done and not server.started:
+        log.error("could not listen on %s", config.bind)
+        code = 1
+    log.info("shutting down")
+    if watcher:
+        watcher.cancel()
+    server.should_exit = True
+    engine.bus.close_all()
+    try:
+        await asyncio.wait_for(server_task, 5)
+    except (asyncio.TimeoutError, Exception):
+        pass
+    await engine.stop()
+    await store.close()
+    log.info("stopped")
+    return 75 if engine.restart and code == 0 else code
+
+
+async def _watch_jobs(engine: Any, jobs: Path) -> None:
+    """Reloads the jobs directory when files in it change (debounced by watchfiles)."""
+    from watchfiles import awatch
+
+    try:
+        async for _changes in awatch(jobs, debounce=500, recursive=True):
+            try:
+                result = await engine.reload_jobs()
+                log.info("jobs reloaded: %d added, %d changed, %d removed, %d problem(s)",
+                         len(result["added"]), len(result["changed"]), len(result["removed"]),
+                         len(result["errors"]))
+            except Exception:
+                log.exception("reloading jobs failed; the previous jobs stay in effect")
+    except FileNotFoundError:
+        log.warning("not watching %s: it does not exist", jobs)

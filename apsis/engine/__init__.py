@@ -1,0 +1,1 @@
+"""The engine: decides what runs when; the store persists, the API observes."""

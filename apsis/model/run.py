@@ -1,0 +1,132 @@
+"""A run: one execution of an instance (job id + args)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..lib.timefmt import format_time, parse_time
+from .states import State
+
+
+def run_number(run_id: str) -> int:
+    """`r123` → 123; ids sort by this number, never by their text."""
+    return int(run_id[1:])
+
+
+@dataclass(eq=False)
+class Run:
+    """Mutable only through the engine's transition function."""
+
+    run_id: str
+    job_id: str
+    args: dict[str, str]
+    state: State = State.NEW
+    times: dict[str, str] = field(default_factory=dict)  # STATE → ISO time, plus schedule, stop
+    message: str | None = None
+    labels: list[str] = field(default_factory=list)
+    program: dict[str, Any] | None = None  # bound: templates rendered
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    rerun_of: str | None = None
+    attempt: int = 1
+    exit_code: int | None = None
+    signal: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    ad_hoc: bool = False
+    expected: bool = False  # created by a schedule, not by a request
+    # Engine bookkeeping that survives a restart: agent process ids, pid, host.
+    meta: dict[str, Any] = field(default_factory=dict)
+    # The job definition this run was bound with (stored once, deduplicated).
+    job: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def instance(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return instance_key(self.job_id, self.args)
+
+    @property
+    def schedule_time(self) -> dt.datetime:
+        return parse_time(self.times["schedule"])
+
+    @property
+    def stop_time(self) -> dt.datetime | None:
+        stop = self.times.get("stop")
+        return parse_time(stop) if stop else None
+
+    def time_of(self, state: State) -> dt.datetime | None:
+        value = self.times.get(state.value)
+        return parse_time(value) if value else None
+
+    def set_time(self, key: str, when: dt.datetime) -> None:
+        self.times[key] = format_time(when)
+
+    def to_jso(self, *, with_job: bool = False) -> dict[str, Any]:
+        jso: dict[str, Any] = {
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "args": dict(self.args),
+            "state": self.state.value,
+            "labels": list(self.labels),
+            "times": dict(self.times),
+            "message": self.message,
+            "program": self.program,
+            "conditions": list(self.conditions),
+            "actions": list(self.actions),
+            "rerun_of": self.rerun_of,
+            "attempt": self.attempt,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "outputs": list(self.outputs),
+            "ad_hoc": self.ad_hoc,
+            "expected": self.expected,
+            "meta": dict(self.meta),
+        }
+        if with_job:
+            jso["job"] = self.job
+        return jso
+
+    def summary(self) -> dict[str, Any]:
+        """What event messages and lists carry: enough to draw a row."""
+        return {
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "args": dict(self.args),
+            "state": self.state.value,
+            "labels": list(self.labels),
+            "times": dict(self.times),
+            "message": self.message,
+            "rerun_of": self.rerun_of,
+            "attempt": self.attempt,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "ad_hoc": self.ad_hoc,
+        }
+
+    @classmethod
+    def from_jso(cls, jso: dict[str, Any]) -> "Run":
+        return cls(
+            run_id=jso["run_id"],
+            job_id=jso["job_id"],
+            args=dict(jso.get("args") or {}),
+            state=State(jso["state"]),
+            times=dict(jso.get("times") or {}),
+            message=jso.get("message"),
+            labels=list(jso.get("labels") or []),
+            program=jso.get("program"),
+            conditions=list(jso.get("conditions") or []),
+            actions=list(jso.get("actions") or []),
+            rerun_of=jso.get("rerun_of"),
+            attempt=int(jso.get("attempt") or 1),
+            exit_code=jso.get("exit_code"),
+            signal=jso.get("signal"),
+            outputs=list(jso.get("outputs") or []),
+            ad_hoc=bool(jso.get("ad_hoc")),
+            expected=bool(jso.get("expected")),
+            meta=dict(jso.get("meta") or {}),
+            job=jso.get("job"),
+        )
+
+
+def instance_key(job_id: str, args: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return job_id, tuple(sorted(args.items()))

@@ -1,0 +1,54 @@
+"""`apsisctl serve`: configuration from file and flags, then the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from .common import UserError
+from .exitcodes import ExitStatus
+
+
+def run_serve(config_path: str | None, jobs: str | None, db: str | None, bind: str | None,
+              since: str | None, insecure: bool) -> int:
+    from apsis.config import load_config, parse_bind
+    from apsis.daemon import serve, setup_logging
+    from apsis.errors import JobError
+    from apsis.lib.timefmt import parse_time
+
+    try:
+        config = load_config(Path(config_path) if config_path else None)
+    except JobError as exc:
+        raise UserError(f"bad config: {exc}", "fix the file; every key is optional") from None
+    if jobs:
+        config.jobs = Path(jobs)
+    if db:
+        config.database = Path(db)
+    if bind:
+        try:
+            parse_bind(bind)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        config.bind = bind
+    config.insecure = insecure
+    if since and since not in ("now", "clock"):
+        try:
+            since = parse_time(since).isoformat()
+        except ValueError as exc:
+            raise UserError(f"--since: {exc}") from None
+    try:
+        config.check_bind()
+    except ValueError as exc:
+        raise UserError(str(exc), "bind to 127.0.0.1, or configure api.tokens and api.tls") from None
+    if not config.jobs.is_dir():
+        raise UserError(f"no jobs directory at {config.jobs}",
+                        "create it, or point --jobs (or `jobs:` in the config) at one")
+    setup_logging(config)
+    from apsis.store import StoreLockedError
+
+    try:
+        return asyncio.run(serve(config, since=since))
+    except StoreLockedError as exc:
+        raise UserError(str(exc), code=ExitStatus.FAILURE) from None
+    except KeyboardInterrupt:
+        return ExitStatus.INTERRUPTED

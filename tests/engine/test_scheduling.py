@@ -1,0 +1,75 @@
+"""Schedules become runs exactly once, across restarts, with catch-up never silent."""
+
+import asyncio
+import collections
+import datetime as dt
+
+import pytest
+
+from apsis.engine.core import utcnow
+from apsis.lib.timefmt import format_time, parse_time
+
+
+async def all_runs(harness, job_id):
+    return (await harness.store.query_runs(job_id=job_id, limit=10_000)).runs
+
+
+@pytest.mark.parametrize("mode,started", [("all", "every"), ("latest", "last"), ("none", "no")])
+async def test_catchup_modes(harness, mode, started):
+    harness.write_jobs({"tick": f"""\
+        params: [time]
+        schedule: {{type: interval, interval: 2s, catchup: {mode}}}
+        program: {{type: no-op}}
+    """})
+    started_at = utcnow()
+    since = started_at - dt.timedelta(seconds=9)
+    await harness.start(since=format_time(since), horizon=0.5)
+    after = utcnow()  # the engine's "now" lies between started_at and this
+    runs = await all_runs(harness, "tick")
+    missed = [r for r in runs if parse_time(r["times"]["schedule"]) <= after]
+    assert len(missed) >= 4
+    await harness.wait([r["run_id"] for r in missed])
+    runs = sorted((await harness.store.get_runs([r["run_id"] for r in missed])),
+                  key=lambda r: r["times"]["schedule"])
+    states = [r["state"] for r in runs]
+    if started == "every":
+        assert set(states) == {"success"}
+    elif started == "last":
+        assert states[-1] == "success" and set(states[:-1]) == {"skipped"}
+    else:
+        assert set(states) == {"skipped"}
+    for r in runs:
+        if r["state"] == "skipped":
+            assert "missed while the daemon was down" in r["message"]
+    times = [r["times"]["schedule"] for r in await all_runs(harness, "tick")]
+    assert len(times) == len(set(times))  # never doubled
+
+
+async def test_restart_neither_doubles_nor_loses(harness):
+    harness.write_jobs({"tick": "params: [time]\nschedule: {type: interval, interval: 1s}\nprogram: {type: no-op}\n"})
+    await harness.start(since="now", horizon=2)
+    await asyncio.sleep(1.5)
+    await harness.stop()
+    await asyncio.sleep(2.5)  # down across at least two schedule times
+    await harness.start(since="clock", horizon=2)
+    await asyncio.sleep(2)
+    runs = await all_runs(harness, "tick")
+    counts = collections.Counter(r["times"]["schedule"] for r in runs)
+    assert max(counts.values()) == 1
+    times = sorted(dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in counts)
+    gaps = {(b - a).total_seconds() for a, b in zip(times, times[1:])}
+    assert gaps == {1.0}  # nothing lost while down
+
+
+async def test_dst_skip_is_recorded_as_skipped(harness):
+    # 02:30 does not exist in New York on 2026-03-08: dst_gap skip records a skipped run.
+    harness.write_jobs({"gap": """\
+        params: [date]
+        schedule: {type: daily, tz: America/New_York, daytime: "02:30", dst_gap: skip, catchup: none}
+        program: {type: no-op}
+    """})
+    await harness.start(since="2026-03-07T00:00:00Z", horizon=0)
+    runs = {r["args"]["date"]: r for r in await all_runs(harness, "gap")}
+    assert runs["2026-03-08"]["state"] == "skipped"
+    assert "gap" in runs["2026-03-08"]["message"]
+    assert "missed" in runs["2026-03-09"]["message"]
