@@ -97,17 +97,17 @@ async def test_dependencies_resolve_in_any_order(harness):
         "down": "params: [n]\nprogram: {type: no-op}\ncondition: {type: dependency, job_id: up}\n",
     })
     await harness.start()
-    downs = [(await harness.run("down", {"n": str(i)}))[0] for i in range(100)]
+    downs = [(await harness.run("down", {"n": str(i)}))[0] for i in range(200)]
     await asyncio.sleep(0.3)
     states = {(await harness.engine.get_run_jso(d))["state"] for d in downs}
     assert states == {"waiting"}
     ups = []
-    for i in reversed(range(100)):
+    for i in reversed(range(200)):
         ups += await harness.run("up", {"n": str(i)})
     runs = await harness.wait(downs + ups, timeout=60)
     assert {r["state"] for r in runs.values()} == {"success"}
     for i, d in enumerate(downs):  # each waited for its own upstream
-        up = runs[ups[99 - i]]
+        up = runs[ups[199 - i]]
         assert parse_time(runs[d]["times"]["starting"]) >= parse_time(up["times"]["success"])
 
 
@@ -133,7 +133,7 @@ async def test_retry_action(harness):
     await harness.start()
     [first] = await harness.run("flaky")
     await harness.wait(first)
-    for _ in range(100):
+    for _ in range(200):
         found = (await harness.store.query_runs(job_id="flaky", limit=10)).runs
         if len(found) == 3 and all(r["state"] == "failure" for r in found):
             break
@@ -151,7 +151,7 @@ async def test_successors_get_the_same_args(harness):
     await harness.start()
     [a] = await harness.run("a", {"d": "x"})
     await harness.wait(a)
-    for _ in range(100):
+    for _ in range(200):
         found = (await harness.store.query_runs(job_id="b", limit=10)).runs
         if found and found[0]["state"] == "success":
             break

@@ -1,0 +1,78 @@
+"""Import hygiene: `apsis --help` and `apsis wait` start fast (SPEC Part 2, STYLE: CLI).
+
+Each check runs the real entry point in a fresh interpreter and looks at sys.modules
+afterwards, so an eager import anywhere on the path (ours or a library's) shows up.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Never needed to print help or to start waiting.
+HEAVY = ["textual", "apsis_tui", "jinja2", "aiosqlite", "uvicorn", "starlette", "apsis.engine",
+         "apsis.store", "apsis.daemon", "apsis.api", "apsis.template", "yaml", "pygments"]
+
+PROBE = r"""
+import json, sys
+sys.argv = ["apsis", *json.loads(sys.argv[1])]
+from apsis_cli.apsis import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+with open(sys.argv[0] if False else OUT, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def loaded_modules(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+    out = tmp_path / "modules.json"
+    code = PROBE.replace("OUT", repr(str(out)))
+    subprocess.run([sys.executable, "-c", code, json.dumps(list(args))], cwd=ROOT,
+                   capture_output=True, timeout=30)
+    data = json.loads(out.read_text())
+    return data["code"], set(data["modules"])
+
+
+def present(modules: set[str], names: list[str]) -> list[str]:
+    return [n for n in names if n in modules or any(m.startswith(n + ".") for m in modules)]
+
+
+def test_help_imports_only_click(tmp_path):
+    code, modules = loaded_modules(tmp_path, "--help")
+    assert code == 0
+    assert present(modules, HEAVY + ["rich", "httpx", "websockets", "asyncio"]) == []
+
+
+def test_command_help_is_as_light(tmp_path):
+    code, modules = loaded_modules(tmp_path, "runs", "--help")
+    assert code == 0
+    assert present(modules, HEAVY + ["rich", "httpx", "websockets"]) == []
+
+
+def test_wait_imports_no_tui_server_or_websockets_before_connecting(tmp_path):
+    # Nothing listens on port 9: the wait fails before it would open the event stream.
+    code, modules = loaded_modules(tmp_path, "--url", "http://127.0.0.1:9", "--retry-for", "0",
+                                   "wait", "r1")
+    assert code == 69
+    assert present(modules, HEAVY + ["websockets", "rich"]) == []
+    # httpx must not drag in its own command line tool (click is ours anyway).
+    assert "httpx._main" not in modules or sys.modules.get("httpx._main") is None
+    assert present(modules, ["pygments"]) == []
+
+
+@pytest.mark.skipif(shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
+                    reason="import-linter is not installed (pip install -e '.[test]')")
+def test_import_linter_contracts_hold():
+    exe = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
