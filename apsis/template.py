@@ -90,7 +90,9 @@ def _syntax_error(source: str, exc: jinja2.TemplateSyntaxError) -> TemplateError
     return TemplateError(f"template syntax error: {exc.message}{where} in template {source!r}")
 
 
+@functools.lru_cache(maxsize=8192)
 def _parse(source: str) -> nodes.Template:
+    """Parsed once per distinct source: checks walk the tree, never change it."""
     try:
         return environment().parse(source)
     except jinja2.TemplateSyntaxError as exc:

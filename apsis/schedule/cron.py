@@ -7,6 +7,8 @@ iteration fires fall-back times twice.
 
 from __future__ import annotations
 
+import functools
+
 import calendar as _calendar
 import datetime as dt
 from collections.abc import Iterator
@@ -77,7 +79,12 @@ class CronExpr:
 
 def parse_cron(value: Any) -> CronExpr:
     """A five-field expression (names and `@daily`-style aliases allowed)."""
-    text = as_str(value).strip()
+    return _parse_cron_text(as_str(value).strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cron_text(text: str) -> CronExpr:
+    """Cached: many jobs share an expression, and a CronExpr is immutable."""
     fields = ALIASES.get(text.lower(), text).split()
     if len(fields) != 5:
         raise ValueError(

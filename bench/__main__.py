@@ -1,0 +1,61 @@
+"""`make bench`: runs every benchmark and writes bench/results.json (SPEC §1.13).
+
+Each benchmark module has `run(quick: bool) -> {name: {value, unit, baseline}}`;
+a baseline is measured in the same run, so ratios survive a noisy machine.
+A benchmark that fails is reported and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+MODULES = [
+    "bench.check_job",
+    "bench.daemon_runs",
+    "bench.startup_1m",
+    "bench.events_fanout",
+    "bench.cli_startup",
+    "bench.tui_table",
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a run of a few minutes")
+    parser.add_argument("--only", action="append", help="run only these modules (e.g. check_job)")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    opts = parser.parse_args()
+    metrics: dict[str, dict] = {}
+    failed = []
+    for name in MODULES:
+        if opts.only and name.split(".")[-1] not in opts.only:
+            continue
+        start = time.monotonic()
+        try:
+            module = importlib.import_module(name)
+            found = module.run(opts.quick)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            failed.append(name)
+            traceback.print_exc()
+            continue
+        except Exception:
+            failed.append(name)
+            traceback.print_exc()
+            continue
+        metrics.update(found)
+        print(f"{name}: {json.dumps(found)} ({time.monotonic() - start:.0f}s)", file=sys.stderr)
+    Path(opts.out).write_text(json.dumps({"metrics": metrics}, indent=2) + "\n")
+    print(f"wrote {opts.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
