@@ -63,7 +63,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
 
     app = create_app(engine)
     bind = parse_bind(config.bind)
-    kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "ws": "websockets",
+    kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "ws": "websockets-sansio",
                               "lifespan": "off", "timeout_graceful_shutdown": 3}
     if isinstance(bind, str):
         kwargs["uds"] = bind
