@@ -167,7 +167,7 @@ class Engine:
         await self.writer.write(events=[{"ts": ts, **e} for e in events])
 
     async def transition(self, run: Run, to: State, message: str | None = None, *,
-                         force: bool = False, **updates: Any) -> None:
+                         force: bool = False, outputs: list[Any] = (), **updates: Any) -> None:
         """The one way a run changes state: checked, recorded, published, then reacted to."""
         frm = run.state
         if not force and not can_transition(frm, to):
@@ -189,7 +189,7 @@ class Engine:
             self._forget(run)
         else:
             self._remember(run)
-        await self.writer.write([jso], [entry], events)
+        await self.writer.write([jso], [entry], events, outputs=outputs)
         if to in FINISHED and frm not in FINISHED:
             self.runner.forget(run)
         self.waiter.on_transition(run, frm, to)

@@ -47,13 +47,14 @@ class Subscription:
             return
         self.closed = True
         self._bus._subs.discard(self)
-        # Wake a reader blocked on get(); make room for the sentinel if full.
-        while True:
-            try:
-                self.queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self.queue.get_nowait()
+        # Wake a reader blocked on get() (its queue is empty then, so the sentinel fits).
+        # A full queue keeps every event: the reader gets them all, in order, then None
+        # from get(); dropping one to make room would leave a gap that a reader resuming
+        # from its last seq could not see.
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
 
     def __enter__(self) -> "Subscription":
         return self

@@ -29,6 +29,8 @@ log = logging.getLogger("apsis.runner")
 
 OUTPUT_POLL_SECONDS = 0.5
 RECONCILE_SECONDS = 15.0
+# Outputs up to this size are stored in the same transaction as the run's end.
+SMALL_OUTPUT_BYTES = 256 * 1024
 
 
 def program_env(run: Run, url: str) -> dict[str, str]:
@@ -205,7 +207,7 @@ class Runner:
             return
         self._finishing.add(run.run_id)
         try:
-            await self._store_outputs(run)
+            small = await self._store_outputs(run)
             signame = _signal_name(signal)
             stopping = run.state == State.STOPPING
             stop_meta = run.meta.get("stop", {})
@@ -222,7 +224,8 @@ class Runner:
             else:
                 to, msg = State.FAILURE, f"exit code {exit_code}"
             if run.state in (State.RUNNING, State.STOPPING):
-                await self.engine.transition(run, to, msg, exit_code=exit_code, signal=signame)
+                await self.engine.transition(run, to, msg, exit_code=exit_code, signal=signame,
+                                             outputs=small)
             try:
                 await self.agent.clean(run.run_id)
             except Exception:
@@ -230,17 +233,25 @@ class Runner:
         finally:
             self._finishing.discard(run.run_id)
 
-    async def _store_outputs(self, run: Run) -> None:
+    async def _store_outputs(self, run: Run) -> list[Any]:
+        """Stores big outputs now; returns small ones to go in with the final transition."""
+        store = self.engine.store
         max_bytes = self.engine.config.output_max_bytes
-        outputs = []
+        outputs, small = [], []
         for output_id in output_ids(run.program or {}):
             path = self.spool_path(run, output_id)
             if path is None or not path.exists():
                 continue
-            info = await self.engine.store.store_output_from_file(run.run_id, output_id, path,
-                                                                  max_bytes=max_bytes)
-            outputs.append({"output_id": output_id, "length": info["length"]})
+            if path.stat().st_size <= SMALL_OUTPUT_BYTES:
+                prepared = await asyncio.to_thread(
+                    lambda: store.prepare_small_output(run.run_id, output_id, path.read_bytes(), max_bytes))
+                small.append(prepared)
+                outputs.append({"output_id": output_id, "length": prepared.length})
+            else:
+                info = await store.store_output_from_file(run.run_id, output_id, path, max_bytes=max_bytes)
+                outputs.append({"output_id": output_id, "length": info["length"]})
         run.outputs = outputs
+        return small
 
     # -- stopping and signals -----------------------------------------------------------
 

@@ -23,6 +23,7 @@ class _Batch:
     log_entries: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     clock: str | None = None
+    outputs: list[Any] = field(default_factory=list)
     waiters: list[asyncio.Future] = field(default_factory=list)
 
 
@@ -40,7 +41,8 @@ class Writer:
         self._task = asyncio.create_task(self._loop(), name="apsis-writer")
 
     async def write(self, runs: list[dict[str, Any]] = (), log_entries: list[dict[str, Any]] = (),
-                    events: list[dict[str, Any]] = (), clock: str | None = None) -> None:
+                    events: list[dict[str, Any]] = (), clock: str | None = None,
+                    outputs: list[Any] = ()) -> None:
         """Queues the change and waits until it is committed (events get their `seq`)."""
         if self._closing:
             raise RuntimeError("the daemon is shutting down")
@@ -49,6 +51,7 @@ class Writer:
         batch.runs.extend(runs)
         batch.log_entries.extend(log_entries)
         batch.events.extend(events)
+        batch.outputs.extend(outputs)
         if clock is not None:
             batch.clock = clock
         future = asyncio.get_running_loop().create_future()
@@ -69,7 +72,8 @@ class Writer:
             runs = list({r["run_id"]: r for r in batch.runs}.values())
             start = loop.time()
             try:
-                await self.store.write(runs, batch.log_entries, batch.events, clock=batch.clock)
+                await self.store.write(runs, batch.log_entries, batch.events, clock=batch.clock,
+                                       outputs=batch.outputs)
             except Exception as exc:
                 log.exception("database write failed")
                 for fut in batch.waiters:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sqlite3
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Self
@@ -59,6 +60,36 @@ def _dumps(value: Any) -> str:
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class SmallOutput:
+    """An output compressed in memory, written within a `write` transaction."""
+
+    num: int
+    output_id: str
+    chunks: list[out.Chunk]
+    length: int
+    original_length: int
+    content_type: str
+
+
+async def _write_small_output(conn: aiosqlite.Connection, output: SmallOutput) -> None:
+    num, output_id = output.num, output.output_id
+    rows = list(await conn.execute_fetchall(
+        "SELECT gen FROM outputs WHERE run_num = ? AND output_id = ?", (num, output_id)))
+    gen = (rows[0][0] if rows else 0) + 1
+    await conn.execute("DELETE FROM output_chunks WHERE run_num = ? AND output_id = ?", (num, output_id))
+    await conn.executemany(
+        "INSERT INTO output_chunks (run_num, output_id, gen, chunk_no, start, length, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(num, output_id, gen, c.chunk_no, c.start, c.length, c.data) for c in output.chunks])
+    await conn.execute(
+        "INSERT INTO outputs (run_num, output_id, gen, length, original_length, content_type) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_num, output_id) DO UPDATE SET "
+        "gen = excluded.gen, length = excluded.length, original_length = excluded.original_length, "
+        "content_type = excluded.content_type",
+        (num, output_id, gen, output.length, output.original_length, output.content_type))
 
 
 class Store:
@@ -259,8 +290,12 @@ class Store:
         events: Sequence[dict[str, Any]] = (),
         *,
         clock: str | dt.datetime | None = None,
+        outputs: Sequence[SmallOutput] = (),
     ) -> list[int]:
         """Records runs, run log entries and events (and the clock) in one transaction.
+
+        `outputs` (from `prepare_small_output`) go in the same transaction: a quick
+        program's output and its final state cost one commit, not three.
 
         Runs are upserted whole. A run may carry the job definition it was bound with
         under "job": it is stored once per distinct definition and linked from the run
@@ -303,6 +338,8 @@ class Store:
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         event_rows,
                     )
+                for output in outputs:
+                    await _write_small_output(conn, output)
                 if clock_value is not None:
                     await conn.execute(
                         "INSERT INTO meta (key, value) VALUES ('clock', ?) "
@@ -633,6 +670,14 @@ class Store:
             "original_length": original_length,
             "content_type": content_type,
         }
+
+    @staticmethod
+    def prepare_small_output(run_id: str, output_id: str, data: bytes, max_bytes: int | None = None,
+                             *, content_type: str = DEFAULT_CONTENT_TYPE) -> SmallOutput:
+        """Compresses an output held in memory, for `write(outputs=...)`; CPU-bound, call it in a thread."""
+        chunks = list(out.compress_chunks(out.pieces_of_bytes(data, max_bytes)))
+        length = chunks[-1].start + chunks[-1].length if chunks else 0
+        return SmallOutput(_num(run_id), output_id, chunks, length, len(data), content_type)
 
     async def _drop_staged(self, num: int, output_id: str, gen: int) -> None:
         writer = self._need_writer()

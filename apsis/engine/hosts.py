@@ -1,0 +1,147 @@
+"""Agents on other hosts, reached through the system's OpenSSH client (SPEC §1.9).
+
+One `AgentClient` per (host, user), connected on first use and kept for the daemon's
+life: the client reconnects by itself when ssh drops. A failed first connection is
+not kept, so the next run (or the reconcile loop) tries again. Host groups from
+`.apsis-jobs.yaml` are resolved to one host here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..agent.client import DEFAULT_REMOTE_STATE_DIR, AgentClient, ssh_connect_command
+
+log = logging.getLogger("apsis.hosts")
+
+HostKey = tuple[str, str | None]  # (host, user); user None: ssh's own default
+
+# On the command line, so they win over ~/.ssh/config: an unreachable host must turn
+# into an error run in seconds, and a dead connection must be noticed (then redone).
+SSH_OPTIONS = (
+    "-o", "ConnectTimeout=10",
+    "-o", "ServerAliveInterval=15",
+    "-o", "ServerAliveCountMax=3",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSettings:
+    """How to reach remote agents: the ssh command and the agent's state dir there."""
+
+    ssh: tuple[str, ...] = ("ssh",)
+    state_dir: str = DEFAULT_REMOTE_STATE_DIR
+    idle_timeout: float | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RemoteSettings:
+        """`APSIS_SSH` (e.g. `ssh -F /etc/apsis/ssh_config`), `APSIS_REMOTE_AGENT_DIR`,
+        and `APSIS_AGENT_IDLE_TIMEOUT`, which the local agent uses too."""
+        ssh = tuple(shlex.split(environ.get("APSIS_SSH", ""))) or ("ssh",)
+        idle = environ.get("APSIS_AGENT_IDLE_TIMEOUT")
+        return cls(
+            ssh=ssh,
+            state_dir=environ.get("APSIS_REMOTE_AGENT_DIR") or DEFAULT_REMOTE_STATE_DIR,
+            idle_timeout=float(idle) if idle else None,
+        )
+
+
+class HostPicker:
+    """Turns a program's `host:` into a host: a group name picks one of its hosts."""
+
+    def __init__(self) -> None:
+        self._turns: dict[str, itertools.count[int]] = {}
+
+    def pick(self, name: str, groups: Mapping[str, Mapping[str, Any]]) -> tuple[str, str | None]:
+        """(host, group name or None). Round-robin rotates per group, in memory."""
+        group = groups.get(name)
+        if group is None:
+            return name, None
+        hosts = list(group["hosts"])
+        if group.get("type", "round-robin") == "random":
+            return random.choice(hosts), name
+        turn = next(self._turns.setdefault(name, itertools.count()))
+        return hosts[turn % len(hosts)], name
+
+
+class HostAgents:
+    """The pool of remote agent connections, created lazily and closed at stop."""
+
+    def __init__(
+        self,
+        settings: RemoteSettings,
+        on_connect: Callable[[AgentClient], None],
+        *,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self._on_connect = on_connect  # the runner follows the new client's exits
+        self._connect_timeout = connect_timeout
+        self._clients: dict[HostKey, AgentClient] = {}
+        self._connecting: dict[HostKey, asyncio.Task[AgentClient]] = {}
+        self._closed = False
+
+    def connected(self, host: str, user: str | None) -> AgentClient | None:
+        """The client for (host, user) if one was ever connected; never connects."""
+        return self._clients.get((host, user))
+
+    async def get(self, host: str, user: str | None) -> AgentClient:
+        """The client for (host, user), connecting first if need be.
+
+        Raises AgentConnectionError (the message has ssh's stderr tail) if ssh cannot
+        reach the host, or ValueError for a host name ssh would take as an option.
+        Concurrent callers for one host share one connection attempt.
+        """
+        key = (host, user)
+        client = self._clients.get(key)
+        if client is not None:
+            return client
+        if self._closed:
+            raise RuntimeError("the remote agent pool is closed")
+        task = self._connecting.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._connect(key))
+            self._connecting[key] = task
+            task.add_done_callback(lambda _: self._connecting.pop(key, None))
+        # Shielded: one caller giving up must not cancel the others' attempt.
+        return await asyncio.shield(task)
+
+    async def _connect(self, key: HostKey) -> AgentClient:
+        host, user = key
+        settings = self.settings
+        argv, preamble = ssh_connect_command(
+            host,
+            user=user,
+            state_dir=settings.state_dir,
+            idle_timeout=settings.idle_timeout,
+            ssh=settings.ssh,
+            ssh_options=SSH_OPTIONS,
+        )
+        client = AgentClient(connect_timeout=self._connect_timeout)
+        await client.connect(argv, preamble)
+        if self._closed:
+            await client.close()
+            raise RuntimeError("the remote agent pool is closed")
+        log.info("connected to the agent on %s%s (%s)", f"{user}@" if user else "", host,
+                 client.hello.get("host", "?"))
+        self._clients[key] = client
+        self._on_connect(client)
+        return client
+
+    async def close(self) -> None:
+        """Drops every connection; remote agents and their programs carry on."""
+        self._closed = True
+        pending = list(self._connecting.values())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
