@@ -1,0 +1,680 @@
+"""RunTable: the live table of runs, rendered line by line over a RunStore.
+
+Textual's DataTable builds every row up front; with 100 000 runs that is seconds of
+work and megabytes of renderables. RunTable is a ScrollView that asks the store for
+only the rows on screen in ``render_line`` and caches their strips, so first paint
+and scrolling cost the same for 100 rows or 100 000.
+
+Updates are coalesced: ``apply_runs`` queues runs by id and a timer (10 Hz by
+default) applies the batch and repaints once. The cursor follows its run, and the
+run under the cursor keeps its place on screen, when rows arrive above it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from apsis_tui.filter import RunFilter
+from apsis_tui.filter import parse as parse_filter
+from apsis_tui.runstore import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    Run,
+    RunPredicate,
+    RunStore,
+    parse_time,
+)
+
+# state -> (symbol, ASCII fallback). Shapes from the common "geometric shapes" and
+# dingbat blocks, all one cell wide and never drawn as emoji; colour adds meaning,
+# it is not the only carrier of it (NO_COLOR keeps the symbols).
+STATE_SYMBOLS: dict[str, tuple[str, str]] = {
+    "new": ("·", "."),
+    "scheduled": ("○", "o"),
+    "waiting": ("◊", "~"),
+    "starting": ("▷", ">"),
+    "running": ("▶", ">"),
+    "stopping": ("■", "="),
+    "success": ("✓", "+"),
+    "failure": ("✗", "x"),
+    "error": ("!", "!"),
+    "skipped": ("–", "-"),
+}
+UNKNOWN_SYMBOL = ("?", "?")
+LATE_MARK = "*"
+ELLIPSIS = "…"
+WIDE_WIDTH = 100  # from this width on, states are spelled out
+NARROW_WIDTH = 56  # below this width, the start column is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One table column: ``key`` names what it shows (``arg:NAME`` for an arg)."""
+
+    key: str
+    title: str
+    width: int
+    align_right: bool = False
+
+
+def layout_columns(
+    width: int,
+    *,
+    id_width: int,
+    job_width: int,
+    arg_widths: dict[str, int] | None,
+) -> tuple[Column, ...]:
+    """Fit the columns into ``width`` cells; ``arg_widths`` turns args into columns.
+
+    Fixed columns take what their content needs; the job and args columns share the
+    rest, the job column first up to its longest id but no more than about half.
+    """
+    wide = width >= WIDE_WIDTH
+    fixed = [
+        Column("id", "run", max(3, min(id_width, 10))),
+        Column("state", "state" if wide else "", 11 if wide else 1),
+    ]
+    tail = [
+        Column("schedule", "schedule", 14),
+        Column("start", "start", 8),
+        Column("elapsed", "elapsed", 8, align_right=True),
+        Column("late", "late" if wide else "", 4 if wide else 1),
+    ]
+    if width < NARROW_WIDTH:
+        tail = [c for c in tail if c.key != "start"]
+    flex_count = 2 if arg_widths is None else len(arg_widths)
+    used = sum(c.width for c in fixed + tail) + len(fixed) + len(tail) + flex_count - 1
+    remain = max(0, width - used)
+    flex: list[Column] = []
+    if arg_widths is None:
+        job = min(max(job_width, 3), max(8, remain * 11 // 20))
+        job = min(job, remain)
+        flex = [Column("job", "job", job), Column("args", "args", max(0, remain - job))]
+    else:
+        desired = {name: max(len(name), w) for name, w in arg_widths.items()}
+        given: dict[str, int] = {}
+        left = remain
+        pending = sorted(desired, key=desired.__getitem__)
+        while pending:
+            share = left // len(pending)
+            name = pending.pop(0)
+            given[name] = min(desired[name], share)
+            left -= given[name]
+        flex = [Column(f"arg:{name}", name, given[name]) for name in arg_widths]
+    return tuple(c for c in fixed + flex + tail if c.width > 0)
+
+
+def fit(text: str, width: int, align_right: bool = False, ellipsis: str = ELLIPSIS) -> str:
+    """Pad or truncate (with an ellipsis) to exactly ``width`` cells."""
+    if width <= 0:
+        return ""
+    length = cell_len(text)
+    if length > width:
+        return set_cell_size(text, width - 1) + ellipsis
+    if align_right:
+        return " " * (width - length) + text
+    return text + " " * (width - length)
+
+
+def format_elapsed(seconds: float) -> str:
+    """H:MM:SS; past 99 hours, days and hours (``12d03h``) to stay narrow."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    if hours >= 100:
+        days, hours = divmod(hours, 24)
+        return f"{days}d{hours:02d}h"
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def format_local(epoch: float | None, pattern: str) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch).strftime(pattern)
+
+
+class RunTable(ScrollView, can_focus=True):
+    """A scrolling table of runs with a cursor, a *now* line and live elapsed times."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor_up", "Up", show=False),
+        Binding("down", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "first", "First", show=False),
+        Binding("end", "last", "Last", show=False),
+        Binding("enter", "select", "Open run"),
+        Binding("full_stop", "now", "Now"),
+    ]
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "run-table--header",
+        "run-table--cursor",
+        "run-table--now",
+        "run-table--muted",
+        "run-table--late",
+        *(f"run-table--state-{state}" for state in STATE_SYMBOLS),
+    }
+
+    DEFAULT_CSS = """
+    RunTable {
+        background: $surface;
+        color: $foreground;
+        overflow-x: hidden;
+        overflow-y: auto;
+        & > .run-table--header { background: $panel; color: $foreground; text-style: bold; }
+        &:ansi > .run-table--header { text-style: bold underline; }
+        & > .run-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .run-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+        & > .run-table--now { color: $accent; text-style: bold; }
+        & > .run-table--muted { color: $text-muted; }
+        & > .run-table--late { color: $warning; text-style: bold; }
+        & > .run-table--state-new { color: $text-disabled; }
+        & > .run-table--state-scheduled { color: $text-muted; }
+        & > .run-table--state-waiting { color: $warning; }
+        & > .run-table--state-starting { color: $primary; }
+        & > .run-table--state-running { color: $primary; text-style: bold; }
+        & > .run-table--state-stopping { color: $warning; text-style: bold; }
+        & > .run-table--state-success { color: $success; }
+        & > .run-table--state-failure { color: $error; text-style: bold; }
+        & > .run-table--state-error { color: $error; text-style: bold reverse; }
+        & > .run-table--state-skipped { color: $text-muted; }
+    }
+    """
+
+    class RunHighlighted(Message):
+        """The cursor moved to another run (``run_id`` is None when the table empties)."""
+
+        def __init__(self, run_table: RunTable, run_id: str | None) -> None:
+            super().__init__()
+            self.run_table = run_table
+            self.run_id = run_id
+
+        @property
+        def control(self) -> RunTable:
+            return self.run_table
+
+    class RunSelected(Message):
+        """The user chose a run (Enter or double click): open it."""
+
+        def __init__(self, run_table: RunTable, run_id: str, run: Run) -> None:
+            super().__init__()
+            self.run_table = run_table
+            self.run_id = run_id
+            self.run = run
+
+        @property
+        def control(self) -> RunTable:
+            return self.run_table
+
+    def __init__(
+        self,
+        store: RunStore | None = None,
+        *,
+        refresh_interval: float = 0.1,
+        late_after: float = 60.0,
+        ascii_symbols: bool = False,
+        clock: Callable[[], float] = time.time,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        """``late_after``: seconds after its schedule time a start counts as late.
+        ``clock``: the time source (tests pass a fixed one)."""
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self.store = store if store is not None else RunStore()
+        self.refresh_interval = refresh_interval
+        self.late_after = late_after
+        self.ascii_symbols = ascii_symbols
+        self.clock = clock
+        self.filter: RunFilter | None = None
+        self._pending: dict[str, Run] = {}
+        self._cursor_row = -1
+        self._cursor_run_id: str | None = None
+        self._now_row = 0
+        self._columns: tuple[Column, ...] = ()
+        self._columns_key: tuple[object, ...] = ()
+        self._columns_checked: tuple[int, int] = (-1, -1)
+        self._row_cache: dict[str, tuple[tuple[object, ...], Strip]] = {}
+        self._placed = False  # the first rows put the cursor at now
+
+    # -- public API ----------------------------------------------------------------
+
+    @property
+    def cursor_row(self) -> int:
+        """The cursor's row in the filtered view (-1 when there are no rows)."""
+        return self._cursor_row
+
+    @property
+    def cursor_run_id(self) -> str | None:
+        return self._cursor_run_id
+
+    @property
+    def cursor_run(self) -> Run | None:
+        return None if self._cursor_run_id is None else self.store.get(self._cursor_run_id)
+
+    @property
+    def now_row(self) -> int:
+        """How many rows are scheduled before now: the *now* line sits above this row."""
+        return self._now_row
+
+    @property
+    def row_count(self) -> int:
+        return len(self.store)
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self._columns
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def load(self, runs: Iterable[Run]) -> None:
+        """Apply runs at once (initial load, reset): one sort, one repaint."""
+        self._pending.update((str(run["run_id"]), run) for run in runs)
+        self.flush()
+
+    def apply_runs(self, runs: Iterable[Run]) -> None:
+        """Queue run updates; the refresh timer applies them in one batch."""
+        self._pending.update((str(run["run_id"]), run) for run in runs)
+
+    def apply_run(self, run: Run) -> None:
+        self._pending[str(run["run_id"])] = run
+
+    def flush(self) -> None:
+        """Apply queued updates now, keeping the cursor's run where it is on screen."""
+        if not self._pending:
+            return
+        batch = list(self._pending.values())
+        self._pending.clear()
+        anchor = self._anchor()
+        self.store.apply_many(batch)
+        self._settle(anchor)
+
+    def set_filter(self, filter: str | RunFilter | RunPredicate | None) -> None:
+        """Filter rows by a filter string, a parsed filter or any predicate."""
+        self.flush()
+        if isinstance(filter, str):
+            filter = parse_filter(filter)
+        self.filter = filter if isinstance(filter, RunFilter) else None
+        predicate = None if isinstance(filter, RunFilter) and filter.is_empty else filter
+        anchor = self._anchor()
+        self.store.set_predicate(predicate)
+        self._settle(anchor)
+
+    def move_cursor(self, row: int) -> None:
+        """Put the cursor on a row (clamped) and scroll it into view."""
+        count = len(self.store)
+        row = max(0, min(row, count - 1)) if count else -1
+        old = self._cursor_run_id
+        self._cursor_row = row
+        self._cursor_run_id = self.store.row_id(row) if row >= 0 else None
+        self._scroll_cursor_into_view()
+        if self._cursor_run_id != old:
+            self.refresh()
+            self.post_message(self.RunHighlighted(self, self._cursor_run_id))
+
+    def move_to_run(self, run_id: str) -> bool:
+        """Put the cursor on a run if it is shown; returns whether it is."""
+        self.flush()
+        row = self.store.index_of(run_id)
+        if row is None:
+            return False
+        self.move_cursor(row)
+        return True
+
+    def scroll_to_now(self) -> None:
+        """Centre the *now* line and put the cursor on the last run before it."""
+        self._update_now()
+        self.move_cursor(max(0, self._now_row - 1))
+        half = max(1, self._body_height() // 2)
+        self.scroll_to(y=max(0, self._now_row - half), animate=False)
+
+    def visible_run_ids(self) -> list[str]:
+        """The ids of the rows on screen, top to bottom (for tests and the title)."""
+        ids = []
+        for y in range(1, self._body_height() + 1):
+            row = self._line_to_row(self.scroll_offset.y + y - 1)
+            if row is not None and 0 <= row < len(self.store):
+                ids.append(self.store.row_id(row))
+        return ids
+
+    def row_text(self, row: int) -> str:
+        """The plain text of a row as drawn (for tests and accessibility)."""
+        self._ensure_columns()
+        return self._render_row(row, cursor=False).text
+
+    # -- coordinates ---------------------------------------------------------------
+    # Line 0 of the widget is the header. Content lines below it are rows, with the
+    # now line inserted before row ``_now_row``.
+
+    def _body_height(self) -> int:
+        return max(0, self.scrollable_content_region.height - 1)
+
+    def _content_lines(self) -> int:
+        count = len(self.store)
+        return count + 1 if count else 1  # the now line, or the "no runs" line
+
+    def _row_to_line(self, row: int) -> int:
+        return row + 1 if row >= self._now_row else row
+
+    def _line_to_row(self, line: int) -> int | None:
+        if line < self._now_row:
+            return line
+        if line == self._now_row:
+            return None
+        return line - 1
+
+    # -- keeping things in place -----------------------------------------------------
+
+    def _anchor(self) -> tuple[str | None, int | None]:
+        """The run to keep in place across a change, and its offset on screen."""
+        if self._cursor_run_id is None:
+            return None, None
+        offset = self._row_to_line(self._cursor_row) - self.scroll_offset.y
+        if 0 <= offset < self._body_height():
+            return self._cursor_run_id, offset
+        top = self._line_to_row(self.scroll_offset.y)
+        if top is None:
+            top = self._now_row
+        if 0 <= top < len(self.store):
+            return self.store.row_id(top), self._row_to_line(top) - self.scroll_offset.y
+        return self._cursor_run_id, None
+
+    def _settle(self, anchor: tuple[str | None, int | None]) -> None:
+        """After the store changed: find the cursor's run again and restore the view."""
+        old_id = self._cursor_run_id
+        self._update_now()
+        self._update_virtual_size()
+        count = len(self.store)
+        if not self._placed and count:
+            self._placed = True
+            self.call_after_refresh(self.scroll_to_now)
+        row = self.store.index_of(old_id) if old_id is not None else None
+        if row is None:
+            row = max(0, min(self._cursor_row, count - 1)) if count else -1
+        self._cursor_row = row
+        self._cursor_run_id = self.store.row_id(row) if row >= 0 else None
+        anchor_id, anchor_offset = anchor
+        if anchor_id is not None and anchor_offset is not None:
+            anchor_row = self.store.index_of(anchor_id)
+            if anchor_row is not None:
+                target = self._row_to_line(anchor_row) - anchor_offset
+                self.scroll_to(y=max(0, target), animate=False)
+        self._ensure_columns()
+        self.refresh()
+        if self._cursor_run_id != old_id:
+            self.post_message(self.RunHighlighted(self, self._cursor_run_id))
+
+    def _update_now(self) -> None:
+        self._now_row = self.store.now_index(self.clock())
+
+    def _update_virtual_size(self) -> None:
+        width = self.scrollable_content_region.width
+        self.virtual_size = Size(width, self._content_lines() + 1)
+
+    def _scroll_cursor_into_view(self) -> None:
+        if self._cursor_row < 0:
+            return
+        line = self._row_to_line(self._cursor_row)
+        height = self._body_height()
+        top = self.scroll_offset.y
+        if line < top:
+            self.scroll_to(y=line, animate=False)
+        elif height and line >= top + height:
+            self.scroll_to(y=line - height + 1, animate=False)
+
+    # -- columns and rendering -----------------------------------------------------
+
+    def _ensure_columns(self) -> None:
+        width = self.scrollable_content_region.width or self.size.width or 80
+        if self._columns_checked == (self.store.version, width):
+            return  # render_line calls this per line: stay O(1) between changes
+        self._columns_checked = (self.store.version, width)
+        single = self.store.single_job()
+        arg_widths = self.store.arg_widths() if single is not None else None
+        key = (
+            width,
+            self.store.id_width(),
+            self.store.job_width() if single is None else 0,
+            tuple(arg_widths.items()) if arg_widths is not None else None,
+        )
+        if key != self._columns_key:
+            self._columns_key = key
+            self._columns = layout_columns(
+                width,
+                id_width=key[1],  # type: ignore[arg-type]
+                job_width=key[2],  # type: ignore[arg-type]
+                arg_widths=arg_widths,
+            )
+            self._row_cache.clear()
+
+    def _symbol(self, state: str) -> str:
+        pair = STATE_SYMBOLS.get(state, UNKNOWN_SYMBOL)
+        return pair[1] if self.ascii_symbols else pair[0]
+
+    def _cells(self, run: Run, now: float) -> dict[str, tuple[str, str | None]]:
+        """Text and component style of each cell of a run's row."""
+        state = str(run.get("state", ""))
+        times = run.get("times") or {}
+        schedule = parse_time(times.get("schedule"))
+        started = parse_time(times.get("starting")) or parse_time(times.get("running"))
+        running = parse_time(times.get("running"))
+        elapsed = ""
+        if running is not None:
+            if state in ACTIVE_STATES:
+                elapsed = format_elapsed(now - running)
+            elif state in FINISHED_STATES:
+                end = parse_time(times.get(state))
+                if end is not None:
+                    elapsed = format_elapsed(end - running)
+        late = False
+        if schedule is not None:
+            if started is not None:
+                late = started - schedule > self.late_after
+            elif state == "scheduled":
+                late = now - schedule > self.late_after
+        state_style = f"run-table--state-{state}" if state in STATE_SYMBOLS else None
+        wide = any(c.key == "state" and c.width > 1 for c in self._columns)
+        symbol = self._symbol(state)
+        args = run.get("args") or {}
+        muted = "run-table--muted" if state in ("new", "scheduled") else None
+        cells: dict[str, tuple[str, str | None]] = {
+            "id": (str(run.get("run_id", "")), None),
+            "state": (f"{symbol} {state}" if wide else symbol, state_style),
+            "job": (str(run.get("job_id", "")), None),
+            "args": (" ".join(f"{k}={v}" for k, v in args.items()), muted),
+            "schedule": (format_local(schedule, "%m-%d %H:%M:%S"), muted),
+            "start": (format_local(started, "%H:%M:%S"), None),
+            "elapsed": (elapsed, state_style if state in ACTIVE_STATES else None),
+            "late": (("late" if wide else LATE_MARK) if late else "", "run-table--late"),
+        }
+        for name, value in args.items():
+            cells[f"arg:{name}"] = (str(value), None)
+        return cells
+
+    def _render_row(self, row: int, cursor: bool) -> Strip:
+        run = self.store.row(row)
+        run_id = str(run["run_id"])
+        state = run.get("state")
+        now = self.clock()
+        # Unfinished rows change with the clock (elapsed, late): key them by second.
+        tick = None if state in FINISHED_STATES else int(now)
+        signature = (self.store.stamp(run_id), cursor, tick)
+        cached = self._row_cache.get(run_id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        base = self.rich_style
+        cursor_style = self.get_component_rich_style("run-table--cursor") if cursor else None
+        cells = self._cells(run, now)
+        segments: list[Segment] = []
+        for index, column in enumerate(self._columns):
+            if index:
+                segments.append(Segment(" ", cursor_style or base))
+            text, component = cells.get(column.key, ("", None))
+            style = base
+            if component is not None:
+                style = base + self.get_component_rich_style(component, partial=True)
+            if cursor_style is not None:
+                style = cursor_style
+            fitted = fit(
+                text, column.width, column.align_right, "~" if self.ascii_symbols else ELLIPSIS
+            )
+            segments.append(Segment(fitted, style))
+        strip = self._finish(segments, cursor_style or base)
+        if len(self._row_cache) > 4096:
+            self._row_cache.clear()
+        self._row_cache[run_id] = (signature, strip)
+        return strip
+
+    def _finish(self, segments: list[Segment], fill: Style) -> Strip:
+        width = self.scrollable_content_region.width
+        return Strip(segments).adjust_cell_length(width, fill)
+
+    def _render_header(self) -> Strip:
+        style = self.get_component_rich_style("run-table--header")
+        segments = []
+        for index, column in enumerate(self._columns):
+            if index:
+                segments.append(Segment(" ", style))
+            segments.append(Segment(fit(column.title, column.width, column.align_right), style))
+        return self._finish(segments, style)
+
+    def _render_now_line(self) -> Strip:
+        style = self.rich_style + self.get_component_rich_style("run-table--now", partial=True)
+        width = self.scrollable_content_region.width
+        label = f" now {format_local(self.clock(), '%H:%M:%S')} "
+        lead = "──" if not self.ascii_symbols else "--"
+        rule = "─" if not self.ascii_symbols else "-"
+        text = lead + label
+        return Strip([Segment(fit(text + rule * max(0, width - cell_len(text)), width), style)])
+
+    def render_line(self, y: int) -> Strip:
+        self._ensure_columns()
+        width = self.scrollable_content_region.width
+        if y == 0:
+            return self._render_header()
+        line = self.scroll_offset.y + y - 1
+        count = len(self.store)
+        if not count:
+            if line == 0:
+                message = "no runs match the filter" if self.store.total else "no runs"
+                style = self.rich_style + self.get_component_rich_style(
+                    "run-table--muted", partial=True
+                )
+                return Strip([Segment(fit(f"  {message}", width), style)])
+            return Strip.blank(width, self.rich_style)
+        row = self._line_to_row(line)
+        if row is None:
+            return self._render_now_line()
+        if row >= count:
+            return Strip.blank(width, self.rich_style)
+        return self._render_row(row, cursor=row == self._cursor_row)
+
+    def notify_style_update(self) -> None:
+        # Theme or focus changed: cached strips carry old colours.
+        self._row_cache.clear()
+        super().notify_style_update()
+
+    # -- events and actions ----------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.set_interval(self.refresh_interval, self.flush)
+        self.set_interval(1.0, self._tick)
+        self._update_virtual_size()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._update_virtual_size()
+        self._ensure_columns()
+        self._row_cache.clear()
+        self._scroll_cursor_into_view()
+
+    def on_focus(self, event: events.Focus) -> None:
+        self._row_cache.clear()
+        self.refresh()
+
+    def on_blur(self, event: events.Blur) -> None:
+        self._row_cache.clear()
+        self.refresh()
+
+    def _tick(self) -> None:
+        """Once a second: move the now line and repaint rows whose clock cells tick."""
+        old_now = self._now_row
+        self._update_now()
+        if self._now_row != old_now:
+            # Rows keep their lines except those the now line moved past: no scroll.
+            self.refresh()
+            return
+        top = self.scroll_offset.y
+        count = len(self.store)
+        for y in range(1, self._body_height() + 1):
+            row = self._line_to_row(top + y - 1)
+            if row is None:
+                self.refresh(Region(0, y, self.size.width, 1))  # the now line shows the clock
+            elif 0 <= row < count and self.store.row(row).get("state") not in FINISHED_STATES:
+                self.refresh(Region(0, y, self.size.width, 1))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y < 1:
+            return
+        row = self._line_to_row(self.scroll_offset.y + offset.y - 1)
+        if row is None or not 0 <= row < len(self.store):
+            return
+        event.stop()
+        self.focus()
+        self.move_cursor(row)
+        if event.chain >= 2:
+            self.action_select()
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(self._cursor_row - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(self._cursor_row + 1)
+
+    def action_page_up(self) -> None:
+        self.move_cursor(self._cursor_row - max(1, self._body_height() - 1))
+
+    def action_page_down(self) -> None:
+        self.move_cursor(self._cursor_row + max(1, self._body_height() - 1))
+
+    def action_first(self) -> None:
+        self.move_cursor(0)
+        self.scroll_to(y=0, animate=False)
+
+    def action_last(self) -> None:
+        self.move_cursor(len(self.store) - 1)
+        self.scroll_to(y=self.max_scroll_y, animate=False)
+
+    def action_now(self) -> None:
+        self.scroll_to_now()
+
+    def action_select(self) -> None:
+        run = self.cursor_run
+        if run is not None and self._cursor_run_id is not None:
+            self.post_message(self.RunSelected(self, self._cursor_run_id, run))

@@ -1,0 +1,126 @@
+"""RunStore: sorted order, incremental filtered view, lookups."""
+
+from __future__ import annotations
+
+import random
+
+from apsis_tui.filter import parse
+from apsis_tui.runstore import RunStore, parse_time, sort_key
+from tests.tui.factory import BASE, make_run, make_runs
+
+
+def ids(store: RunStore) -> list[str]:
+    return [run["run_id"] for run in store]
+
+
+def test_sorted_by_schedule_then_number() -> None:
+    store = RunStore()
+    store.apply(make_run(3, BASE + 10))
+    store.apply(make_run(1, BASE + 20))
+    store.apply(make_run(2, BASE + 10))
+    store.apply(make_run(10, BASE + 10))
+    assert ids(store) == ["r2", "r3", "r10", "r1"]
+
+
+def test_update_replaces_and_moves() -> None:
+    store = RunStore()
+    store.apply_many([make_run(i, BASE + i) for i in range(1, 6)])
+    store.apply(make_run(2, BASE + 100, state="failure"))
+    assert ids(store) == ["r1", "r3", "r4", "r5", "r2"]
+    assert store.get("r2")["state"] == "failure"
+    assert store.total == 5
+
+
+def test_index_of_and_now_index() -> None:
+    store = RunStore()
+    store.apply_many([make_run(i, BASE + (i - 5) * 60) for i in range(10)])
+    assert store.index_of("r7") == 7
+    assert store.index_of("nope") is None
+    assert store.now_index(BASE) == 5  # runs at now count as future
+    assert store.now_index(BASE + 1) == 6
+    assert store.now_index(0) == 0
+    assert store.now_index(BASE * 2) == 10
+
+
+def test_filter_incremental_matches_full_recompute() -> None:
+    rng = random.Random(7)
+    predicate = parse("state:running,failure")
+    store = RunStore(predicate)
+    store.apply_many(make_runs(500))
+    for _ in range(2000):
+        number = rng.randrange(1, 700)
+        state = rng.choice(["running", "failure", "success", "scheduled"])
+        store.apply(make_run(number, BASE + rng.randrange(-5000, 5000), state=state))
+        if rng.random() < 0.05:
+            store.remove(f"r{rng.randrange(1, 700)}")
+    incremental = ids(store)
+    jobs = store.single_job()
+    store.set_predicate(predicate)
+    assert ids(store) == incremental
+    assert store.single_job() == jobs
+    assert all(run["state"] in ("running", "failure") for run in store)
+    keys = [sort_key(run) for run in store]
+    assert keys == sorted(keys)
+
+
+def test_run_leaves_and_enters_view() -> None:
+    store = RunStore(parse("state:running"))
+    assert store.apply(make_run(1, BASE, state="running"))
+    assert len(store) == 1
+    assert not store.apply(make_run(1, BASE, state="success"))
+    assert len(store) == 0 and store.total == 1
+    store.set_predicate(None)
+    assert ids(store) == ["r1"]
+
+
+def test_bulk_and_single_paths_agree() -> None:
+    runs = make_runs(300)
+    bulk, single = RunStore(), RunStore()
+    bulk.apply_many(runs)
+    single.apply_many(runs[:10])
+    for run in runs[10:]:
+        single.apply(run)
+    assert ids(bulk) == ids(single)
+
+
+def test_single_job_and_arg_widths() -> None:
+    store = RunStore()
+    store.apply(make_run(1, BASE, job_id="a", args={"date": "2024-01-01", "n": "1"}))
+    store.apply(make_run(2, BASE, job_id="a", args={"date": "x", "n": "12345"}))
+    assert store.single_job() == "a"
+    assert store.arg_widths() == {"date": 10, "n": 5}
+    store.apply(make_run(3, BASE, job_id="b"))
+    assert store.single_job() is None
+    store.set_predicate(parse("/a"))
+    assert store.single_job() == "a"
+    assert store.arg_widths() == {"date": 10, "n": 5}
+    store.remove("r1")
+    store.remove("r2")
+    assert store.single_job() is None and len(store) == 0
+
+
+def test_stamp_changes_on_apply() -> None:
+    store = RunStore()
+    store.apply(make_run(1, BASE))
+    first = store.stamp("r1")
+    store.apply(make_run(1, BASE, state="failure"))
+    assert store.stamp("r1") != first
+
+
+def test_parse_time() -> None:
+    assert parse_time("1970-01-01T00:00:10Z") == 10.0
+    assert parse_time("1970-01-01T01:00:10+01:00") == 10.0
+    assert parse_time("1970-01-01T00:00:10") == 10.0  # naive is UTC
+    assert parse_time("garbage") is None
+    assert parse_time(None) is None
+
+
+def test_run_without_schedule_sorts_by_earliest_time() -> None:
+    run = {
+        "run_id": "r5",
+        "job_id": "x",
+        "state": "running",
+        "times": {"running": "1970-01-01T00:01:00Z"},
+    }
+    assert sort_key(run) == (60.0, 5, "r5")
+    assert sort_key({"run_id": "odd", "times": {}}) == (0.0, -1, "odd")
