@@ -19,6 +19,7 @@ MODULES = [
     "bench.check_job",
     "bench.daemon_runs",
     "bench.startup_1m",
+    "bench.big_output",
     "bench.events_fanout",
     "bench.cli_startup",
     "bench.tui_table",
