@@ -123,9 +123,13 @@ def load_config(path: Path | None) -> Config:
                 sf = Fields(f.get(section) or {}, section, diags, f.loc_of(section))
                 handler(sf, cfg, rel)
                 sf.done()
-    with diags.collect():
-        actions = f.get("action", [])
-        cfg.actions = actions if isinstance(actions, list) else [actions]
+    if f.has("action"):
+        from .action import parse_actions
+        from .model.context import ParseContext
+
+        # Checked like a job's actions; kept as JSON, the form runs carry them in.
+        parsed = parse_actions(f.get("action"), f.loc_of("action"), ParseContext(diags=diags))
+        cfg.actions = [action.to_jso() for action in parsed]
     with diags.collect():
         cfg.watch_jobs = f.get("watch_jobs", True, as_bool)
     f.done()

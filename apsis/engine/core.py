@@ -21,7 +21,7 @@ from ..model.job import Job
 from ..model.run import Run, instance_key
 from ..model.states import FINISHED, State, TransitionError, can_transition
 from .events import EventBus
-from .timers import WallTimer
+from .timers import DueQueue, WallTimer
 from .writer import Writer
 
 log = logging.getLogger("apsis.engine")
@@ -55,6 +55,7 @@ class Engine:
         self.runs: dict[str, Run] = {}  # unfinished runs only
         self._by_instance: dict[tuple, set[str]] = {}
         self._timers: dict[str, WallTimer] = {}
+        self.due = DueQueue(self._on_due_id)
         self._tasks: set[asyncio.Task] = set()
         self.scheduler = Scheduler(self)
         self.waiter = Waiter(self)
@@ -67,6 +68,7 @@ class Engine:
 
     async def start(self, since: str | None = None) -> None:
         self.writer.start()
+        self.spawn(self.due.run(), "due-queue")
         self.bus.last_seq = await self.store.last_seq()
         await self.runner.start()
         await self.restore()
@@ -140,9 +142,7 @@ class Engine:
             ids.discard(run.run_id)
             if not ids:
                 del self._by_instance[run.instance]
-        timer = self._timers.pop(run.run_id, None)
-        if timer:
-            timer.cancel()
+        self.cancel_timer(run)
 
     def runs_of_instance(self, job_id: str, args: dict[str, str]) -> list[Run]:
         """Unfinished runs of an instance."""
@@ -155,6 +155,7 @@ class Engine:
         self._timers[run.run_id] = WallTimer(when, callback)
 
     def cancel_timer(self, run: Run) -> None:
+        self.due.cancel(run.run_id)
         timer = self._timers.pop(run.run_id, None)
         if timer:
             timer.cancel()
@@ -293,10 +294,14 @@ class Engine:
         return run.schedule_time + dt.timedelta(seconds=run.meta.get("jitter", 0.0))
 
     def _arm_due(self, run: Run) -> None:
-        self.set_timer(run, self.due_time(run), lambda: self.spawn(self._on_due(run), "due"))
+        self.due.add(run.run_id, self.due_time(run))
+
+    def _on_due_id(self, run_id: str) -> None:
+        run = self.runs.get(run_id)
+        if run is not None:
+            self.spawn(self._on_due(run), "due")
 
     async def _on_due(self, run: Run) -> None:
-        self._timers.pop(run.run_id, None)
         if run.state != State.SCHEDULED:
             return
         if run.conditions:

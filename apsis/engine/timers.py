@@ -48,3 +48,49 @@ class WallTimer:
         self.cancelled = True
         if self._handle:
             self._handle.cancel()
+
+
+class DueQueue:
+    """Runs due at wall-clock times: one sleeping task for all of them.
+
+    A day of scheduled runs can be tens of thousands; a timer each, re-armed every
+    step, would keep the loop busy.  Cancelling is lazy: a stale entry is dropped
+    when it comes up.
+    """
+
+    def __init__(self, on_due: Callable[[str], None]) -> None:
+        self._on_due = on_due
+        self._heap: list[tuple[dt.datetime, str]] = []
+        self._due: dict[str, dt.datetime] = {}
+        self._wake = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, key: str, when: dt.datetime) -> None:
+        import heapq
+
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, key))
+        if self._heap[0] == (when, key):
+            self._wake.set()
+
+    def cancel(self, key: str) -> None:
+        self._due.pop(key, None)
+
+    async def run(self) -> None:
+        import heapq
+
+        while True:
+            now = dt.datetime.now(UTC)
+            while self._heap and self._heap[0][0] <= now:
+                when, key = heapq.heappop(self._heap)
+                if self._due.get(key) == when:
+                    del self._due[key]
+                    self._on_due(key)
+            delay = MAX_STEP if not self._heap else min(MAX_STEP, (self._heap[0][0] - now).total_seconds())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(delay, 0.0))
+            except asyncio.TimeoutError:
+                pass
