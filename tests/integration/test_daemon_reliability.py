@@ -93,3 +93,19 @@ def test_sigterm_stops_cleanly(apsis_daemon):
     daemon = apsis_daemon({"x": "program: {type: no-op}\n"})
     assert daemon.stop() == 0
     assert "stopped" in daemon.log_text()
+
+
+def test_job_files_edited_while_running_are_picked_up(apsis_daemon):
+    daemon = apsis_daemon({"a": "program: {type: no-op}\n"})
+    with http(daemon) as api:
+        daemon.write_job("b", "program: {type: no-op}\n")
+        daemon.write_job("a", "program: {type: no-op, duration: [broken\n")
+        deadline = time.monotonic() + 20
+        while api.get("/jobs/b").status_code != 200:
+            assert time.monotonic() < deadline, "the new job was not picked up"
+            time.sleep(0.2)
+        # The broken file keeps the previous version of its job, and the daemon runs on.
+        assert api.get("/jobs/a").status_code == 200
+        [run] = create(api, "a")
+        assert wait_run(api, run["run_id"])["state"] == "success"
+    assert "a.yaml" in daemon.log_text() and daemon.running
