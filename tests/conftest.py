@@ -5,3 +5,5 @@ import os
 # Agents started by tests (in-process engines and daemon subprocesses alike) exit
 # soon after their last program, instead of lingering for a minute.
 os.environ.setdefault("APSIS_AGENT_IDLE_TIMEOUT", "5")
+
+from tests.sshd import sshd  # noqa: F401  (a private sshd on 127.0.0.1 for remote runs)

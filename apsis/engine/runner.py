@@ -4,6 +4,11 @@ Processes run under the agent (apsis.agent), which outlives the daemon: a run
 is reattached after a restart and finishes with its real exit status and its
 whole output.  `starting` is committed before the agent is asked to spawn, so a
 crash in between is seen on restart and never silently repeated.
+
+A program with `host:` runs under an agent on that host, reached over ssh (see
+hosts.py); the host is recorded in `run.meta["proc"]`, so every later request
+(signals, output, reattach) goes back there.  Local spool files are read
+directly; remote ones through the agent's `read`.
 """
 
 from __future__ import annotations
@@ -14,21 +19,28 @@ import json
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..lib.timefmt import format_duration
 from ..model.run import Run
 from ..model.states import State
+from ..store.outputs import split_cap
+from .hosts import HostAgents, HostPicker, RemoteSettings
 from .timers import WallTimer
 
 if TYPE_CHECKING:
+    from ..agent.client import AgentClient, ProcStatus
     from .core import Engine
 
 log = logging.getLogger("apsis.runner")
 
 OUTPUT_POLL_SECONDS = 0.5
 RECONCILE_SECONDS = 15.0
+REMOTE_OUTPUT_POLL_SECONDS = 1.0  # a request over ssh per output, not a stat
+REMOTE_POLL_TIMEOUT = 5.0  # a slow host delays only its own output events
+FETCH_CHUNK = 4 << 20  # the agent's largest read
 # Outputs up to this size are stored in the same transaction as the run's end.
 SMALL_OUTPUT_BYTES = 256 * 1024
 
@@ -53,7 +65,9 @@ def output_ids(program: dict[str, Any]) -> list[str]:
 class Runner:
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
-        self.agent: Any = None
+        self.agent: Any = None  # the local agent
+        self.hosts = HostAgents(RemoteSettings.from_env(), self._follow)
+        self._picker = HostPicker()
         self._timers: dict[tuple[str, str], WallTimer] = {}
         self._lengths: dict[tuple[str, str], int] = {}
         self._finishing: set[str] = set()
@@ -69,15 +83,21 @@ class Runner:
         self.agent = AgentClient()
         idle = os.environ.get("APSIS_AGENT_IDLE_TIMEOUT")  # tests use a short one
         await self.agent.connect(local_connect_command(state_dir, idle_timeout=float(idle) if idle else None))
-        self.engine.spawn(self._follow_exits(), "agent-exits")
+        self._follow(self.agent)
         self.engine.spawn(self._watch_outputs(), "output-watch")
+        self.engine.spawn(self._watch_remote_outputs(), "remote-output-watch")
         self.engine.spawn(self._reconcile_loop(), "reconcile")
+
+    def _follow(self, agent: AgentClient) -> None:
+        """Finishes runs as this agent reports their exits (the local one, or a host's)."""
+        self.engine.spawn(self._follow_exits(agent), "agent-exits")
 
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         if self.agent is not None:
             await self.agent.close()
+        await self.hosts.close()
 
     def forget(self, run: Run) -> None:
         for key in [k for k in self._timers if k[0] == run.run_id]:
@@ -114,30 +134,84 @@ class Runner:
                 await engine.transition(run, State.ERROR, f"could not start: {exc}")
 
     async def _spawn(self, run: Run, program: dict[str, Any]) -> None:
-        from ..agent.client import AgentError
+        from ..agent.client import AgentConnectionError, AgentError
 
         engine = self.engine
-        if program.get("host"):
-            await engine.transition(run, State.ERROR,
-                                    f"remote host {program['host']!r}: running on other hosts over "
-                                    "ssh is not available in this version")
+        placed = await self._place(run, program)
+        if placed is None:
             return
+        agent, host, user, group = placed
+        where = f" on {_host_label(host, user)}" if host else ""
         argv = (["/bin/bash", "-c", program["command"]] if program["type"] == "shell"
                 else list(program["argv"]))
         env = {**program.get("env", {}), **program_env(run, getattr(engine, "url", ""))}
         try:
-            proc = await self.agent.start(argv, proc_id=run.run_id, env=env, cwd=program.get("cwd"),
-                                          outputs=program.get("outputs", "combined"))
+            proc = await agent.start(argv, proc_id=run.run_id, env=env, cwd=program.get("cwd"),
+                                     outputs=program.get("outputs", "combined"))
+        except AgentConnectionError as exc:
+            # A start is never resent: ask whether it arrived before the connection went.
+            found = await self._started_anyway(run, agent, exc, where)
+            if found is None:
+                return
+            proc = found
         except AgentError as exc:
-            await engine.transition(run, State.ERROR, f"could not start the program: {exc}")
+            await engine.transition(run, State.ERROR, f"could not start the program{where}: {exc}")
             return
-        run.meta["proc"] = {"host": None, "pid": proc.pid, "outputs": dict(proc.outputs)}
+        run.meta["proc"] = {"host": host, "pid": proc.pid, "outputs": dict(proc.outputs)}
+        if host:
+            run.meta["proc"]["user"] = user
+            if group:
+                run.meta["proc"]["host_group"] = group
         run.outputs = [{"output_id": oid, "length": 0} for oid in output_ids(program)]
-        await engine.transition(run, State.RUNNING, f"pid {proc.pid}")
+        via = f" (host group {group!r})" if group else ""
+        await engine.transition(run, State.RUNNING, f"pid {proc.pid}{where}{via}")
         self._arm_limits(run)
         early = self._early_exits.pop(run.run_id, None)
         if early is not None:
             await self._finish(run, early.exit_code, early.signal)
+
+    async def _place(
+        self, run: Run, program: dict[str, Any]
+    ) -> tuple[AgentClient, str | None, str | None, str | None] | None:
+        """(agent, host, user, host group) where the program runs; None once the run
+        is an error because the host cannot be reached."""
+        name = program.get("host")
+        if not name:
+            return self.agent, None, None, None
+        user = program.get("user") or None
+        host, group = self._picker.pick(name, self.engine.jobs_dir.config.host_groups)
+        try:
+            agent = await self.hosts.get(host, user)
+            if not agent.connected:
+                # Wait out a reconnect here, where a failure surely means "not started".
+                await agent.ping()
+        except Exception as exc:  # AgentConnectionError (with ssh's own words), a bad host name
+            via = f" (host group {group!r})" if group else ""
+            await self.engine.transition(
+                run, State.ERROR, f"cannot reach host {_host_label(host, user)}{via}: {exc}")
+            return None
+        return agent, host, user, group
+
+    async def _started_anyway(
+        self, run: Run, agent: AgentClient, exc: Exception, where: str
+    ) -> ProcStatus | None:
+        """The process, if a start lost with its connection did reach the agent; else
+        None, once the run is an error that says whether it may have started."""
+        from ..agent.client import AgentError
+
+        try:
+            proc = await agent.status(run.run_id)
+            if proc.state != "error":
+                return proc
+            message = f"could not start the program{where}: {proc.message}"
+        except AgentError as problem:
+            if problem.code == "not_found":
+                message = f"could not start the program{where}: {exc}"
+            else:
+                message = (f"the connection{where} was lost while starting the program, and "
+                           f"whether it started is unknown ({problem}); it is not started again")
+        await self.engine.transition(run, State.ERROR, message)
+        return None
 
     def _arm_limits(self, run: Run) -> None:
         """The program's timeout and the schedule's stop time, if any."""
@@ -173,27 +247,56 @@ class Runner:
         kind = (run.program or {}).get("type")
         if kind == "no-op":
             self._arm_noop(run)
-            return
+        elif _is_remote(run):
+            # In the background: an unreachable host must not hold up the daemon's start.
+            self.engine.spawn(self._reattach_process(run), "reattach")
+        else:
+            await self._reattach_process(run)
+
+    async def _reattach_process(self, run: Run) -> None:
+        from ..agent.client import AgentError
+
         try:
-            status = await self.agent.status(run.run_id)
+            agent = await self._agent_for(run)
+            status = await agent.status(run.run_id)
         except Exception as exc:
+            if _is_remote(run) and _transient(exc):
+                proc = run.meta.get("proc") or {}
+                await self.engine.run_log(
+                    run, f"cannot reach host {_host_label(proc.get('host'), proc.get('user'))} to "
+                    f"reattach ({exc}); trying again every {RECONCILE_SECONDS:g}s")
+                self._arm_limits(run)
+                return
+            reason = exc if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
             await self.engine.transition(
-                run, State.ERROR, f"the program's process was lost while the daemon was down ({exc})")
+                run, State.ERROR, f"the program's process was lost while the daemon was down ({reason})")
             return
         if status.state == "running":
             await self.engine.run_log(run, "reattached after a daemon restart")
             self._arm_limits(run)
-        elif status.state == "exited":
-            await self._finish(run, status.exit_code, status.signal)
         else:
+            await self._settle(run, status)
+
+    async def _settle(self, run: Run, status: ProcStatus) -> None:
+        """Finishes a run whose process the agent says has ended."""
+        if status.state == "exited":
+            await self._finish(run, status.exit_code, status.signal)
+        elif status.state != "running" and run.state in (State.RUNNING, State.STOPPING):
             await self.engine.transition(
                 run, State.ERROR, "the program's process was lost while the daemon was down "
                 f"({status.message or status.state})")
 
+    async def _agent_for(self, run: Run) -> AgentClient:
+        """The agent the run's process is under: the local one, or its host's."""
+        proc = run.meta.get("proc") or {}
+        if not proc.get("host"):
+            return self.agent
+        return await self.hosts.get(proc["host"], proc.get("user"))
+
     # -- finishing ----------------------------------------------------------------------
 
-    async def _follow_exits(self) -> None:
-        async for proc in self.agent.exits():
+    async def _follow_exits(self, agent: AgentClient) -> None:
+        async for proc in agent.exits():
             run = self.engine.runs.get(proc.proc_id)
             if run is None:
                 continue
@@ -203,7 +306,8 @@ class Runner:
                 self.engine.spawn(self._finish(run, proc.exit_code, proc.signal), "finish")
 
     async def _finish(self, run: Run, exit_code: int | None, signal: str | int | None) -> None:
-        if run.run_id in self._finishing:
+        # An exit is reported at least once (and reattach asks too): finish once.
+        if run.run_id in self._finishing or run.state not in (State.RUNNING, State.STOPPING):
             return
         self._finishing.add(run.run_id)
         try:
@@ -227,7 +331,7 @@ class Runner:
                 await self.engine.transition(run, to, msg, exit_code=exit_code, signal=signame,
                                              outputs=small)
             try:
-                await self.agent.clean(run.run_id)
+                await (await self._agent_for(run)).clean(run.run_id)
             except Exception:
                 log.warning("could not clean the agent's files of %s", run.run_id, exc_info=True)
         finally:
@@ -238,6 +342,15 @@ class Runner:
         store = self.engine.store
         max_bytes = self.engine.config.output_max_bytes
         outputs, small = [], []
+        if _is_remote(run):
+            agent = await self._agent_for(run)
+            for output_id in output_ids(run.program or {}):
+                length, prepared = await self._store_remote_output(agent, run, output_id, max_bytes)
+                if prepared is not None:
+                    small.append(prepared)
+                outputs.append({"output_id": output_id, "length": length})
+            run.outputs = outputs
+            return small
         for output_id in output_ids(run.program or {}):
             path = self.spool_path(run, output_id)
             if path is None or not path.exists():
@@ -252,6 +365,41 @@ class Runner:
                 outputs.append({"output_id": output_id, "length": info["length"]})
         run.outputs = outputs
         return small
+
+    async def _store_remote_output(self, agent: AgentClient, run: Run, output_id: str,
+                                   max_bytes: int | None) -> tuple[int, Any]:
+        """(stored length, small output or None): a small remote spool is read into
+        memory to go in with the final transition; a big one is stored now from a local
+        temp file, fetched a chunk at a time.
+
+        The temp file is sparse: over the cap only the head and the tail that the store
+        keeps are fetched, so neither memory nor ssh carries the middle of a huge output.
+        """
+        store = self.engine.store
+        length = (await agent.read(run.run_id, output_id, 0, 0)).length
+        if length <= SMALL_OUTPUT_BYTES:
+            data = await _read_remote_range(agent, run.run_id, output_id, 0, length)
+            prepared = await asyncio.to_thread(store.prepare_small_output, run.run_id, output_id, data, max_bytes)
+            return prepared.length, prepared
+        cap = split_cap(length, max_bytes)
+        ranges = [(0, length)] if cap is None else [(0, cap[0]), (length - cap[1], length)]
+        fd, name = tempfile.mkstemp(prefix=f".apsis-fetch-{run.run_id}-{output_id}-",
+                                    dir=Path(self.engine.config.database).parent)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "r+b") as file:
+                file.truncate(length)
+                for offset, end in ranges:
+                    while offset < end:
+                        chunk = await agent.read(run.run_id, output_id, offset, min(FETCH_CHUNK, end - offset))
+                        if not chunk.data:
+                            break
+                        await asyncio.to_thread(_write_at, file, offset, chunk.data)
+                        offset += len(chunk.data)
+            info = await store.store_output_from_file(run.run_id, output_id, path, max_bytes=max_bytes)
+            return info["length"], None
+        finally:
+            path.unlink(missing_ok=True)
 
     # -- stopping and signals -----------------------------------------------------------
 
@@ -296,19 +444,29 @@ class Runner:
 
     async def _send(self, run: Run, signal: str) -> None:
         try:
-            await self.agent.signal(run.run_id, signal)
+            await (await self._agent_for(run)).signal(run.run_id, signal)
         except Exception as exc:
             await self.engine.run_log(run, f"could not send {signal}: {exc}")
 
     # -- live output --------------------------------------------------------------------
 
     def spool_path(self, run: Run, output_id: str) -> Path | None:
+        """The local spool file of a local run; None for a remote run (its spool is there)."""
+        if _is_remote(run):
+            return None
         path = run.meta.get("proc", {}).get("outputs", {}).get(output_id)
         return Path(path) if path else None
 
     async def read_live_output(self, run: Run, output_id: str, start: int, end: int | None) -> bytes | None:
         if run.state not in (State.RUNNING, State.STOPPING) or run.run_id in self._finishing:
             return None
+        if _is_remote(run):
+            try:
+                agent = await self._agent_for(run)
+                return await _read_remote_range(agent, run.run_id, output_id, start, end)
+            except Exception as exc:  # unreachable, or already cleaned: the store answers
+                log.debug("live output of %s: %s", run.run_id, exc)
+                return None
         path = self.spool_path(run, output_id)
         if path is None or not path.exists():
             return None
@@ -319,49 +477,115 @@ class Runner:
             return None
         outputs = []
         for output_id in output_ids(run.program or {}):
-            path = self.spool_path(run, output_id)
-            length = path.stat().st_size if path is not None and path.exists() else 0
+            if _is_remote(run):
+                length = await self._remote_length(run, output_id)
+                if length is None:
+                    return None
+            else:
+                path = self.spool_path(run, output_id)
+                length = path.stat().st_size if path is not None and path.exists() else 0
             outputs.append({"output_id": output_id, "length": length, "content_type": "application/octet-stream"})
         return outputs
 
+    async def _remote_length(self, run: Run, output_id: str, *, connect: bool = True) -> int | None:
+        """The size of a remote spool now (a zero-byte read); None if it cannot be had.
+
+        Without `connect`, only an existing connection is used.
+        """
+        proc = run.meta.get("proc") or {}
+        agent: AgentClient | None
+        try:
+            if connect:
+                agent = await self._agent_for(run)
+            else:
+                agent = self.hosts.connected(proc["host"], proc.get("user"))
+                if agent is None or not agent.connected:
+                    return None
+            return (await agent.read(run.run_id, output_id, 0, 0)).length
+        except Exception as exc:
+            log.debug("output length of %s: %s", run.run_id, exc)
+            return None
+
+    def _process_runs(self) -> list[Run]:
+        """Unfinished runs with a process (not no-op)."""
+        return [run for run in self.engine.runs.values()
+                if run.state in (State.RUNNING, State.STOPPING) and (run.program or {}).get("type") != "no-op"]
+
     async def _watch_outputs(self) -> None:
-        """Publishes `output_appended` as spool files grow (a stat per running run per tick)."""
+        """Publishes `output_appended` as local spool files grow (a stat per run per tick)."""
         while True:
             await asyncio.sleep(OUTPUT_POLL_SECONDS)
-            events = []
-            for run in list(self.engine.runs.values()):
-                if run.state not in (State.RUNNING, State.STOPPING) or (run.program or {}).get("type") == "no-op":
+            sizes = []
+            for run in self._process_runs():
+                if _is_remote(run):
                     continue
                 for output_id in output_ids(run.program or {}):
                     path = self.spool_path(run, output_id)
                     try:
-                        length = os.stat(path).st_size if path else 0
+                        sizes.append((run.run_id, output_id, os.stat(path).st_size if path else 0))
                     except OSError:
                         continue
-                    key = (run.run_id, output_id)
-                    if length != self._lengths.get(key, 0):
-                        self._lengths[key] = length
-                        events.append({"type": "output_appended", "run_id": run.run_id,
-                                       "output_id": output_id, "length": length})
-            if events:
+            await self._emit_growth(sizes)
+
+    async def _watch_remote_outputs(self) -> None:
+        """The same for remote spools, a zero-byte `read` each, in a loop of its own so
+        that a slow host never delays local events. Never connects: reattach does."""
+        while True:
+            await asyncio.sleep(REMOTE_OUTPUT_POLL_SECONDS)
+            asks = [(run, output_id) for run in self._process_runs()
+                    if _is_remote(run) and run.run_id not in self._finishing
+                    for output_id in output_ids(run.program or {})]
+            if not asks:
+                continue
+
+            async def length(run: Run, output_id: str) -> int | None:
                 try:
-                    await self.engine.emit(events)
-                except Exception:
-                    log.exception("could not record output events")
+                    return await asyncio.wait_for(self._remote_length(run, output_id, connect=False),
+                                                  REMOTE_POLL_TIMEOUT)
+                except TimeoutError:
+                    return None
+
+            lengths = await asyncio.gather(*(length(r, o) for r, o in asks))
+            await self._emit_growth([(r.run_id, o, n) for (r, o), n in zip(asks, lengths) if n is not None])
+
+    async def _emit_growth(self, sizes: list[tuple[str, str, int]]) -> None:
+        """One `output_appended` per output whose length changed since the last look."""
+        events = []
+        for run_id, output_id, length in sizes:
+            key = (run_id, output_id)
+            if length != self._lengths.get(key, 0) and run_id in self.engine.runs:
+                self._lengths[key] = length
+                events.append({"type": "output_appended", "run_id": run_id,
+                               "output_id": output_id, "length": length})
+        if events:
+            try:
+                await self.engine.emit(events)
+            except Exception:
+                log.exception("could not record output events")
 
     async def _reconcile_loop(self) -> None:
-        """A safety net for a lost exit notice: ask the agent about every running run."""
+        """A safety net for a lost exit notice, and how a remote run whose host was
+        unreachable at reattach comes back: ask its agent about every running run."""
         while True:
             await asyncio.sleep(RECONCILE_SECONDS)
-            for run in list(self.engine.runs.values()):
-                if run.state not in (State.RUNNING, State.STOPPING) or (run.program or {}).get("type") == "no-op":
-                    continue
-                try:
-                    status = await self.agent.status(run.run_id)
-                except Exception:
-                    continue
-                if status.state == "exited":
-                    await self._finish(run, status.exit_code, status.signal)
+            by_host: dict[tuple[str | None, str | None], list[Run]] = {}
+            for run in self._process_runs():
+                proc = run.meta.get("proc") or {}
+                by_host.setdefault((proc.get("host"), proc.get("user")), []).append(run)
+            # Hosts in parallel: one unreachable host does not hold up the others.
+            await asyncio.gather(*(self._reconcile(runs) for runs in by_host.values()))
+
+    async def _reconcile(self, runs: list[Run]) -> None:
+        """Runs of one host, one after the other; stops at the first sign it is unreachable."""
+        for run in runs:
+            try:
+                status = await (await self._agent_for(run)).status(run.run_id)
+                if status.state != "running":
+                    await self._settle(run, status)
+            except Exception as exc:
+                log.debug("reconciling %s: %s", run.run_id, exc)
+                if _is_remote(run) and _transient(exc):
+                    return
 
 
 def _signal_name(signal: str | int | None) -> str | None:
@@ -375,6 +599,41 @@ def _signal_name(signal: str | int | None) -> str | None:
         except ValueError:
             return str(signal)
     return str(signal)
+
+
+def _is_remote(run: Run) -> bool:
+    return bool((run.meta.get("proc") or {}).get("host"))
+
+
+def _host_label(host: str | None, user: str | None) -> str:
+    return f"{user}@{host}" if user else str(host)
+
+
+def _transient(exc: Exception) -> bool:
+    """A failure to reach an agent, as opposed to an answer from it."""
+    from ..agent.client import AgentConnectionError, AgentError
+
+    return isinstance(exc, AgentConnectionError) or (isinstance(exc, AgentError) and exc.code == "timeout")
+
+
+async def _read_remote_range(agent: AgentClient, proc_id: str, output_id: str, start: int,
+                             end: int | None) -> bytes:
+    """Bytes [start, end) of a remote spool (to its current end if `end` is None)."""
+    parts = []
+    offset = start
+    while end is None or offset < end:
+        want = FETCH_CHUNK if end is None else min(FETCH_CHUNK, end - offset)
+        chunk = await agent.read(proc_id, output_id, offset, want)
+        parts.append(chunk.data)
+        offset += len(chunk.data)
+        if not chunk.data or offset >= chunk.length:
+            break
+    return b"".join(parts)
+
+
+def _write_at(file: Any, offset: int, data: bytes) -> None:
+    file.seek(offset)
+    file.write(data)
 
 
 def _read_range(path: Path, start: int, end: int | None) -> bytes:
