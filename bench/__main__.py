@@ -21,6 +21,7 @@ MODULES = [
     "bench.startup_1m",
     "bench.big_output",
     "bench.events_fanout",
+    "bench.get_runs_1m",
     "bench.cli_startup",
     "bench.tui_table",
 ]

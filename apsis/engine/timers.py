@@ -19,7 +19,7 @@ MAX_STEP = 60.0
 class WallTimer:
     """Calls `callback` once at (or just after) wall time `when`, unless cancelled."""
 
-    def __init__(self, when: dt.datetime, callback: Callable[[], None]) -> None:
+    def __init__(self, when: dt.datetime, callback: Callable[[], object]) -> None:
         self.when = when
         self.callback = callback
         self._handle: asyncio.TimerHandle | None = None

@@ -1,0 +1,236 @@
+"""The shared daemon fixture: a real `apsisctl serve` in a subprocess, on a free port.
+
+    def test_something(apsis_daemon):
+        daemon = apsis_daemon({"hello": "program: {type: no-op}"})
+        httpx.get(daemon.url + "/api/v1/alive")
+        daemon.restart()          # SIGKILL, then start again on the same port and database
+
+`apsis_daemon` (one test) and `apsis_daemon_module` (shared by a module's tests) are
+factories taking job YAML texts by job id; every daemon they start is stopped at
+teardown, with the agent processes it left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Daemon:
+    """One daemon's files and process; `url` is its base URL (no /api/v1)."""
+
+    def __init__(self, root: Path, jobs: Mapping[str, str], *, config: str | None = None,
+                 jobs_config: str | None = None, env: Mapping[str, str] | None = None,
+                 args: list[str] | None = None, token: str | None = None, unix: bool = False) -> None:
+        self.root = root
+        self.jobs_dir = root / "jobs"
+        self.db = root / "apsis.db"
+        self.log_path = root / "daemon.log"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        for job_id, text in jobs.items():
+            self.write_job(job_id, text)
+        if jobs_config is not None:
+            (self.jobs_dir / ".apsis-jobs.yaml").write_text(jobs_config)
+        self.config_path: Path | None = None
+        if config is not None:
+            self.config_path = root / "apsis.yaml"
+            self.config_path.write_text(config)
+        if unix:
+            self.bind = f"unix:{root / 's.sock'}"
+            self.url = self.bind
+            self.port = None
+        else:
+            self.port = free_port()
+            self.bind = f"127.0.0.1:{self.port}"
+            self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.url}/api/v1"
+        self.token = token  # used to probe /alive when the daemon has tokens
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env.pop("APSIS_URL", None)
+        self.env.pop("APSIS_TOKEN", None)
+        self.extra_args = list(args or [])
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    # -- files --------------------------------------------------------------------------
+
+    def write_job(self, job_id: str, text: str) -> Path:
+        path = self.jobs_dir / f"{job_id}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # -- process ------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "apsis_cli.apsisctl", "serve", "--jobs", str(self.jobs_dir),
+               "--db", str(self.db), "--bind", self.bind]
+        if self.config_path is not None:
+            cmd += ["--config", str(self.config_path)]
+        return cmd + self.extra_args
+
+    def start(self, timeout: float = START_TIMEOUT) -> Daemon:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"---- start {self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.command(), cwd=self.root, env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        self.wait_alive(timeout)
+        return self
+
+    def wait_alive(self, timeout: float = START_TIMEOUT) -> None:
+        import httpx
+
+        transport = httpx.HTTPTransport(uds=self.bind[5:]) if self.port is None else None
+        base = "http://apsis" if self.port is None else self.url
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=base, transport=transport, headers=headers, timeout=2.0) as http:
+            while True:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n"
+                                       f"{self.log_text()[-4000:]}")
+                try:
+                    http.get("/api/v1/alive")  # any answer, even 401, means it is up
+                    return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the daemon did not answer within {timeout}s:\n"
+                                       f"{self.log_text()[-4000:]}")
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is flushed or closed by the daemon."""
+        if self.running:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(STOP_TIMEOUT)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM and wait (SIGKILL if it hangs); returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def restart(self, kill: bool = True, timeout: float = START_TIMEOUT) -> Daemon:
+        """SIGKILL (or SIGTERM with kill=False), then start again on the same port and database."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return self.start(timeout)
+
+    def cleanup(self) -> None:
+        """Stops the daemon and any agent processes it left (programs still running)."""
+        self.stop()
+        kill_agents(Path(str(self.db) + ".agent"))
+
+    def client(self, **kwargs: Any) -> Any:
+        from apsis.client import Client
+
+        kwargs.setdefault("token", self.token)
+        return Client(self.url, **kwargs)
+
+
+def kill_agents(state_dir: Path) -> None:
+    """SIGKILL the process groups of programs and the agent server of one agent dir."""
+    from apsis.agent.agent import _pid_alive
+
+    if not state_dir.exists():
+        return
+    for pid_file in state_dir.glob("runs/*/pid.json"):
+        try:
+            info = json.loads(pid_file.read_text())
+            # The start time guards against a pid reused by an unrelated process.
+            if _pid_alive(int(info["pid"]), info.get("start_ticks")):
+                os.killpg(int(info["pid"]), signal.SIGKILL)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    try:
+        pid = int((state_dir / "server.lock").read_text().strip())
+        if str(state_dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+DaemonFactory = Callable[..., Daemon]
+
+
+def _factory(make_root: Callable[[], Path]) -> Iterator[DaemonFactory]:
+    daemons: list[Daemon] = []
+
+    def start(jobs: Mapping[str, str] | None = None, *, start: bool = True, **kwargs: Any) -> Daemon:
+        """A daemon with these jobs ({job_id: YAML text}); see `Daemon` for the options."""
+        daemon = Daemon(make_root(), jobs or {}, **kwargs)
+        daemons.append(daemon)
+        if start:
+            daemon.start()
+        return daemon
+
+    try:
+        yield start
+    finally:
+        for daemon in daemons:
+            daemon.cleanup()
+
+
+@pytest.fixture
+def apsis_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
+    """Starts daemons for one test: `apsis_daemon({"job": "program: ..."}, config=..., env=...)`."""
+    yield from _factory(lambda: tmp_path_factory.mktemp("apsisd"))
+
+
+@pytest.fixture(scope="module")
+def apsis_daemon_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
+    """The same factory, with daemons shared by every test of a module."""
+    yield from _factory(lambda: tmp_path_factory.mktemp("apsisd"))
