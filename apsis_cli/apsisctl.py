@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .common import run_main
+from .common import ApsisGroup, run_main
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ApsisGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Run and maintain the Apsis daemon, and check job files.
 
@@ -85,9 +85,176 @@ def schema() -> None:
     click.echo(json.dumps(job_schema(), indent=2))
 
 
+def client_options(fn):  # type: ignore[no-untyped-def]
+    """--url/--token/--retry-for for the commands that talk to a running daemon."""
+    fn = click.option("--retry-for", "retry_for", envvar="APSIS_RETRY_FOR", metavar="DUR",
+                      default="30s", show_default=True,
+                      help="Keep retrying an unreachable daemon this long, then exit 69.")(fn)
+    fn = click.option("--token", envvar="APSIS_TOKEN", default=None,
+                      help="API token with the admin role (env APSIS_TOKEN).")(fn)
+    fn = click.option("--url", envvar="APSIS_URL", default="http://127.0.0.1:5000",
+                      show_default=True, help="The daemon's URL (env APSIS_URL).")(fn)
+    return fn
+
+
+def db_options(fn):  # type: ignore[no-untyped-def]
+    """--db/--config for the commands that open the SQLite file directly."""
+    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
+                      help="apsis.yaml: the database (and archive) it names.")(fn)
+    fn = click.option("--db", "db", type=click.Path(dir_okay=False),
+                      help="The SQLite database (default: from --config, else ./apsis.db).")(fn)
+    return fn
+
+
+@cli.command("reload")
+@click.option("--dry-run", is_flag=True, help="Only report what would change.")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
+@client_options
+def reload(dry_run: bool, as_json: bool, url: str, token: str | None, retry_for: str) -> None:
+    """Reload the jobs directory in a running daemon; prints added/changed/removed jobs.
+
+    \b
+    Examples:
+      apsisctl reload --dry-run
+      apsisctl reload
+    """
+    from .ctl_daemon import run_reload
+
+    raise click.exceptions.Exit(run_reload(_client_obj(url, token, retry_for), dry_run, as_json))
+
+
+@cli.command("sanity")
+@click.option("--late", "late", metavar="DUR", default="1m", show_default=True,
+              help="A run is late when it starts this long after its schedule time.")
+@click.option("--since", metavar="TIME", default="-1d", show_default=True,
+              help="How far back to look for runs that started late.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@client_options
+def sanity(late: str, since: str, as_json: bool, url: str, token: str | None,
+           retry_for: str) -> None:
+    """Report what looks wrong in a running daemon; exit 1 if anything does.
+
+    Unscheduled jobs (a schedule due within a day but no scheduled run), scheduled
+    runs past their time, running runs whose job is gone or stuck starting or
+    stopping, and runs that started late.
+
+    \b
+    Examples:
+      apsisctl sanity
+      apsisctl sanity --late 5m --since -7d --json
+    """
+    from .ctl_daemon import run_sanity
+
+    raise click.exceptions.Exit(run_sanity(_client_obj(url, token, retry_for), late, since, as_json))
+
+
+@cli.command("shutdown")
+@click.option("--restart", is_flag=True, help="Ask the daemon to start again (exec itself).")
+@client_options
+def shutdown(restart: bool, url: str, token: str | None, retry_for: str) -> None:
+    """Stop (or restart) a running daemon cleanly.
+
+    \b
+    Examples:
+      apsisctl shutdown
+      apsisctl shutdown --restart
+    """
+    from .ctl_daemon import run_shutdown
+
+    raise click.exceptions.Exit(run_shutdown(_client_obj(url, token, retry_for), restart))
+
+
+def _client_obj(url: str, token: str | None, retry_for: str) -> dict:
+    from .parse import parse_duration
+
+    return {"url": url.rstrip("/"), "token": token,
+            "retry_for": parse_duration(retry_for, "--retry-for")}
+
+
+@cli.group("db")
+def db() -> None:
+    """Maintain the SQLite database directly (stop the daemon first for all but check).
+
+    \b
+    Examples:
+      apsisctl db check --db apsis.db
+      apsisctl db archive --older-than 90d --config apsis.yaml
+      apsisctl db vacuum --db apsis.db
+    """
+
+
+@db.command("migrate")
+@db_options
+def db_migrate(db: str | None, config_path: str | None) -> None:
+    """Create the database, or bring its schema up to date.
+
+    \b
+    Example:
+      apsisctl db migrate --db apsis.db
+    """
+    from .ctl_db import run_migrate
+
+    raise click.exceptions.Exit(run_migrate(db, config_path))
+
+
+@db.command("check")
+@db_options
+@click.option("--json", "as_json", is_flag=True, help="Print statistics and problems as JSON.")
+def db_check(db: str | None, config_path: str | None, as_json: bool) -> None:
+    """Check the database's integrity (read-only; safe while the daemon runs); exit 1 on problems.
+
+    \b
+    Example:
+      apsisctl db check --db apsis.db
+    """
+    from .ctl_db import run_check
+
+    raise click.exceptions.Exit(run_check(db, config_path, as_json))
+
+
+@db.command("archive")
+@db_options
+@click.option("--older-than", "older_than", metavar="DUR", required=True,
+              help="Move finished runs scheduled more than DUR ago: 90d, 12w.")
+@click.option("--archive", "archive_path", type=click.Path(dir_okay=False),
+              help="The archive database (default: from --config, else beside the database).")
+@click.option("--chunk", type=click.IntRange(1), default=1000, show_default=True,
+              help="Runs moved per transaction.")
+def db_archive(db: str | None, config_path: str | None, older_than: str,
+               archive_path: str | None, chunk: int) -> None:
+    """Move old finished runs (logs, outputs) to the archive database, in chunks.
+
+    \b
+    Example:
+      apsisctl db archive --older-than 90d --db apsis.db --archive archive.db
+    """
+    from .ctl_db import run_archive
+
+    raise click.exceptions.Exit(run_archive(db, config_path, older_than, archive_path, chunk))
+
+
+@db.command("vacuum")
+@db_options
+def db_vacuum(db: str | None, config_path: str | None) -> None:
+    """Drop leftovers of interrupted writes and compact the file.
+
+    \b
+    Example:
+      apsisctl db vacuum --db apsis.db
+    """
+    from .ctl_db import run_vacuum
+
+    raise click.exceptions.Exit(run_vacuum(db, config_path))
+
+
 @cli.command("version")
 def version() -> None:
-    """Print the version of Apsis."""
+    """Print the version of Apsis.
+
+    \b
+    Example:
+      apsisctl version
+    """
     from apsis import __version__
 
     click.echo(__version__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -17,7 +17,7 @@ class UserError(click.ClickException):
     def __init__(self, message: str, hint: str | None = None, code: int = ExitStatus.USAGE) -> None:
         super().__init__(message)
         self.hint = hint
-        self.exit_code = int(code)
+        self.exit_code = int(code)  # type: ignore[misc]  # Click reads it per instance
 
     def show(self, file: Any = None) -> None:
         text = f"error: {self.message}"
@@ -26,14 +26,30 @@ class UserError(click.ClickException):
         click.echo(text, err=True)
 
 
+class ApsisGroup(click.Group):
+    """A Click group whose commands end quietly (exit 0) when stdout's reader goes away.
+
+    Click itself would turn a broken pipe into exit 1; `apsis runs | head` is not an error.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+
+
 def run_main(group: click.Group, prog_name: str) -> NoReturn:
     """Runs a Click group the way every Apsis command behaves on Ctrl-C and broken pipes."""
     try:
-        group.main(prog_name=prog_name, standalone_mode=False)
+        # Not standalone: Click returns the code of `Exit` (what commands raise to set
+        # their exit status) instead of exiting, and raises the errors handled below.
+        result = group.main(prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("", err=True)
+        # Click has already ended the terminal's ^C line.
         sys.exit(ExitStatus.INTERRUPTED)
     except KeyboardInterrupt:
+        click.echo("", err=True)
         sys.exit(ExitStatus.INTERRUPTED)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -42,7 +58,7 @@ def run_main(group: click.Group, prog_name: str) -> NoReturn:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         _quiet_broken_pipe()
-    sys.exit(0)
+    sys.exit(int(result) if isinstance(result, int) else 0)
 
 
 def _quiet_broken_pipe() -> NoReturn:

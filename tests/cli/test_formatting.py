@@ -9,7 +9,7 @@ import pytest
 from apsis_cli import fmt
 from apsis_cli.watch import default_output_id, exit_code
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.mark.parametrize("seconds,text", [(0, "0:00:00"), (5, "0:00:05"), (65, "0:01:05"),

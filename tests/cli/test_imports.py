@@ -28,8 +28,8 @@ try:
     main()
 except SystemExit as exc:
     code = exc.code
-with open(sys.argv[0] if False else OUT, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+with open(OUT, "w") as f:
+    json.dump({"code": code, "modules": sorted(k for k, v in sys.modules.items() if v is not None)}, f)
 """
 
 
@@ -37,7 +37,7 @@ def loaded_modules(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
     out = tmp_path / "modules.json"
     code = PROBE.replace("OUT", repr(str(out)))
     subprocess.run([sys.executable, "-c", code, json.dumps(list(args))], cwd=ROOT,
-                   capture_output=True, timeout=30)
+                   capture_output=True, timeout=30, check=False)
     data = json.loads(out.read_text())
     return data["code"], set(data["modules"])
 
@@ -65,14 +65,13 @@ def test_wait_imports_no_tui_server_or_websockets_before_connecting(tmp_path):
     assert code == 69
     assert present(modules, HEAVY + ["websockets", "rich"]) == []
     # httpx must not drag in its own command line tool (click is ours anyway).
-    assert "httpx._main" not in modules or sys.modules.get("httpx._main") is None
-    assert present(modules, ["pygments"]) == []
+    assert present(modules, ["httpx._main", "pygments"]) == []
 
 
 @pytest.mark.skipif(shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
                     reason="import-linter is not installed (pip install -e '.[test]')")
 def test_import_linter_contracts_hold():
     exe = Path(sys.executable).parent / "lint-imports"
-    result = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False,
                             timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

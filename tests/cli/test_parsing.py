@@ -18,7 +18,7 @@ from apsis_cli.parse import (
     parse_time,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 3, 4, 12, 0, 0, tzinfo=UTC)
 
 

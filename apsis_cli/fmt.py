@@ -1,0 +1,173 @@
+"""Formatting runs and times for people: local times, elapsed as 1:02:03, state colours.
+
+Pure functions over run JSON (SPEC §1.6); Rich is imported only by the functions that
+build Rich objects, so plain-text paths (pipes, scripts) never pay for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+from .parse import FINISHED_STATES, parse_api_time
+
+UTC = dt.UTC
+
+# Colour and a symbol per state, so the state reads without colour too (16-colour safe).
+STATE_STYLE: dict[str, tuple[str, str]] = {
+    "new": ("dim", "·"),
+    "scheduled": ("blue", "○"),
+    "waiting": ("cyan", "◌"),
+    "starting": ("yellow", "▸"),
+    "running": ("yellow", "▶"),
+    "stopping": ("magenta", "■"),
+    "success": ("green", "✔"),
+    "failure": ("red", "✘"),
+    "error": ("bold red", "!"),
+    "skipped": ("bright_black", "↷"),
+}
+
+RUN_COLUMNS = ("run", "state", "job", "args")
+TIME_COLUMNS = ("schedule", "start", "end", "elapsed")
+
+
+def format_elapsed(seconds: float | None) -> str:
+    """`1:02:03` (H:MM:SS), `1d 2:03:04` beyond a day; empty for None."""
+    if seconds is None:
+        return ""
+    total = int(seconds)
+    sign = "-" if total < 0 else ""
+    total = abs(total)
+    days, rem = divmod(total, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes, secs = divmod(rem, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{sign}{days}d {text}" if days else sign + text
+
+
+def to_zone(value: dt.datetime, utc: bool) -> dt.datetime:
+    return value.astimezone(UTC) if utc else value.astimezone()
+
+
+def format_time(value: dt.datetime | str | None, utc: bool = False, *,
+                now: dt.datetime | None = None, compact: bool = True) -> str:
+    """A time for a table: today's as `09:30:05`, others as `2026-01-02 09:30`.
+
+    `compact=False` gives the full `2026-01-02 09:30:05 +01:00` (for `show`).
+    """
+    if isinstance(value, str) or value is None:
+        value = parse_api_time(value)
+        if value is None:
+            return ""
+    local = to_zone(value, utc)
+    if not compact:
+        return local.strftime("%Y-%m-%d %H:%M:%S ") + ("UTC" if utc else local.strftime("%z"))
+    today = to_zone(now or dt.datetime.now(UTC), utc).date()
+    if local.date() == today:
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def format_args(args: dict[str, Any] | None) -> str:
+    return " ".join(f"{k}={v}" for k, v in (args or {}).items())
+
+
+def run_start(run: dict[str, Any]) -> dt.datetime | None:
+    times = run.get("times") or {}
+    return parse_api_time(times.get("running") or times.get("starting"))
+
+
+def run_end(run: dict[str, Any]) -> dt.datetime | None:
+    times = run.get("times") or {}
+    state = run.get("state")
+    if state in FINISHED_STATES:
+        return parse_api_time(times.get(state))
+    return None
+
+
+def run_elapsed(run: dict[str, Any], now: dt.datetime | None = None) -> float | None:
+    """Seconds from start to end, or to now while it runs; None if it never started."""
+    start = run_start(run)
+    if start is None:
+        return None
+    end = run_end(run)
+    if end is None:
+        if run.get("state") in FINISHED_STATES:
+            return None
+        end = now or dt.datetime.now(UTC)
+    return (end - start).total_seconds()
+
+
+def run_row(run: dict[str, Any], *, times: bool = False, utc: bool = False,
+            now: dt.datetime | None = None) -> list[str]:
+    """The cells of one row of the run table, as plain strings."""
+    row = [run.get("run_id", ""), run.get("state", ""), run.get("job_id", ""),
+           format_args(run.get("args"))]
+    if times:
+        t = run.get("times") or {}
+        row += [format_time(t.get("schedule"), utc, now=now),
+                format_time(run_start(run), utc, now=now),
+                format_time(run_end(run), utc, now=now),
+                format_elapsed(run_elapsed(run, now))]
+    return row
+
+
+def columns(times: bool) -> tuple[str, ...]:
+    return RUN_COLUMNS + (TIME_COLUMNS if times else ())
+
+
+def plain_line(cells: list[str], widths: list[int]) -> str:
+    """Cells padded to `widths`, two spaces apart; the last cell is never padded."""
+    parts = [c.ljust(w) for c, w in zip(cells[:-1], widths)] + [cells[-1]] if cells else []
+    return "  ".join(parts).rstrip()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def color_enabled(stream: Any = None) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (any value, per no-color.org)."""
+    stream = stream or sys.stdout
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def make_console(stderr: bool = False):  # -> rich.console.Console
+    """A Rich console that follows NO_COLOR and stays plain when not a terminal."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or not tty,
+                   highlight=False, soft_wrap=not tty, emoji=False)
+
+
+def state_text(state: str, color: bool):  # -> rich.text.Text | str
+    """The state with its symbol; coloured when `color`."""
+    style, symbol = STATE_STYLE.get(state, ("", "?"))
+    if not color:
+        return state
+    from rich.text import Text
+
+    return Text(f"{symbol} {state}", style=style)
+
+
+def run_table(runs: list[dict[str, Any]], *, times: bool, utc: bool, color: bool,
+              title: str | None = None):  # -> rich.table.Table
+    """A Rich table of runs (keep it to a few hundred rows: ~0.4 ms a row)."""
+    from rich.table import Table
+
+    now = dt.datetime.now(UTC)
+    table = Table(box=None, header_style="bold" if color else "", title=title,
+                  pad_edge=False, show_edge=False)
+    for name in columns(times):
+        table.add_column(name, no_wrap=name != "args",
+                         justify="right" if name == "elapsed" else "left")
+    for run in runs:
+        cells: list[Any] = run_row(run, times=times, utc=utc, now=now)
+        cells[1] = state_text(cells[1], color)
+        table.add_row(*cells)
+    return table

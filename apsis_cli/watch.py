@@ -1,0 +1,225 @@
+"""Waiting for runs and following their output, from the event stream (never polling).
+
+The order matters and is what makes `wait` exact:
+  1. read the stream position (`GET /runs?limit=1` answers `seq`),
+  2. GET each run: one already finished is done at once,
+  3. follow `run_transition` events after that seq until every run has finished.
+Any transition after step 1 is in the stream, and step 2 sees at least the state as of
+step 1, so nothing is missed; the client resumes from the last seq after a lost
+connection or a daemon restart, and a `reset` makes us GET the runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .exitcodes import STATE_EXIT, ExitStatus
+from .parse import FINISHED_STATES
+
+if TYPE_CHECKING:
+    from apsis.client import Client
+
+SNAPSHOT_CONCURRENCY = 16
+STARTED_STATES = frozenset({"running", "stopping", *FINISHED_STATES})
+
+
+def exit_code(run_ids: Sequence[str], states: dict[str, str]) -> int:
+    """0 if all succeeded, else the code of the first run (in argument order) that did not."""
+    for run_id in run_ids:
+        code = STATE_EXIT.get(states.get(run_id, ""), ExitStatus.ERROR)
+        if code != ExitStatus.SUCCESS:
+            return int(code)
+    return int(ExitStatus.SUCCESS)
+
+
+class RunWatcher:
+    """The latest known state of a set of runs, kept current from the event stream."""
+
+    def __init__(self, client: Client, run_ids: Sequence[str],
+                 on_finish: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.client = client
+        self.run_ids = list(dict.fromkeys(run_ids))
+        self.runs: dict[str, dict[str, Any]] = {}
+        self._on_finish = on_finish
+        self._announced: set[str] = set()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    # -------------------------------------------------------------- state
+
+    def state(self, run_id: str) -> str:
+        return self.runs.get(run_id, {}).get("state", "")
+
+    def finished(self, run_id: str) -> bool:
+        return self.state(run_id) in FINISHED_STATES
+
+    def all_finished(self) -> bool:
+        return all(self.finished(r) for r in self.run_ids)
+
+    def states(self) -> dict[str, str]:
+        return {r: self.state(r) for r in self.run_ids}
+
+    def _update(self, run: dict[str, Any]) -> None:
+        run_id = run.get("run_id")
+        if run_id not in self.runs:
+            return
+        self.runs[run_id] = {**self.runs[run_id], **run}
+        if self.finished(run_id) and run_id not in self._announced:
+            self._announced.add(run_id)
+            if self._on_finish:
+                self._on_finish(self.runs[run_id])
+        self._changed.set()
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def start(self, seq: int | None = None,
+                    known: list[dict[str, Any]] | None = None) -> RunWatcher:
+        """Snapshot the runs (raising ApsisNotFound for an unknown one), then follow.
+
+        `seq` and `known` skip the snapshot: runs the caller got (from creating them)
+        after reading `seq`, so every later transition is in the stream after it.
+        """
+        if seq is not None and known is not None:
+            for run in known:
+                self.runs.setdefault(run["run_id"], {"run_id": run["run_id"]})
+                self._update(run)
+        else:
+            seq = await self._snapshot()
+        if not self.all_finished():
+            self._task = asyncio.create_task(self._follow(seq))
+        return self
+
+    async def _snapshot(self) -> int:
+        page = await self.client.runs(limit=1)
+        seq = int(page.get("seq") or 0)
+        for begin in range(0, len(self.run_ids), SNAPSHOT_CONCURRENCY):
+            batch = self.run_ids[begin:begin + SNAPSHOT_CONCURRENCY]
+            for run_id, run in zip(batch, await asyncio.gather(*map(self.client.run, batch))):
+                self.runs.setdefault(run_id, {"run_id": run_id})
+                self._update(run)
+        return seq
+
+    async def _follow(self, seq: int) -> None:
+        try:
+            while not self.all_finished():
+                pending = [r for r in self.run_ids if not self.finished(r)]
+                filters: dict[str, Any] = {"types": ["run_transition"]}
+                if len(pending) == 1:
+                    filters["run_id"] = pending[0]
+                async for event in self.client.events(since=seq, **filters):
+                    if event.get("seq") is not None:
+                        seq = int(event["seq"])
+                    if event.get("type") == "reset":
+                        for run_id in self.run_ids:
+                            if not self.finished(run_id):
+                                self._update(await self.client.run(run_id))
+                    elif event.get("type") == "run_transition":
+                        run = dict(event.get("run") or {})
+                        if event.get("to"):
+                            run["state"] = event["to"]
+                        self._update(run)
+                    if self.all_finished():
+                        return
+                # The stream ended without an error: take a fresh snapshot and go on.
+                seq = await self._snapshot()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits, re-raised there
+            self._error = exc
+            self._changed.set()
+
+    async def close(self) -> None:
+        if self._task and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Returns once `predicate()` holds; raises what broke the event stream."""
+        while not predicate():
+            if self._error is not None:
+                raise self._error
+            if self._task is None or self._task.done():
+                if predicate():
+                    return
+                if self._error is not None:
+                    raise self._error
+                # Every run finished, so nothing will change any more.
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait_finished(self) -> dict[str, str]:
+        await self.wait_for(self.all_finished)
+        return self.states()
+
+    async def wait_started(self, run_id: str) -> None:
+        await self.wait_for(lambda: self.state(run_id) in STARTED_STATES)
+
+
+def default_output_id(run: dict[str, Any]) -> str:
+    """`output`, or `stdout` for a program with split outputs."""
+    outputs = [o.get("output_id") for o in run.get("outputs") or []]
+    if "output" in outputs:
+        return "output"
+    program = run.get("program") or {}
+    if "stdout" in outputs or (isinstance(program, dict) and program.get("outputs") == "split"):
+        return "stdout"
+    return "output"
+
+
+def write_bytes(data: bytes) -> None:
+    """Raw bytes to stdout, as they come: ANSI and non-UTF-8 bytes unchanged."""
+    out = sys.stdout.buffer
+    out.write(data)
+    out.flush()
+
+
+async def stream_output(client: Client, watcher: RunWatcher, run_id: str,
+                        output_id: str | None, start: int = 0) -> None:
+    """Streams a run's output live, from when it starts until it ends."""
+    await watcher.wait_started(run_id)
+    run = watcher.runs.get(run_id, {})
+    times = run.get("times") or {}
+    if watcher.finished(run_id) and not (times.get("running") or run.get("outputs")):
+        return  # never ran (skipped, or an error before it started): no output
+    oid = output_id or default_output_id(run)
+    from apsis.client import ApsisNotFound
+
+    try:
+        async for chunk in client.output(run_id, oid, start=start, follow=True):
+            if chunk:
+                write_bytes(chunk)
+    except ApsisNotFound:
+        if output_id:  # asked for by name: say so; the default may just not exist
+            raise
+
+
+async def tail_offset(client: Client, run_id: str, output_id: str, lines: int) -> tuple[int, bytes]:
+    """(offset, bytes) of the last `lines` lines, reading backwards in growing ranges."""
+    outputs = {o.get("output_id"): o for o in await client.outputs(run_id)}
+    length = int((outputs.get(output_id) or {}).get("length") or 0)
+    if lines <= 0 or length == 0:
+        return length, b""
+    size = 64 * 1024
+    while True:
+        begin = max(0, length - size)
+        data = await client.output_bytes(run_id, output_id, start=begin, end=length)
+        body = data[:-1] if data.endswith(b"\n") else data
+        if body.count(b"\n") >= lines or begin == 0:
+            cut = len(body)
+            for _ in range(lines):
+                cut = body.rfind(b"\n", 0, cut)
+                if cut < 0:
+                    break
+            keep = data[cut + 1:] if cut >= 0 else data
+            if cut < 0 and begin > 0:
+                size *= 4
+                continue
+            return length, keep
+        size *= 4
