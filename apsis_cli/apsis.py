@@ -159,7 +159,8 @@ def job_cmd(obj: dict, job_id: str, next_n: int, as_json: bool, utc: bool) -> No
 @click.option("-l", "--label", "labels", multiple=True, metavar="LABEL",
               help="Only runs with this label (repeatable).")
 @click.option("--since", metavar="TIME", help="Only runs scheduled at or after TIME (-1d: a day ago).")
-@click.option("--until", metavar="TIME", help="Only runs scheduled before TIME.")
+@click.option("--until", metavar="TIME",
+              help="Only runs scheduled before TIME (default, without --since: an hour from now).")
 @click.option("-t", "--times", "show_times", is_flag=True,
               help="Add schedule, start, end and elapsed columns.")
 @click.option("-n", "--limit", type=click.IntRange(1), default=100, show_default=True, metavar="N",

@@ -158,6 +158,9 @@ def job(obj: dict[str, Any], job_id: str, next_n: int, as_json: bool, utc: bool)
 
 # ---------------------------------------------------------------- runs
 
+DEFAULT_UNTIL = "+1h"
+
+
 def _query(client_job_id: str | None, states: list[str], labels: tuple[str, ...],
            args: dict[str, str], since: str | None, until: str | None) -> dict[str, Any]:
     return {"job_id": client_job_id, "states": states or None, "labels": list(labels) or None,
@@ -170,6 +173,10 @@ def runs(obj: dict[str, Any], *, arg_filters: tuple[str, ...], job_id: str | Non
          as_json: bool, utc: bool) -> None:
     args = parse_args(arg_filters)
     wanted_states = [parse_state(s) for s in states]
+    if since is None and until is None:
+        # Runs exist a whole schedule horizon ahead; "newest" means up to the near future,
+        # or a day of a five-minute job would fill the page.
+        until = DEFAULT_UNTIL
     since_iso = iso(parse_time(since, "--since", utc=utc)) if since else None
     until_iso = iso(parse_time(until, "--until", utc=utc)) if until else None
     if follow and all_runs:
