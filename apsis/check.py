@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from .action import ScheduleAction
 from .cond import DependencyCondition, MaxRunningCondition
@@ -64,30 +65,21 @@ def sample_args(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostic
 
 
 def _check_job(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostics) -> None:
-    from .template import TemplateError, render_value, unquoted_args_in_shell
+    from .template import unquoted_args_in_shell
 
     if isinstance(job.program, ShellProgram):
         for name in unquoted_args_in_shell(job.program.command, job.params):
             diags.warning(f"arg {name!r} is placed into a shell command unquoted; "
                           f"write {{{{ {name}|shquote }}}}", job.locs.get("program"))
 
+    seen: set[tuple[str, str]] = set()  # one report per template, not one per schedule
     for what, args in sample_args(jobs_dir, job, now, diags):
         try:
             targs = jobs_dir.template_args(job, args, run_id="r0")
         except (ValueError, LookupError) as exc:
             diags.error(f"expanding args {args}: {exc}", job.locs.get("program"))
             continue
-        seen: set[tuple[str, str]] = set()
-
-        def render(value: Any, where: str, loc: Location | None) -> Any:
-            try:
-                return render_value(value, targs)
-            except TemplateError as exc:
-                if (where, str(exc)) not in seen:  # one report per template, not per schedule
-                    seen.add((where, str(exc)))
-                    diags.error(f"{where}: {exc}{what}", loc)
-                return None
-
+        render = _Renderer(targs, what, seen, diags)
         render(job.program.to_jso(), "program", job.locs.get("program"))
         for i, cond in enumerate(job.conditions):
             loc = job.locs.get(f"condition.{i}")
@@ -105,6 +97,25 @@ def _check_job(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostics
             if isinstance(action, ScheduleAction) and rendered is not None:
                 _check_target(jobs_dir, job, action.job_id, rendered["args"], args,
                               "schedule action", loc, diags)
+
+
+class _Renderer:
+    """Renders templates with one schedule's args, reporting each failure once."""
+
+    def __init__(self, targs: dict[str, Any], what: str, seen: set[tuple[str, str]],
+                 diags: Diagnostics) -> None:
+        self.targs, self.what, self.seen, self.diags = targs, what, seen, diags
+
+    def __call__(self, value: Any, where: str, loc: Location | None) -> Any:
+        from .template import TemplateError, render_value
+
+        try:
+            return render_value(value, self.targs)
+        except TemplateError as exc:
+            if (where, str(exc)) not in self.seen:
+                self.seen.add((where, str(exc)))
+                self.diags.error(f"{where}: {exc}{self.what}", loc)
+            return None
 
 
 def _check_target(jobs_dir: JobsDir, job: Job, target_id: str, given: dict[str, str],

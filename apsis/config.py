@@ -162,7 +162,7 @@ def _api(f: Fields, cfg: Config, rel) -> None:
     tokens = f.get("tokens", {}) or {}
     if not isinstance(tokens, dict):
         raise JobError("api.tokens must map tokens to read|operate|admin", f.loc_of("tokens"))
-    for token, role in tokens.items():
+    for role in tokens.values():
         if role not in ("read", "operate", "admin"):
             raise JobError(f"token role must be read, operate or admin, not {role!r}", f.loc_of("tokens"))
     cfg.tokens = {str(k): str(v) for k, v in tokens.items()}

@@ -98,7 +98,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     engine.bus.close_all()
     try:
         await asyncio.wait_for(server_task, 5)
-    except (asyncio.TimeoutError, Exception):
+    except (TimeoutError, Exception):
         pass
     await engine.stop()
     await store.close()

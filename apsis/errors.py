@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Literal
+from collections.abc import Iterator
 
 Severity = Literal["error", "warning"]
 
@@ -91,5 +92,5 @@ class Diagnostics:
     def __bool__(self) -> bool:
         return bool(self.errors)
 
-    def extend(self, other: "Diagnostics") -> None:
+    def extend(self, other: Diagnostics) -> None:
         self.items.extend(other.items)

@@ -63,7 +63,7 @@ def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str 
     window = None
     if list_runs:
         try:
-            start = parse_time(from_) if from_ else dt.datetime.now(dt.timezone.utc)
+            start = parse_time(from_) if from_ else dt.datetime.now(dt.UTC)
             stop = parse_time(to) if to else start + dt.timedelta(days=1)
         except ValueError as exc:
             raise UserError(str(exc), "times are ISO 8601, a date (00:00 UTC), 'now' or '+1d'") from None

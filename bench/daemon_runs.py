@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import statistics
 import sys
 import tempfile
 import time
@@ -76,13 +75,13 @@ def run(quick: bool) -> dict:
                 rate = n / (time.perf_counter() - start)
                 baseline = asyncio.run(raw_spawn_rate(n))
 
-                at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=3)
+                at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
                 burst = api.post("/runs", json={"job_id": "noop", "count": 50,
                                                 "times": {"schedule": format_time(at)}}).json()["runs"]
-                time.sleep(max(0.0, (at - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 2)
+                time.sleep(max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds()) + 2)
                 burst_lags = start_lags(api, [r["run_id"] for r in burst])
 
-                at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
+                at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
                 spaced = [api.post("/runs", json={"job_id": "noop", "times": {
                     "schedule": format_time(at + dt.timedelta(seconds=0.5 * i))}}).json()["runs"][0]
                     for i in range(20)]

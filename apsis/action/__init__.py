@@ -47,7 +47,7 @@ class ScheduleAction(Action):
     if_states: list[str] = field(default_factory=lambda: list(DEFAULT_IF_STATES))
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "ScheduleAction":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> ScheduleAction:
         return cls(job_id=f.require("job_id", as_str), args=f.get("args", {}, as_args),
                    if_states=_parse_if(f))
 
@@ -64,7 +64,7 @@ class RetryAction(Action):
     if_states: list[str] = field(default_factory=lambda: ["failure", "error"])
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "RetryAction":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> RetryAction:
         count = f.get("count", 1, as_int)
         backoff = f.get("backoff", 1.0, _positive_number)
         if count < 0:
@@ -92,7 +92,7 @@ class CommandAction(Action):
     if_states: list[str] = field(default_factory=lambda: list(DEFAULT_IF_STATES))
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "CommandAction":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> CommandAction:
         argv = f.get("argv", None, as_str_list)
         command = f.get("command", None, as_str)
         if (argv is None) == (command is None):
@@ -116,7 +116,7 @@ class WebhookAction(Action):
     if_states: list[str] = field(default_factory=lambda: list(DEFAULT_IF_STATES))
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "WebhookAction":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> WebhookAction:
         url = f.require("url", as_str)
         if not url.startswith(("http://", "https://", "{{")):
             raise JobError(f"url must start with http:// or https://, not {url!r}", f.loc_of("url"))

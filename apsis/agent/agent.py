@@ -618,7 +618,7 @@ class Server:
             for fd in fds:
                 os.close(fd)
             shutil.rmtree(run_dir, ignore_errors=True)
-            raise RequestError("spawn_failed", f"cannot prepare {run_dir}: {exc}")
+            raise RequestError("spawn_failed", f"cannot prepare {run_dir}: {exc}") from None
         proc = Proc(proc_id, run_dir, record)
         self.procs[proc_id] = proc
         # The agent's own environment is the one of the `connect` that started it, which
@@ -641,7 +641,7 @@ class Server:
                 )
             except OSError as exc:
                 what = exc.filename if exc.filename is not None else argv[0]
-                raise RequestError("spawn_failed", f"{what}: {exc.strerror or exc}")
+                raise RequestError("spawn_failed", f"{what}: {exc.strerror or exc}") from None
         except RequestError as exc:
             self._finish(proc, "error", message=exc.message, notify=False)
             exc.extra["proc"] = proc.record

@@ -386,7 +386,7 @@ class AgentClient:
         except OSError as exc:
             raise AgentConnectionError(f"the connection to the agent was lost: {exc}") from exc
         except TimeoutError:
-            raise AgentError("timeout", f"no reply to {op!r} in {self.request_timeout:g}s")
+            raise AgentError("timeout", f"no reply to {op!r} in {self.request_timeout:g}s") from None
         finally:
             self._pending.pop(req_id, None)
         if not reply.get("ok"):

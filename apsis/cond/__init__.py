@@ -40,7 +40,7 @@ class DependencyCondition(Condition):
     exist: bool = False
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "DependencyCondition":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> DependencyCondition:
         return cls(
             job_id=f.require("job_id", as_str),
             args=f.get("args", {}, as_args),
@@ -61,7 +61,7 @@ class MaxRunningCondition(Condition):
     args: dict[str, str] | None = None
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "MaxRunningCondition":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> MaxRunningCondition:
         return cls(
             count=f.get("count", "1", as_str),
             job_id=f.get("job_id", None, as_str),
@@ -84,7 +84,7 @@ class SkipDuplicateCondition(Condition):
     target_state: str = "skipped"
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "SkipDuplicateCondition":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> SkipDuplicateCondition:
         target = f.get("target_state", "skipped", lambda v: State.parse(str(v)).value)
         if State(target) not in FINISHED:
             raise JobError(f"target_state must be a finished state, not {target!r}",
@@ -105,7 +105,7 @@ class ConstCondition(Condition):
     value: Any = True
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "ConstCondition":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> ConstCondition:
         return cls(value=f.get("value", True))
 
     def to_jso(self) -> dict[str, Any]:

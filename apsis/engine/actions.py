@@ -25,7 +25,7 @@ COMMAND_TIMEOUT = 300.0
 
 
 class Actions:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def on_transition(self, run: Run, frm: State, to: State) -> None:
@@ -104,7 +104,7 @@ class Actions:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(stdin), COMMAND_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await self.engine.run_log(run, f"command action timed out after {COMMAND_TIMEOUT:g}s")
             return

@@ -12,7 +12,8 @@ import asyncio
 import datetime as dt
 import logging
 import random
-from typing import Any, Awaitable, Iterable
+from typing import Any
+from collections.abc import Awaitable, Iterable
 
 from ..errors import Diagnostics
 from ..jobs_dir import JobsDir
@@ -447,7 +448,6 @@ class Engine:
 
     async def reload_jobs(self, *, dry_run: bool = False) -> dict[str, Any]:
         """Reloads the jobs directory; a broken file keeps its job's previous version."""
-        from ..check import check_jobs_dir
         from ..jobs_dir import load_jobs_dir
 
         new = await asyncio.to_thread(load_jobs_dir, self.jobs_dir.path)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ Event = dict[str, Any]
 class Subscription:
     """A bounded queue of events for one client."""
 
-    def __init__(self, bus: "EventBus", maxsize: int, predicate: Callable[[Event], bool] | None) -> None:
+    def __init__(self, bus: EventBus, maxsize: int, predicate: Callable[[Event], bool] | None) -> None:
         self._bus = bus
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
         self.predicate = predicate
@@ -56,7 +57,7 @@ class Subscription:
         except asyncio.QueueFull:
             pass
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -63,7 +63,7 @@ def output_ids(program: dict[str, Any]) -> list[str]:
 
 
 class Runner:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.agent: Any = None  # the local agent
         self.hosts = HostAgents(RemoteSettings.from_env(), self._follow)
@@ -216,7 +216,7 @@ class Runner:
     def _arm_limits(self, run: Run) -> None:
         """The program's timeout and the schedule's stop time, if any."""
         program = run.program or {}
-        started = run.time_of(State.RUNNING) or dt.datetime.now(dt.timezone.utc)
+        started = run.time_of(State.RUNNING) or dt.datetime.now(dt.UTC)
         timeout = program.get("timeout")
         if timeout:
             when = started + dt.timedelta(seconds=timeout["duration"])
@@ -226,7 +226,7 @@ class Runner:
                         lambda: self.stop_run(run, "stop time reached", success=True))
 
     def _arm_noop(self, run: Run) -> None:
-        started = run.time_of(State.RUNNING) or dt.datetime.now(dt.timezone.utc)
+        started = run.time_of(State.RUNNING) or dt.datetime.now(dt.UTC)
         duration = float((run.program or {}).get("duration") or 0)
         self._timer(run, "no-op", started + dt.timedelta(seconds=duration), lambda: self._finish_noop(run))
         if run.stop_time is not None:
@@ -357,7 +357,7 @@ class Runner:
                 continue
             if path.stat().st_size <= SMALL_OUTPUT_BYTES:
                 prepared = await asyncio.to_thread(
-                    lambda: store.prepare_small_output(run.run_id, output_id, path.read_bytes(), max_bytes))
+                    _prepare_small, store, run.run_id, output_id, path, max_bytes)
                 small.append(prepared)
                 outputs.append({"output_id": output_id, "length": prepared.length})
             else:
@@ -426,7 +426,7 @@ class Runner:
 
     def _arm_kill(self, run: Run) -> None:
         grace = float(((run.program or {}).get("stop") or {}).get("grace_period", 60))
-        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=grace)
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=grace)
 
         async def kill() -> None:
             if run.state in (State.RUNNING, State.STOPPING):
@@ -640,3 +640,8 @@ def _read_range(path: Path, start: int, end: int | None) -> bytes:
     with open(path, "rb") as f:
         f.seek(start)
         return f.read(-1 if end is None else max(0, end - start))
+
+
+def _prepare_small(store: Any, run_id: str, output_id: str, path: Path, max_bytes: int) -> Any:
+    """Reads and compresses a small spool file (in a thread)."""
+    return store.prepare_small_output(run_id, output_id, path.read_bytes(), max_bytes)

@@ -31,7 +31,7 @@ MAX_RUNS_PER_WINDOW = 100_000
 
 
 class Scheduler:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.clock: dt.datetime | None = None
         self._task: asyncio.Task | None = None

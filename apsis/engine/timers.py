@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Callable
+from collections.abc import Callable
 
 from ..lib.timefmt import UTC
 
@@ -92,5 +92,5 @@ class DueQueue:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(delay, 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

@@ -24,7 +24,7 @@ ACTIVE = frozenset({State.STARTING, State.RUNNING})
 
 
 class Waiter:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.waiting: dict[str, Run] = {}
         # instance key → ids of waiting runs whose conditions watch that instance
@@ -38,7 +38,7 @@ class Waiter:
             self._watchers.setdefault(key, set()).add(run.run_id)
         max_time = self.engine.config.waiting_max_time
         if max_time:
-            since = run.time_of(State.WAITING) or dt.datetime.now(dt.timezone.utc)
+            since = run.time_of(State.WAITING) or dt.datetime.now(dt.UTC)
             self.engine.set_timer(run, since + dt.timedelta(seconds=max_time),
                                   lambda: self.engine.spawn(self._expire(run), "waiting-max-time"))
         self.recheck(run)

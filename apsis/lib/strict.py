@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 from ..errors import Diagnostics, JobError, Location
 from ..yamlload import YMap, YSeq, loc_of, node_loc

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ..errors import Diagnostics
 
@@ -20,10 +21,10 @@ class ParseContext:
     """
 
     diags: Diagnostics = field(default_factory=Diagnostics)
-    get_calendar: Callable[[str], "Calendar"] | None = None
+    get_calendar: Callable[[str], Calendar] | None = None
     host_groups: dict[str, Any] = field(default_factory=dict)
 
-    def calendar(self, name: Any) -> "Calendar":
+    def calendar(self, name: Any) -> Calendar:
         if self.get_calendar is None:
             from ..calendar import get_calendar  # the built-ins, without named calendars
 

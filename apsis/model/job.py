@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 class Job:
     job_id: str
     params: list[str]
-    program: "Program"
-    schedules: list["Schedule"] = field(default_factory=list)
-    conditions: list["Condition"] = field(default_factory=list)
-    actions: list["Action"] = field(default_factory=list)
+    program: Program
+    schedules: list[Schedule] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     expand: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     ad_hoc: bool = False

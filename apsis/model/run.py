@@ -104,7 +104,7 @@ class Run:
         }
 
     @classmethod
-    def from_jso(cls, jso: dict[str, Any]) -> "Run":
+    def from_jso(cls, jso: dict[str, Any]) -> Run:
         return cls(
             run_id=jso["run_id"],
             job_id=jso["job_id"],

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class State(str, Enum):
+class State(StrEnum):
     NEW = "new"
     SCHEDULED = "scheduled"
     WAITING = "waiting"
@@ -25,7 +25,7 @@ class State(str, Enum):
         return self in FINISHED
 
     @classmethod
-    def parse(cls, text: str) -> "State":
+    def parse(cls, text: str) -> State:
         try:
             return cls(text.strip().lower())
         except ValueError:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import JobError, Location
 from ..lib.registry import Registry
-from ..lib.strict import Fields, as_bool, as_str, as_str_list, type_name
+from ..lib.strict import Fields, as_str, as_str_list, type_name
 from ..lib.timefmt import parse_duration
 from ..model.context import ParseContext
 
@@ -68,7 +68,7 @@ class NoOpProgram(Program):
     success: bool | None = True
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "NoOpProgram":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> NoOpProgram:
         success = f.get("success", True)
         if success is not None and not isinstance(success, bool):
             raise JobError("success must be true, false or null", f.loc_of("success"))
@@ -149,7 +149,7 @@ class ShellProgram(_ProcessProgram):
     command: str = ""
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "ShellProgram":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> ShellProgram:
         return cls(command=f.require("command", as_str), **cls.common(f))
 
     def to_jso(self) -> dict[str, Any]:
@@ -162,7 +162,7 @@ class ArgvProgram(_ProcessProgram):
     argv: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_jso(cls, f: Fields, ctx: ParseContext) -> "ArgvProgram":
+    def from_jso(cls, f: Fields, ctx: ParseContext) -> ArgvProgram:
         argv = f.require("argv", as_str_list)
         if not argv:
             raise JobError("argv must not be empty", f.loc_of("argv"))

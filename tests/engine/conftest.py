@@ -82,7 +82,8 @@ async def harness(tmp_path):
     yield h
     await h.stop()
     # The agent outlives the daemon by design; make sure tests leave none behind.
-    import signal, os
+    import signal
+    import os
     pid_file = h.config.agent_dir / "server.lock"
     if pid_file.exists():
         try:

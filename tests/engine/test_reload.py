@@ -1,6 +1,5 @@
 """Reloading jobs: changes take effect, a broken file never takes the daemon down."""
 
-import asyncio
 
 
 async def test_broken_file_keeps_the_previous_version(harness):

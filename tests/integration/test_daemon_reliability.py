@@ -75,7 +75,11 @@ def test_big_output_does_not_grow_the_daemon(apsis_daemon):
     daemon = apsis_daemon(
         {"loud": "program: 'head -c 200000000 /dev/zero | tr \"\\\\0\" x; echo; echo tail-end'\n"},
         config="output: {max_bytes: 1MiB}\n")
-    rss = lambda: int(next(l for l in open(f"/proc/{daemon.pid}/status") if l.startswith("VmRSS")).split()[1])
+
+    def rss() -> int:
+        with open(f"/proc/{daemon.pid}/status") as status:
+            return int(next(l for l in status if l.startswith("VmRSS")).split()[1])
+
     with http(daemon) as api:
         before = rss()
         [run] = create(api, "loud")
