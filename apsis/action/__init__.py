@@ -127,22 +127,11 @@ class WebhookAction(Action):
 
 
 def parse_action(value: Any, loc: Location | None, ctx: ParseContext) -> Action:
-    f = Fields(value, "action", ctx.diags, loc)
-    try:
-        cls = ACTIONS.get(f.require("type"))
-    except ValueError as exc:
-        raise JobError(str(exc), f.loc_of("type")) from None
-    action = cls.from_jso(f, ctx)  # type: ignore[attr-defined]
-    f.done()
-    return action
+    return ACTIONS.parse(value, loc, ctx)
 
 
 def parse_actions(value: Any, loc: Location | None, ctx: ParseContext) -> list[Action]:
-    actions = []
-    for item, item_loc in items_with_locs(value, loc):
-        with ctx.diags.collect():
-            actions.append(parse_action(item, item_loc, ctx))
-    return actions
+    return ACTIONS.parse_list(value, loc, ctx)
 
 
 def parse_successors(value: Any, loc: Location | None, ctx: ParseContext) -> list[Action]:

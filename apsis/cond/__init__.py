@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import JobError, Location
 from ..lib.registry import Registry
-from ..lib.strict import Fields, as_args, as_bool, as_str, items_with_locs
+from ..lib.strict import Fields, as_args, as_bool, as_str
 from ..model.context import ParseContext
 from ..model.states import FINISHED, State
 
@@ -113,20 +113,9 @@ class ConstCondition(Condition):
 
 
 def parse_condition(value: Any, loc: Location | None, ctx: ParseContext) -> Condition:
-    f = Fields(value, "condition", ctx.diags, loc)
-    try:
-        cls = CONDITIONS.get(f.require("type"))
-    except ValueError as exc:
-        raise JobError(str(exc), f.loc_of("type")) from None
-    cond = cls.from_jso(f, ctx)  # type: ignore[attr-defined]
-    f.done()
-    return cond
+    return CONDITIONS.parse(value, loc, ctx)
 
 
 def parse_conditions(value: Any, loc: Location | None, ctx: ParseContext) -> list[Condition]:
     """One condition or a list; each broken one is reported and the rest still parsed."""
-    conds = []
-    for item, item_loc in items_with_locs(value, loc):
-        with ctx.diags.collect():
-            conds.append(parse_condition(item, item_loc, ctx))
-    return conds
+    return CONDITIONS.parse_list(value, loc, ctx)

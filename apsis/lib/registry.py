@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Generic, TypeVar
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .strict import did_you_mean
+from ..errors import JobError, Location
+from .strict import Fields, did_you_mean, items_with_locs
+
+if TYPE_CHECKING:
+    from ..model.context import ParseContext
 
 T = TypeVar("T")
 
@@ -43,3 +47,22 @@ class Registry(Generic[T]):
         hint = did_you_mean(name, self._types)
         known = ", ".join(self.names)
         raise ValueError(f"unknown {self.family} type {name!r}{hint}; known types: {known}")
+
+    def parse(self, value: Any, loc: Location | None, ctx: ParseContext) -> T:
+        """One item from a mapping with `type`: the class takes its keys, leftovers are errors."""
+        f = Fields(value, self.family, ctx.diags, loc)
+        try:
+            cls = self.get(f.require("type"))
+        except ValueError as exc:
+            raise JobError(str(exc), f.loc_of("type")) from None
+        item = cls.from_jso(f, ctx)  # type: ignore[attr-defined]
+        f.done()
+        return item
+
+    def parse_list(self, value: Any, loc: Location | None, ctx: ParseContext) -> list[T]:
+        """One item or a list; each broken one is reported and the rest still parsed."""
+        items = []
+        for item, item_loc in items_with_locs(value, loc):
+            with ctx.diags.collect():
+                items.append(self.parse(item, item_loc, ctx))
+        return items

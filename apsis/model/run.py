@@ -88,20 +88,8 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         """What event messages and lists carry: enough to draw a row."""
-        return {
-            "run_id": self.run_id,
-            "job_id": self.job_id,
-            "args": dict(self.args),
-            "state": self.state.value,
-            "labels": list(self.labels),
-            "times": dict(self.times),
-            "message": self.message,
-            "rerun_of": self.rerun_of,
-            "attempt": self.attempt,
-            "exit_code": self.exit_code,
-            "signal": self.signal,
-            "ad_hoc": self.ad_hoc,
-        }
+        jso = self.to_jso()
+        return {key: jso[key] for key in SUMMARY_KEYS}
 
     @classmethod
     def from_jso(cls, jso: dict[str, Any]) -> Run:
@@ -126,6 +114,10 @@ class Run:
             meta=dict(jso.get("meta") or {}),
             job=jso.get("job"),
         )
+
+
+SUMMARY_KEYS = ("run_id", "job_id", "args", "state", "labels", "times", "message", "rerun_of",
+                "attempt", "exit_code", "signal", "ad_hoc")
 
 
 def instance_key(job_id: str, args: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:

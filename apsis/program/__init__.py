@@ -181,13 +181,6 @@ def parse_program(value: Any, loc: Location | None, ctx: ParseContext) -> Progra
         if not argv:
             raise JobError("program argv must not be empty", loc)
         return ArgvProgram(argv=argv)
-    f = Fields(value, "program", ctx.diags, loc)
-    try:
-        cls = PROGRAMS.get(f.require("type"))
-    except ValueError as exc:
-        raise JobError(str(exc), f.loc_of("type")) from None
-    program = cls.from_jso(f, ctx)  # type: ignore[attr-defined]
-    f.done()
-    return program
+    return PROGRAMS.parse(value, loc, ctx)
 
 
