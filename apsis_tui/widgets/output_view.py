@@ -360,8 +360,8 @@ class OutputView(ScrollView, can_focus=True):
         while True:
             low = max(0, end - window)
             last = None
-            for last in self._bytes_re.finditer(self._buffer, low, end):
-                pass
+            for match in self._bytes_re.finditer(self._buffer, low, end):
+                last = match
             if last is not None:
                 return self._line_of(last.start())
             if low == 0:

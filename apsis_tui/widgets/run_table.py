@@ -298,6 +298,14 @@ class RunTable(ScrollView, can_focus=True):
         self._pending.update((str(run["run_id"]), run) for run in runs)
         self.flush()
 
+    def clear(self) -> None:
+        """Forget every run (the event stream was reset and runs will be reloaded)."""
+        self._pending.clear()
+        self.store.clear()
+        self._row_cache.clear()
+        self._placed = False
+        self._settle((None, None))
+
     def apply_runs(self, runs: Iterable[Run]) -> None:
         """Queue run updates; the refresh timer applies them in one batch."""
         self._pending.update((str(run["run_id"]), run) for run in runs)

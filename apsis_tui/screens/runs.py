@@ -1,0 +1,192 @@
+"""The Runs screen: every loaded run, live, with a filter box that is remembered."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Input, Static
+
+from apsis_tui.filter import add_term, format_term
+from apsis_tui.widgets.run_table import RunTable
+from apsis_tui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from apsis_tui.app import ApsisApp
+
+FILTER_HELP = "/ filter: job:X state:S label:L arg=val /path text"
+FILTER_DELAY = 0.15  # seconds of typing pause before re-filtering 100 000 rows
+
+# Operations on the run under the cursor, shared by the screens that show runs.
+OPERATION_BINDINGS: list[BindingType] = [
+    Binding("k", "operation('skip')", "Skip", show=False),
+    Binding("s", "operation('start')", "Start", show=False),
+    Binding("x", "operation('stop')", "Stop", show=False),
+    Binding("r", "operation('rerun')", "Rerun", show=False),
+    Binding("m", "operation('mark')", "Mark", show=False),
+    Binding("g", "operation('signal')", "Signal", show=False),
+]
+
+
+def filter_choices(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """Terms a row offers to the filter: its job, the job's folders, args, labels, state."""
+    job_id = str(run.get("job_id", ""))
+    terms = [format_term("job", job_id)]
+    parts = job_id.split("/")
+    terms += [format_term("path", "/".join(parts[:i])) for i in range(1, len(parts))]
+    terms += [format_term("arg", str(v), name=k) for k, v in (run.get("args") or {}).items()]
+    terms += [format_term("label", str(label)) for label in run.get("labels") or ()]
+    terms.append(format_term("state", str(run.get("state", ""))))
+    return [(term, term) for term in terms]
+
+
+class RunsScreen(Screen[None]):
+    """The live run table; Enter opens a run, ``/`` filters, ``j``/``a`` add terms."""
+
+    HELP_NAME = "Runs screen"
+    AUTO_FOCUS = "#runs-table"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("j", "filter_job", "Job filter", show=False),
+        Binding("a", "filter_pick", "Add filter term", show=False),
+        Binding("ctrl+u", "clear_filter", "Clear filter", show=False),
+        *OPERATION_BINDINGS,
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._filter_timer: Timer | None = None
+        self._received = False  # a batch of runs reached the table
+
+    @property
+    def apsis(self) -> ApsisApp:
+        return cast("ApsisApp", self.app)
+
+    @property
+    def table(self) -> RunTable:
+        return self.query_one("#runs-table", RunTable)
+
+    def compose(self) -> ComposeResult:
+        app = self.apsis
+        yield StatusBar("Runs")
+        with Horizontal(id="filter-row"):
+            yield Input(app.tui_state.filter_for(app.url), placeholder=FILTER_HELP, id="filter")
+            yield Static("", id="run-count")
+        yield RunTable(clock=app.clock, id="runs-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        app = self.apsis
+        table = self.table
+        table.set_filter(self.query_one("#filter", Input).value)
+        app.runs_signal.subscribe(self, self._runs_changed)
+        app.reset_signal.subscribe(self, lambda _: self._reset())
+        if app.runs:
+            table.load(list(app.runs.values()))
+            self._received = True
+        self._update_count()
+        self.set_interval(0.5, self._update_count)
+
+    def _runs_changed(self, runs: list[dict[str, Any]]) -> None:
+        table = self.table
+        self._received = True
+        if len(runs) > 100 or not table.store.total:
+            # The first runs, or a page of the initial load: apply it now, page by
+            # page, so no single frame has to merge tens of thousands of runs.
+            table.load(runs)
+        else:
+            table.apply_runs(runs)  # events: coalesced, painted at most 10 times a second
+        self._update_count()
+
+    def _reset(self) -> None:
+        self._received = False
+        self.table.clear()
+        self._update_count()
+
+    def _update_count(self) -> None:
+        table = self.table
+        if not self._received and not (self.apsis.loaded and not self.apsis.runs):
+            self.query_one("#run-count", Static).update("loading…")
+            return
+        total = table.store.total
+        shown = table.row_count
+        text = f"{shown:,} runs" if shown == total else f"{shown:,} of {total:,}"
+        self.query_one("#run-count", Static).update(text)
+
+    # -- the filter ------------------------------------------------------------------
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._filter_timer = self.set_timer(FILTER_DELAY, self._apply_filter)
+
+    def _apply_filter(self) -> None:
+        self._filter_timer = None
+        text = self.query_one("#filter", Input).value
+        self.table.set_filter(text)
+        self.apsis.tui_state.set_filter(self.apsis.url, text)
+        self._update_count()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._apply_filter()
+        self.table.focus()
+
+    def add_filter_term(self, term: str) -> None:
+        """Add a term (a job, an arg) to the filter and apply it at once."""
+        box = self.query_one("#filter", Input)
+        box.value = add_term(box.value, term)
+        self._apply_filter()
+        self.table.focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one("#filter", Input).value = ""
+        self._apply_filter()
+
+    def action_filter_job(self) -> None:
+        run = self.table.cursor_run
+        if run is not None:
+            self.add_filter_term(format_term("job", str(run.get("job_id", ""))))
+
+    def action_filter_pick(self) -> None:
+        from apsis_tui.screens.dialogs import PickDialog
+
+        run = self.table.cursor_run
+        if run is None:
+            return
+
+        def picked(term: str | None) -> None:
+            if term:
+                self.add_filter_term(term)
+
+        self.app.push_screen(PickDialog("Add to the filter", filter_choices(dict(run))), picked)
+
+    def key_escape(self) -> None:
+        if self.focused is self.query_one("#filter", Input):
+            self.table.focus()
+
+    def key_down(self) -> None:
+        if self.focused is self.query_one("#filter", Input):
+            self.table.focus()
+
+    # -- runs ------------------------------------------------------------------------
+
+    @on(RunTable.RunSelected)
+    def _open(self, event: RunTable.RunSelected) -> None:
+        self.apsis.open_run(event.run_id)
+
+    def action_operation(self, operation: str) -> None:
+        run_id = self.table.cursor_run_id
+        if run_id is not None:
+            self.apsis.request_operation(run_id, operation)

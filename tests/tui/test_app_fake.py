@@ -1,0 +1,142 @@
+"""The App on a fake client: screens, keys, dialogs and the event stream, fast."""
+
+from __future__ import annotations
+
+from apsis_tui.screens.dialogs import ConfirmDialog, HelpScreen
+from apsis_tui.screens.run import RunScreen
+from apsis_tui.widgets.output_view import OutputView
+from apsis_tui.widgets.run_table import RunTable
+from tests.tui.factory import BASE, iso
+
+
+async def settle(pilot, times: int = 3) -> None:
+    for _ in range(times):
+        await pilot.pause()
+
+
+async def wait_until(pilot, predicate, timeout: float = 5.0) -> None:
+    """Pause until ``predicate()`` holds: workers finish when they finish."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await pilot.pause(0.02)
+
+
+async def test_runs_table_fills_and_focus(fake_app) -> None:
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(RunTable)
+        assert table.row_count == 12
+        assert app.focused is table
+        assert app.version == "0.1.0"
+        assert app.connection == "live"
+
+
+async def test_event_updates_row_and_title(fake_app) -> None:
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        run = dict(app.client.store["r10"])
+        run.update(state="failure", times={**run["times"], "running": iso(BASE - 30),
+                                           "failure": iso(BASE - 5)})
+        app.client.push({"type": "run_transition", "run": run, "from": "running",
+                         "to": "failure"})
+        await settle(pilot)
+        table = app.screen.query_one(RunTable)
+        table.flush()
+        assert app.runs["r10"]["state"] == "failure"
+        assert table.store.get("r10")["state"] == "failure"
+        running, failed = app.counts()
+        assert (running, failed) == (2, 1)
+        assert "1 failed" in app.title_text()
+
+
+async def test_filter_is_remembered(fake_app, state_file) -> None:
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash")
+        await pilot.press(*"state:running")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen.query_one(RunTable).row_count == 2
+    assert "state:running" in state_file.read_text()
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert app.screen.query_one(RunTable).row_count == 2
+
+
+async def test_add_job_term_from_row(fake_app) -> None:
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(RunTable)
+        table.move_to_run("r3")
+        await pilot.press("j")
+        await settle(pilot)
+        assert {run["job_id"] for run in table.store} == {"ops/heartbeat"}
+        assert "job:ops/heartbeat" in app.screen.query_one("#filter").value
+
+
+async def test_open_run_shows_output(fake_app) -> None:
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.screen.query_one(RunTable).move_to_run("r1")
+        await pilot.press("enter")
+        await settle(pilot, 5)
+        assert isinstance(app.screen, RunScreen)
+        view = app.screen.query_one(OutputView)
+        view.flush()
+        assert view.line_count == 5
+        assert view.line_text(1).spans  # colours kept
+        await pilot.press("J")
+        assert app.screen.query_one("#run-tabs").active == "json"
+        await pilot.press("escape")
+        assert not isinstance(app.screen, RunScreen)
+
+
+async def test_skip_through_confirmation(fake_app) -> None:
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.screen.query_one(RunTable).move_to_run("r12")
+        await pilot.press("k")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.runs["r12"]["state"] == "skipped")
+        assert app.client.calls == [("skip", "r12")]
+        assert app.runs["r12"]["state"] == "skipped"
+
+
+async def test_help_lists_keys(fake_app) -> None:
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert isinstance(app.screen, HelpScreen)
+        sections = dict(app.screen._sections())
+        assert "Runs screen" in sections and "ApsisApp" in sections
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_other_screens_open(fake_app) -> None:
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        assert app.current_mode == "jobs"
+        await pilot.press("3")
+        await settle(pilot)
+        assert app.current_mode == "timeline"
+        assert app.screen.query_one("#timeline").jobs
+        await pilot.press("1")
+        assert app.current_mode == "runs"
