@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,12 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     from .store import Store
 
     store = await Store.open(config.database)
+    try:
+        sock = listen(config.bind)
+    except OSError as exc:
+        await store.close()
+        raise ListenError(f"cannot listen on {config.bind}: {exc.strerror or exc}"
+                          " (is another daemon using it? choose another with --bind)") from None
     jobs_dir = await asyncio.to_thread(load_jobs_dir, config.jobs)
     for diag in jobs_dir.diags.items:
         log.warning("jobs: %s", diag)
@@ -62,13 +69,8 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     await engine.start(since)
 
     app = create_app(engine)
-    bind = parse_bind(config.bind)
     kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "ws": "websockets-sansio",
                               "lifespan": "off", "timeout_graceful_shutdown": 3}
-    if isinstance(bind, str):
-        kwargs["uds"] = bind
-    else:
-        kwargs["host"], kwargs["port"] = bind
     if config.tls_cert:
         kwargs["ssl_certfile"] = str(config.tls_cert)
         kwargs["ssl_keyfile"] = str(config.tls_key)
@@ -80,7 +82,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     watcher = engine.spawn(_watch_jobs(engine, config.jobs), "watch-jobs") if config.watch_jobs else None
-    server_task = asyncio.create_task(server.serve())
+    server_task = asyncio.create_task(server.serve(sockets=[sock]))
     stop_task = asyncio.create_task(stop.wait())
     log.info("listening on %s", engine.url)
     done, _ = await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -104,6 +106,37 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     await store.close()
     log.info("stopped")
     return 75 if engine.restart and code == 0 else code
+
+
+class ListenError(OSError):
+    """The bind address is taken or not allowed; said before anything runs."""
+
+
+def listen(bind: str) -> socket.socket:
+    """Binds the API's socket up front, so a taken address fails fast and clearly."""
+    where = parse_bind(bind)
+    if isinstance(where, str):
+        path = Path(where)
+        if path.is_socket():
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # a stale socket from a daemon that died
+            else:
+                probe.close()
+                raise OSError(98, "address already in use")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+    else:
+        host, port = where
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 async def _watch_jobs(engine: Any, jobs: Path) -> None:

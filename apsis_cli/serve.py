@@ -44,11 +44,12 @@ def run_serve(config_path: str | None, jobs: str | None, db: str | None, bind: s
         raise UserError(f"no jobs directory at {config.jobs}",
                         "create it, or point --jobs (or `jobs:` in the config) at one")
     setup_logging(config)
+    from apsis.daemon import ListenError
     from apsis.store import StoreLockedError
 
     try:
         return asyncio.run(serve(config, since=since))
-    except StoreLockedError as exc:
+    except (StoreLockedError, ListenError) as exc:
         raise UserError(str(exc), code=ExitStatus.FAILURE) from None
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED

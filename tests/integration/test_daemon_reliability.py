@@ -113,3 +113,14 @@ def test_job_files_edited_while_running_are_picked_up(apsis_daemon):
         [run] = create(api, "a")
         assert wait_run(api, run["run_id"])["state"] == "success"
     assert "a.yaml" in daemon.log_text() and daemon.running
+
+
+def test_taken_address_fails_fast_with_a_message(apsis_daemon):
+    daemon = apsis_daemon({"x": "program: {type: no-op}\n"})
+    other = apsis_daemon({"x": "program: {type: no-op}\n"}, start=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "apsis_cli.apsisctl", "serve", "--jobs", str(other.jobs_dir),
+         "--db", str(other.db), "--bind", daemon.bind],
+        capture_output=True, text=True, timeout=30, cwd=other.root)
+    assert result.returncode == 1
+    assert f"cannot listen on {daemon.bind}" in result.stderr, result.stderr
