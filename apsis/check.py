@@ -72,6 +72,10 @@ def _check_job(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostics
             diags.warning(f"arg {name!r} is placed into a shell command unquoted; "
                           f"write {{{{ {name}|shquote }}}}", job.locs.get("program"))
 
+    if getattr(job.program, "user", None) and not getattr(job.program, "host", None):
+        diags.warning("program 'user' is only used with 'host' (a remote run); "
+                      "this program runs locally as the daemon's user", job.locs.get("program"))
+
     seen: set[tuple[str, str]] = set()  # one report per template, not one per schedule
     for what, args in sample_args(jobs_dir, job, now, diags):
         try:

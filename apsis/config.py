@@ -51,6 +51,8 @@ class Config:
     log_level: str = "info"
     event_retention: float = 7 * 86400.0
     insecure: bool = False
+    remote_ssh: str | None = None  # the ssh command for remote hosts, e.g. "ssh -F cfg"
+    remote_agent_dir: str | None = None  # the agent's state dir on remote hosts
 
     @property
     def agent_dir(self) -> Path:
@@ -117,7 +119,7 @@ def load_config(path: Path | None) -> Config:
         parse_bind(cfg.bind)
     for section, handler in (("schedule", _schedule), ("runs", _runs), ("output", _output),
                              ("waiting", _waiting), ("api", _api), ("log", _log),
-                             ("events", _events)):
+                             ("events", _events), ("remote", _remote)):
         if f.has(section):
             with diags.collect():
                 sf = Fields(f.get(section) or {}, section, diags, f.loc_of(section))
@@ -176,6 +178,11 @@ def _api(f: Fields, cfg: Config, rel) -> None:
 def _log(f: Fields, cfg: Config, rel) -> None:
     cfg.log_file = f.get("file", None, lambda v: None if v is None else rel(v))
     cfg.log_level = f.get("level", "info", as_str).lower()
+
+
+def _remote(f: Fields, cfg: Config, rel) -> None:
+    cfg.remote_ssh = f.get("ssh", None, as_str)
+    cfg.remote_agent_dir = f.get("agent_dir", None, as_str)
 
 
 def _events(f: Fields, cfg: Config, rel) -> None:

@@ -9,6 +9,7 @@ not kept, so the next run (or the reconcile loop) tries again. Host groups from
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -52,6 +53,17 @@ class RemoteSettings:
             state_dir=environ.get("APSIS_REMOTE_AGENT_DIR") or DEFAULT_REMOTE_STATE_DIR,
             idle_timeout=float(idle) if idle else None,
         )
+
+
+    @classmethod
+    def from_config(cls, config: Any) -> RemoteSettings:
+        """`remote.ssh` and `remote.agent_dir` from apsis.yaml, else the environment."""
+        settings = cls.from_env()
+        if getattr(config, "remote_ssh", None):
+            settings = dataclasses.replace(settings, ssh=tuple(shlex.split(config.remote_ssh)))
+        if getattr(config, "remote_agent_dir", None):
+            settings = dataclasses.replace(settings, state_dir=config.remote_agent_dir)
+        return settings
 
 
 class HostPicker:

@@ -66,7 +66,7 @@ class Runner:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.agent: Any = None  # the local agent
-        self.hosts = HostAgents(RemoteSettings.from_env(), self._follow)
+        self.hosts = HostAgents(RemoteSettings.from_config(engine.config), self._follow)
         self._picker = HostPicker()
         self._timers: dict[tuple[str, str], WallTimer] = {}
         self._lengths: dict[tuple[str, str], int] = {}

@@ -40,3 +40,15 @@ def test_bind_rules():
     cfg.insecure = True
     cfg.check_bind()
     assert parse_size("64MiB") == 64 * 1024 * 1024 and parse_size(10) == 10
+
+
+def test_remote_settings_come_from_the_config(tmp_path, monkeypatch):
+    from apsis.engine.hosts import RemoteSettings
+
+    monkeypatch.setenv("APSIS_SSH", "ssh -F from-env")
+    path = tmp_path / "apsis.yaml"
+    path.write_text("remote: {ssh: 'ssh -F /etc/apsis/ssh_config -o Port=2222', agent_dir: /srv/agent}\n")
+    settings = RemoteSettings.from_config(load_config(path))
+    assert settings.ssh == ("ssh", "-F", "/etc/apsis/ssh_config", "-o", "Port=2222")
+    assert settings.state_dir == "/srv/agent"
+    assert RemoteSettings.from_config(load_config(None)).ssh == ("ssh", "-F", "from-env")

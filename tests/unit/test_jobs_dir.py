@@ -142,3 +142,9 @@ def test_demo_jobs_are_clean():
     root = Path(__file__).parents[2] / "jobs"
     found = [p for p in problems(root) if "warning" not in p]
     assert found == []
+
+
+def test_user_without_host_is_a_warning(tmp_path):
+    write(tmp_path, {"a.yaml": "program: {type: program, argv: [id], user: bob}\n"})
+    [warning] = problems(tmp_path)
+    assert "warning" in warning and "'user' is only used with 'host'" in warning
