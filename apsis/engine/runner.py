@@ -126,6 +126,8 @@ class Runner:
                 self._arm_noop(run)
             elif kind in ("shell", "program"):
                 await self._spawn(run, program)
+            elif isinstance(kind, str) and "." in kind:
+                await self._start_extension(run, program)
             else:
                 await engine.transition(run, State.ERROR, f"cannot run program type {kind!r}")
         except Exception as exc:  # never leave a run stuck in starting
@@ -243,9 +245,37 @@ class Runner:
 
     # -- reattaching after a restart ----------------------------------------------------
 
+    async def _start_extension(self, run: Run, program: dict[str, Any]) -> None:
+        """A program class named by its dotted path: it runs in the daemon's event loop."""
+        from ..errors import Diagnostics
+        from ..lib.strict import Fields
+        from ..model.context import ParseContext
+        from ..program import PROGRAMS
+
+        ctx = ParseContext(diags=Diagnostics())
+        cls = PROGRAMS.get(program["type"])
+        fields = Fields({k: v for k, v in program.items() if k != "type"}, "program", ctx.diags)
+        instance = cls.from_jso(fields, ctx)  # type: ignore[attr-defined]
+        await self.engine.transition(run, State.RUNNING)
+
+        async def execute() -> None:
+            try:
+                state, message = await instance.execute(run.to_jso())
+                to = State.parse(state)
+            except Exception as exc:
+                to, message = State.ERROR, f"{program['type']} failed: {exc}"
+            if run.state in (State.RUNNING, State.STOPPING):
+                await self.engine.transition(run, to if to.finished else State.ERROR, message)
+
+        self.engine.spawn(execute(), "extension-program")
+
     async def reattach(self, run: Run) -> None:
         kind = (run.program or {}).get("type")
-        if kind == "no-op":
+        if isinstance(kind, str) and "." in kind:
+            await self.engine.transition(
+                run, State.ERROR, f"the daemon restarted while the {kind} program ran; it runs "
+                "inside the daemon, so it cannot be reattached (rerun it if that is safe)")
+        elif kind == "no-op":
             self._arm_noop(run)
         elif _is_remote(run):
             # In the background: an unreachable host must not hold up the daemon's start.

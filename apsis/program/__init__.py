@@ -41,6 +41,11 @@ class Program:
     def to_jso(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def execute(self, run: dict[str, Any]) -> tuple[str, str | None]:
+        """Extension programs (`type: package.module.Class`) run here, in the daemon's event
+        loop, and return (final state, message).  Built-in types run under the agent."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
+
     @property
     def templates(self) -> list[str]:
         """Every template string in the program (for checks)."""

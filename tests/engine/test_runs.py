@@ -174,3 +174,19 @@ async def test_transition_table_is_enforced(harness):
     run = harness.engine.runs[r]
     with pytest.raises(TransitionError):
         await harness.engine.transition(run, State.SUCCESS)
+
+
+async def test_extension_program_by_dotted_name(harness):
+    from apsis.jobs_dir import load_jobs_dir
+
+    harness.write_jobs({"typo": "program: {type: tests.engine.extension_programs.Nope}\n"})
+    [error] = load_jobs_dir(harness.jobs).diags.errors
+    assert "cannot load program class" in error.message
+    (harness.jobs / "typo.yaml").unlink()
+    harness.write_jobs({
+        "ext": "program: {type: tests.engine.extension_programs.Sleepy, seconds: 0.2, outcome: failure}\n",
+    })
+    await harness.start()
+    [r] = await harness.run("ext")
+    run = (await harness.wait(r))[r]
+    assert run["state"] == "failure" and "slept 0.2s" in run["message"]
