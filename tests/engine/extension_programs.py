@@ -17,7 +17,7 @@ class Sleepy(Program):
     outcome: str = "success"
 
     @classmethod
-    def from_jso(cls, f: Any, ctx: Any) -> "Sleepy":
+    def from_jso(cls, f: Any, ctx: Any) -> Sleepy:
         return cls(seconds=float(f.get("seconds", 0.0)), outcome=str(f.get("outcome", "success")))
 
     def to_jso(self) -> dict[str, Any]:
