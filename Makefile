@@ -22,7 +22,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 lint: $(STAMP)
-	$(BIN)/ruff check apsis apsis_cli apsis_tui tests
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/ruff check apsis apsis_cli apsis_tui tests bench
 
 check-jobs: $(STAMP)
 	$(BIN)/apsisctl check-job jobs/
