@@ -68,8 +68,9 @@ class Runner:
         self.agent: Any = None  # the local agent
         self.hosts = HostAgents(RemoteSettings.from_config(engine.config), self._follow)
         self._picker = HostPicker()
-        self._timers: dict[tuple[str, str], WallTimer] = {}
-        self._lengths: dict[tuple[str, str], int] = {}
+        # Per run: its timers by kind, and its outputs' last seen lengths.
+        self._timers: dict[str, dict[str, WallTimer]] = {}
+        self._lengths: dict[str, dict[str, int]] = {}
         self._finishing: set[str] = set()
         # Exits reported before the run was recorded as running (a quick program).
         self._early_exits: dict[str, Any] = {}
@@ -93,24 +94,24 @@ class Runner:
         self.engine.spawn(self._follow_exits(agent), "agent-exits")
 
     async def stop(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
+        for timers in self._timers.values():
+            for timer in timers.values():
+                timer.cancel()
         if self.agent is not None:
             await self.agent.close()
         await self.hosts.close()
 
     def forget(self, run: Run) -> None:
-        for key in [k for k in self._timers if k[0] == run.run_id]:
-            self._timers.pop(key).cancel()
-        for key in [k for k in self._lengths if k[0] == run.run_id]:
-            del self._lengths[key]
+        for timer in self._timers.pop(run.run_id, {}).values():
+            timer.cancel()
+        self._lengths.pop(run.run_id, None)
 
     def _timer(self, run: Run, kind: str, when: dt.datetime, coro_fn) -> None:
-        key = (run.run_id, kind)
-        old = self._timers.pop(key, None)
+        timers = self._timers.setdefault(run.run_id, {})
+        old = timers.pop(kind, None)
         if old:
             old.cancel()
-        self._timers[key] = WallTimer(when, lambda: self.engine.spawn(coro_fn(), kind))
+        timers[kind] = WallTimer(when, lambda: self.engine.spawn(coro_fn(), kind))
 
     # -- starting -----------------------------------------------------------------------
 
@@ -582,9 +583,11 @@ class Runner:
         """One `output_appended` per output whose length changed since the last look."""
         events = []
         for run_id, output_id, length in sizes:
-            key = (run_id, output_id)
-            if length != self._lengths.get(key, 0) and run_id in self.engine.runs:
-                self._lengths[key] = length
+            if run_id not in self.engine.runs:
+                continue  # finished meanwhile: its final length is in its run
+            seen = self._lengths.setdefault(run_id, {})
+            if length != seen.get(output_id, 0):
+                seen[output_id] = length
                 events.append({"type": "output_appended", "run_id": run_id,
                                "output_id": output_id, "length": length})
         if events:
