@@ -20,8 +20,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import quote, urlencode, urlsplit
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ API = "/api/v1"
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 CLOSE_DONE = 1000
+
+# What `Client.events(on_state=...)` reports about its websocket.
+StreamState = Literal["connecting", "live", "disconnected"]
 
 
 class ApsisError(Exception):
@@ -324,7 +327,9 @@ class Client:
 
     async def events(self, since: int | None = None, *, run_id: str | None = None,
                      job_id: str | None = None, types: Iterable[str] | None = None,
-                     min_lifetime: float = 1.0) -> AsyncIterator[dict[str, Any]]:
+                     min_lifetime: float = 1.0,
+                     on_state: Callable[[StreamState], None] | None = None,
+                     ) -> AsyncIterator[dict[str, Any]]:
         """Events after `since` (omitted: from now), forever, across reconnections.
 
         Resumes from the last seq it yielded, so nothing is lost or repeated; yields
@@ -332,10 +337,27 @@ class Client:
         your state). A connection that lives less than `min_lifetime` seconds does not
         reset the backoff, so a daemon that accepts and hangs up cannot cause a storm.
         Raises ApsisUnavailable only after `retry_for` seconds without a connection.
+
+        `on_state` hears how the websocket is, when that changes: "connecting" before
+        the first attempt, "live" once it is open, "disconnected" when it closes or an
+        attempt fails (retries stay "disconnected" until one succeeds). A display can
+        trust it: while it says "live", events are arriving as they happen.
         """
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-        last = since if since is not None else (await self.alive())["seq"]
+        shown: list[StreamState] = []
+
+        def report(state: StreamState) -> None:
+            if on_state is not None and shown[-1:] != [state]:
+                shown[:] = [state]
+                on_state(state)
+
+        report("connecting")
+        try:
+            last = since if since is not None else (await self.alive())["seq"]
+        except ApsisError:
+            report("disconnected")
+            raise
         types = list(types or [])
         backoff = BACKOFF_MIN
         down_since: float | None = None
@@ -348,6 +370,7 @@ class Client:
                 async with self._ws_connect("/events", params) as ws:
                     connected_at = time.monotonic()
                     down_since = None
+                    report("live")
                     async for message in ws:
                         event = json.loads(message)
                         seq = event.get("seq")
@@ -362,12 +385,14 @@ class Client:
                             last = seq
                         yield event
             except InvalidStatus as exc:
+                report("disconnected")
                 refused = self._refused(exc)
                 if refused is not None:
                     raise refused from None
                 error = exc
             except (TimeoutError, OSError, InvalidHandshake, ConnectionClosed) as exc:
                 error = exc
+            report("disconnected")
             backoff, down_since = await self._pause(backoff, connected_at, down_since,
                                                     min_lifetime, error)
 

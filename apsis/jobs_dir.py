@@ -294,7 +294,9 @@ def load_job_file(path: Path, job_id: str, ctx: ParseContext, shown: str) -> Job
     node = load_yaml(text, shown)
     if node is None:
         raise JobError("empty job file: a job needs at least a 'program'", Location(shown, 1, 1))
-    return parse_job(node, job_id, ctx, Location(shown, 1, 1) if not isinstance(node, YMap) else node.loc)
+    job = parse_job(node, job_id, ctx, Location(shown, 1, 1) if not isinstance(node, YMap) else node.loc)
+    job.source = text
+    return job
 
 
 def load_jobs_dir(path: str | Path, *, display_root: str | None = None,

@@ -118,6 +118,13 @@ class ApsisApp(App[int]):
         self.jobs: dict[str, dict[str, Any]] = {}
         self.connection: ConnectionState = "connecting"
         self.connection_detail = ""
+        # The indicator is live only when both agree: the event socket is open (as the
+        # client reports it) and /alive answers. Either one alone can be wrong: the
+        # probe answers while the socket is still reconnecting, and a half-open socket
+        # looks open until its ping times out.
+        self._stream_state = "connecting"
+        self._stream_error = ""
+        self._probe_error: str | None = None
         self.version: str | None = None
         self.last_seq: int | None = None
         self.loaded = False  # the first page is in
@@ -249,21 +256,37 @@ class ApsisApp(App[int]):
         from apsis.client import ApsisError
 
         self.last_seq = since
+        self._stream_error = ""
         try:
-            async for event in self.events_client.events(since=since):
+            async for event in self.events_client.events(since=since,
+                                                         on_state=self._stream_changed):
                 self.handle_event(event)
                 if event.get("type") == "reset":
                     return
         except ApsisError as exc:  # refused (401/403): retrying cannot help
-            self._set_connection("down", str(exc))
+            self._stream_error = str(exc)
+            self._stream_changed("disconnected")
+
+    def _stream_changed(self, state: str) -> None:
+        """The client's report on the event socket: connecting, live or disconnected."""
+        self._stream_state = state
+        self._show_connection()
+
+    def _show_connection(self) -> None:
+        if self._probe_error is not None:
+            self._set_connection("down", self._probe_error)
+        elif self._stream_state == "disconnected":
+            self._set_connection("down", self._stream_error or "the event stream is reconnecting")
+        elif self._stream_state == "live":
+            self._set_connection("live")
+        else:
+            self._set_connection("connecting")
 
     def handle_event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
         seq = event.get("seq")
         if isinstance(seq, int):
             self.last_seq = seq
-        if self.connection != "live":
-            self._set_connection("live")
         if kind == "run_transition":
             self.apply_run(event["run"], seq if isinstance(seq, int) else None)
         elif kind == "run_log":
@@ -300,7 +323,8 @@ class ApsisApp(App[int]):
 
     @work(exclusive=True, group="health")
     async def watch_health(self) -> None:
-        """Probe ``/alive`` every few seconds: the indicator, and the daemon's version."""
+        """Probe ``/alive`` every few seconds: the daemon's version, and a second opinion
+        for the indicator (the event socket's state is the first)."""
         from apsis.client import ApsisError
 
         worker = get_current_worker()
@@ -308,10 +332,11 @@ class ApsisApp(App[int]):
             try:
                 alive = await self.health_client.alive()
             except ApsisError as exc:
-                self._set_connection("down", exc.message)
+                self._probe_error = exc.message
             else:
                 self.version = alive.get("version") or self.version
-                self._set_connection("live")
+                self._probe_error = None
+            self._show_connection()
             await asyncio.sleep(self.health_interval)
 
     def _set_connection(self, state: ConnectionState, detail: str = "") -> None:

@@ -87,7 +87,7 @@ _RUN = {
     },
 }
 
-_JOB = {
+_JOB: dict[str, Any] = {
     "type": "object",
     "required": ["job_id", "params", "program"],
     "properties": {
@@ -101,6 +101,17 @@ _JOB = {
         "expand": {"type": "object"},
         "ad_hoc": {"type": "boolean"},
     },
+}
+
+# One job as GET /jobs/{job_id} answers: the parsed job plus its file's text. Lists
+# and events leave the text out: it is for a person reading one job.
+_JOB_DETAIL = {
+    **_JOB,
+    "required": [*_JOB["required"], "source"],
+    "properties": {**_JOB["properties"], "source": _nullable({
+        "type": "string",
+        "description": "The job file's text as written (comments included); null for a "
+                       "job that has no file."})},
 }
 
 _CREATE_RUNS = {
@@ -156,6 +167,7 @@ _SCHEMAS = {
                     "properties": {"runs": {"type": "array", "items": _ref("Run")}}},
     "CreateRuns": _CREATE_RUNS,
     "Job": _JOB,
+    "JobDetail": _JOB_DETAIL,
     "JobList": {"type": "object", "required": ["jobs"],
                 "properties": {"jobs": {"type": "array", "items": _ref("Job")}}},
     "JobSchedule": {"type": "object", "required": ["job_id", "from", "to", "runs"], "properties": {
@@ -249,7 +261,8 @@ def openapi_document() -> dict[str, Any]:
                            {"type": "array", "items": {"type": "string"}}, style="form",
                            explode=True)], op_id="list_jobs")},
         "/jobs/{job_id}": {"get": _op("One job, by its exact id", {
-            "200": _json(_ref("Job"), "The job, parsed and normalised."), **_errors(404)},
+            "200": _json(_ref("JobDetail"), "The job, parsed and normalised, and its file's "
+                         "text."), **_errors(404)},
             params=[JOB_ID], op_id="get_job")},
         "/jobs/{job_id}/schedule": {"get": _op("Runs the job's schedules ask for in a window", {
             "200": _json(_ref("JobSchedule"), "Expected runs in time order."), **_errors(404)},

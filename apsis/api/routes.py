@@ -98,7 +98,9 @@ async def get_job(api: Api, request: Request) -> Response:
     if job_id not in jobs and job_id.endswith("/schedule") and job_id[: -len("/schedule")] in jobs:
         return await _job_schedule(api, request, jobs[job_id[: -len("/schedule")]])
     Query(request, ())
-    return JSONResponse(api.engine.get_job(job_id).to_jso())
+    job = api.engine.get_job(job_id)
+    # The file's text only here: lists and events carry the parsed job alone.
+    return JSONResponse({**job.to_jso(), "source": job.source})
 
 
 async def _job_schedule(api: Api, request: Request, job: Job) -> Response:

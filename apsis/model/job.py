@@ -24,6 +24,9 @@ class Job:
     expand: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     ad_hoc: bool = False
     path: str | None = None
+    # The job file's text as written, for people reading the job (API, TUI); never in
+    # to_jso, so events and the job copy stored with each run stay lean.
+    source: str | None = field(default=None, repr=False)
     # Where each part was written (`program`, `schedule.0`, `condition.1`, ...), for checks.
     locs: dict[str, Any] = field(default_factory=dict, repr=False)
 

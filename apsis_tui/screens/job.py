@@ -1,4 +1,5 @@
-"""The Job screen: a job's definition as YAML, its next scheduled runs, and its runs."""
+"""The Job screen: a job's YAML as written in its file (or, for a job without one,
+its parsed definition), its next scheduled runs, and its runs."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def job_yaml(job: dict[str, Any]) -> str:
     """The job as the daemon understands it (defaults filled in), as YAML."""
     import yaml
 
-    shown = {k: v for k, v in job.items() if k != "job_id" and v not in ({}, [], None)}
+    shown = {k: v for k, v in job.items()
+             if k not in ("job_id", "source") and v not in ({}, [], None)}
     return yaml.safe_dump(shown, sort_keys=False, allow_unicode=True)
 
 
@@ -69,6 +71,8 @@ class JobScreen(Screen[None]):
     def __init__(self, job_id: str) -> None:
         super().__init__()
         self.job_id = job_id
+        # The file's text, from GET /jobs/{id} only (the job list and events leave it out).
+        self.source: str | None = None
 
     @property
     def apsis(self) -> ApsisApp:
@@ -96,6 +100,7 @@ class JobScreen(Screen[None]):
     def _job_changed(self, job_id: str | None) -> None:
         if job_id in (None, self.job_id):
             self._render_job()
+            self.load_source()  # the file may have changed with it
 
     def _render_job(self) -> None:
         job = self.apsis.jobs.get(self.job_id)
@@ -103,9 +108,13 @@ class JobScreen(Screen[None]):
         if job is None:
             widget.update(Text(f"{self.job_id}: loading…"))
             return
-        description = (job.get("metadata") or {}).get("description")
-        source = (f"# {self.job_id}\n" + (f"# {str(description).strip()}\n" if description else "")
-                  + job_yaml(job))
+        if self.source is not None:
+            source = f"# {self.job_id}\n{self.source}"
+        else:
+            description = (job.get("metadata") or {}).get("description")
+            source = (f"# {self.job_id}\n"
+                      + (f"# {str(description).strip()}\n" if description else "")
+                      + job_yaml(job))
         widget.update(Syntax(source, "yaml", theme="ansi_dark", word_wrap=True,
                              background_color="default"))
 
@@ -115,9 +124,13 @@ class JobScreen(Screen[None]):
 
         client = self.apsis.client
         try:
+            await self._fetch_job()
+        except ApsisError as exc:
             if self.job_id not in self.apsis.jobs:
-                self.apsis.jobs[self.job_id] = await client.job(self.job_id)
-                self._render_job()
+                self.query_one("#job-yaml", Static).update(Text(f"{self.job_id}: {exc.message}"))
+                return
+            # Known from the job list: its parsed definition stays on screen.
+        try:
             schedule = await client.job_schedule(self.job_id, limit=NEXT)
             page = await client.runs(job_id=self.job_id, limit=RUNS)
         except ApsisError as exc:
@@ -126,6 +139,22 @@ class JobScreen(Screen[None]):
         self.query_one("#job-schedule", Static).update(
             schedule_table(schedule) if schedule else Text("not scheduled", style="dim"))
         self.query_one("#job-run-table", RunTable).load([summarize(r) for r in page["runs"]])
+
+    async def _fetch_job(self) -> None:
+        """The job with its file's text; the App's job list keeps the parsed job only."""
+        job = await self.apsis.client.job(self.job_id)
+        self.source = job.get("source")
+        self.apsis.jobs.setdefault(self.job_id, {k: v for k, v in job.items() if k != "source"})
+        self._render_job()
+
+    @work(exclusive=True, group="job-source")
+    async def load_source(self) -> None:
+        from apsis.client import ApsisError
+
+        try:
+            await self._fetch_job()
+        except ApsisError:
+            pass  # removed, or the daemon is away: keep what is shown
 
     def _runs_changed(self, runs: list[dict[str, Any]]) -> None:
         mine = [run for run in runs if run.get("job_id") == self.job_id]

@@ -109,6 +109,16 @@ def run_elapsed(run: Mapping[str, Any], now: float) -> str | None:
     return format_elapsed((end if end is not None else now) - start)
 
 
+def expected_outputs(run: Mapping[str, Any]) -> list[str]:
+    """The output ids a run has or will have: as listed, else as its program says
+    (``outputs: split`` gives stdout and stderr), so a run not started yet names both."""
+    listed = [o["output_id"] for o in run.get("outputs") or [] if o.get("output_id")]
+    if listed:
+        return listed
+    program = run.get("program") or {}
+    return ["stdout", "stderr"] if program.get("outputs") == "split" else ["output"]
+
+
 def dependency_args(run: Mapping[str, Any], condition: Mapping[str, Any],
                     params: list[str] | None) -> dict[str, str]:
     """The args of the run a dependency waits for: the run's own args for the other
@@ -127,6 +137,8 @@ class RunScreen(Screen[None]):
         Binding("i", "tab('details')", "Details"),
         Binding("l", "tab('log')", "Log"),
         Binding("o", "tab('output')", "Output"),
+        # Shown only for a run with several outputs (check_action hides it otherwise).
+        Binding("O", "cycle_output", "Next output", key_display="O"),
         Binding("J", "toggle_json", "JSON", key_display="J"),
         *OPERATION_BINDINGS,
     ]
@@ -137,6 +149,8 @@ class RunScreen(Screen[None]):
         self.run_data: dict[str, Any] = {}
         self.log_entries: list[dict[str, Any]] = []
         self.output_started = False
+        self.output_ids: list[str] = []  # known once the run is loaded
+        self.output_id: str | None = None  # the one the Output tab shows
         self._before_json = "details"
         self._deps: list[tuple[str, Any]] = []
 
@@ -192,6 +206,7 @@ class RunScreen(Screen[None]):
             return
         self.run_data = {**self.run_data, **run}
         self.log_entries = log
+        self._set_outputs(expected_outputs(run))
         if self.apsis.jobs.get(run.get("job_id", "")) is None:
             try:
                 self.apsis.jobs[run["job_id"]] = await client.job(run["job_id"])
@@ -230,12 +245,11 @@ class RunScreen(Screen[None]):
 
         client = self.apsis.client
         pane = self.query_one("#output-pane", OutputPane)
-        output_id = "output"
         try:
-            outputs = await client.outputs(self.run_id)
+            listed = await client.outputs(self.run_id)
+            self._set_outputs(expected_outputs({**self.run_data, "outputs": listed}))
+            output_id = self.output_id or self.output_ids[0]
             pane.view.clear()
-            if outputs:
-                output_id = outputs[0]["output_id"]
             async for data in client.output(self.run_id, output_id, follow=True):
                 pane.append(data)
         except ApsisError as exc:
@@ -243,6 +257,31 @@ class RunScreen(Screen[None]):
                 pane.append(f"\x1b[2m(no output: {exc.message})\x1b[0m\n".encode())
             else:
                 self.output_started = False  # not there yet: try again on the next change
+
+    def _set_outputs(self, output_ids: list[str]) -> None:
+        if output_ids == self.output_ids:
+            return
+        self.output_ids = output_ids
+        if self.output_id not in output_ids:
+            self.output_id = output_ids[0]
+        self._show_output_choice()
+        self.refresh_bindings()
+
+    def _show_output_choice(self) -> None:
+        """Name the shown output in the tab and the status line, when there is a choice."""
+        several = len(self.output_ids) > 1
+        tab = self.query_one("#run-tabs", TabbedContent).get_tab("output")
+        tab.label = f"Output: {self.output_id}" if several else "Output"
+        label = ""
+        if several and self.output_id is not None:
+            index = self.output_ids.index(self.output_id) + 1
+            label = f"{self.output_id} ({index}/{len(self.output_ids)}, O: next)"
+        self.query_one("#output-pane", OutputPane).set_label(label)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_output":
+            return len(self.output_ids) > 1
+        return True
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -394,6 +433,17 @@ class RunScreen(Screen[None]):
         }
         if tab in focus:
             focus[tab]().focus()
+
+    def action_cycle_output(self) -> None:
+        """Show the run's next output (stdout, stderr, ...), streamed from its start."""
+        if len(self.output_ids) < 2:
+            return
+        index = self.output_ids.index(self.output_id) if self.output_id in self.output_ids else -1
+        self.output_id = self.output_ids[(index + 1) % len(self.output_ids)]
+        self._show_output_choice()
+        self.action_tab("output")
+        if self.output_started:
+            self.stream_output()  # exclusive: the stream of the previous output stops
 
     def action_toggle_json(self) -> None:
         tabs = self.query_one("#run-tabs", TabbedContent)

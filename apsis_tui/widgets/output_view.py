@@ -473,6 +473,13 @@ class OutputPane(Vertical):
         super().__init__(name=name, id=id, classes=classes)
         self._data = data
         self._follow = follow
+        self._label = ""
+
+    def set_label(self, label: str) -> None:
+        """What the status line names first: which output is shown, when a run has several."""
+        self._label = label
+        if self.is_mounted:
+            self._update_status()
 
     @property
     def view(self) -> OutputView:
@@ -519,6 +526,8 @@ class OutputPane(Vertical):
     def _update_status(self) -> None:
         view = self.view
         parts = ["following" if view.follow else "paused (End or f to follow)"]
+        if self._label:
+            parts.insert(0, self._label)
         if view.search_term:
             if view.match_line is None:
                 parts.append(f"/{view.search_term}: no match")

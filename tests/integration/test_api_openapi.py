@@ -36,6 +36,16 @@ def test_served_document_is_the_same(daemon):
     assert httpx.get(daemon.api + "/openapi.json").json() == openapi_document()
 
 
+def test_job_fields_are_documented(daemon):
+    schemas = openapi_document()["components"]["schemas"]
+    one = httpx.get(daemon.api + "/jobs/noop").json()
+    listed = httpx.get(daemon.api + "/jobs").json()["jobs"][0]
+    assert set(one) == set(schemas["JobDetail"]["properties"])
+    assert one["source"] == JOBS["noop"]
+    # The file's text is for one job only: not in lists (nor events).
+    assert set(listed) == set(schemas["Job"]["properties"])
+
+
 def test_every_route_is_documented():
     documented = {(path, method) for path, ops in openapi_document()["paths"].items()
                   for method in ops}

@@ -55,6 +55,9 @@ def test_job_by_exact_id_with_slash_and_space(api):
     assert job["job_id"] == "data/load prices"
     assert job["params"] == ["date"]
     assert job["metadata"]["labels"] == ["prices", "daily"]
+    # The file as written, comments and all; only here, not in the list.
+    assert job["source"] == JOBS["data/load prices"]
+    assert all("source" not in j for j in api.get("/jobs").json()["jobs"])
     # %2F for the slash works too; a prefix is not fuzzy-matched.
     assert api.get("/jobs/data%2Fload%20prices").status_code == 200
     assert_error(api.get("/jobs/data/load"), 404, "unknown_job")

@@ -119,6 +119,50 @@ async def test_reload_and_shutdown(apsis_daemon):
     assert await asyncio.to_thread(daemon.wait_exit) == 0
 
 
+async def test_events_report_the_state_of_their_connection(apsis_daemon):
+    daemon = apsis_daemon({"noop": "program: {type: no-op}\n"})
+    states: list[str] = []
+    seen: list[dict] = []
+
+    async def follow(client: Client) -> None:
+        async for event in client.events(since=0, on_state=states.append):
+            seen.append(event)
+
+    async def until(predicate, timeout: float = 20.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            assert asyncio.get_running_loop().time() < deadline, (states, seen)
+            await asyncio.sleep(0.05)
+
+    async with daemon.client(retry_for=None) as client, daemon.client() as other:
+        task = asyncio.create_task(follow(client))
+        try:
+            await until(lambda: states == ["connecting", "live"])
+            await asyncio.to_thread(daemon.restart)  # SIGKILL, then start again
+            await until(lambda: states[-1:] == ["live"] and len(states) > 2)
+            # Down once, however many attempts it took, and live only once it is back.
+            assert states == ["connecting", "live", "disconnected", "live"]
+            [run] = await other.create_runs("noop")
+            await until(lambda: any((e.get("run") or {}).get("run_id") == run["run_id"]
+                                    for e in seen))
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert states[-1] == "live"  # the consumer stopping is not a disconnection
+
+
+async def test_events_refused_report_disconnected(apsis_daemon):
+    daemon = apsis_daemon({}, config="api:\n  tokens: {s3cret: read}\n", token="s3cret")
+    states: list[str] = []
+    async with Client(daemon.url, "wrong") as client:
+        with pytest.raises(ApsisError) as info:
+            async for _ in client.events(since=0, on_state=states.append):
+                pass
+    assert info.value.status == 401
+    assert states == ["connecting", "disconnected"]
+
+
 def test_importing_the_client_imports_no_http_library():
     code = ("import sys, apsis.client; "
             "print(sorted(m for m in ('httpx', 'websockets', 'rich', 'click') if m in sys.modules))")

@@ -4,7 +4,7 @@ where a real daemon's run ids and times would change every run."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from apsis.client import ApsisError, ApsisNotFound
@@ -32,6 +32,26 @@ JOBS = [
      "program": {"type": "no-op"}, "condition": [], "action": [],
      "metadata": {"labels": ["ops"]}},
 ]
+
+
+# Job files as written, which only GET /jobs/{id} returns; ops/heartbeat has none, as
+# an ad hoc job would not.
+SOURCES = {
+    "market/load-prices": (
+        "# Closing prices, once the US market has closed.\n"
+        "params: [date, country]\n"
+        "schedule:\n  type: daily\n  tz: America/New_York\n  daytime: \"16:30\"\n"
+        "  args: {country: US}\n"
+        "program: load-prices --date {{ date }}\n"
+        "metadata:\n  description: Loads the day's closing prices.\n  labels: [prices, daily]\n"
+    ),
+    "market/compute-returns": (
+        "# Run by hand after load-prices.\n"
+        "params: [date, country]\n"
+        "program: compute-returns   # reads the prices table\n"
+        "metadata: {labels: [prices]}\n"
+    ),
+}
 
 
 def fixed_runs() -> list[dict[str, Any]]:
@@ -79,7 +99,7 @@ class FakeClient:
     async def job(self, job_id: str) -> dict[str, Any]:
         for job in JOBS:
             if job["job_id"] == job_id:
-                return job
+                return {**job, "source": SOURCES.get(job_id)}
         raise ApsisNotFound(f"no job {job_id}", 404)
 
     async def job_schedule(self, job_id: str, start: Any = None, stop: Any = None,
@@ -115,7 +135,12 @@ class FakeClient:
                      follow: bool = True) -> AsyncIterator[bytes]:
         yield OUTPUT[start:]
 
-    async def events(self, since: int | None = None, **_: Any) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, since: int | None = None, *,
+                     on_state: Callable[[str], None] | None = None,
+                     **_: Any) -> AsyncIterator[dict[str, Any]]:
+        if on_state is not None:
+            on_state("connecting")
+            on_state("live")
         while True:
             yield await self.queue.get()
 

@@ -25,6 +25,10 @@ JOBS = {
         "    for i in 1 2 3 4; do printf '\\033[32mgreen %s\\033[0m\\n' $i; sleep 0.3; done\n"
     ),
     "data/load": "params: [date]\nprogram: {type: no-op}\n",
+    "split": (
+        "program:\n  type: shell\n  outputs: split\n  command: >-\n"
+        "    echo out 1; echo err 1 >&2; sleep 0.5; echo out 2; echo err 2 >&2\n"
+    ),
 }
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,6 +96,37 @@ async def test_run_output_streams_with_colours(daemon, tmp_path) -> None:  # noq
             await wait_until(pilot, lambda: app.screen.run_data.get("state") == "success")
 
 
+async def test_run_with_split_outputs_switches_between_them(daemon, tmp_path) -> None:  # noqa: ANN001
+    async with Client(daemon.url) as client:
+        app = make_app(daemon.url, tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: app.loaded)
+            run = (await client.create_runs("split"))[0]
+            await wait_until(pilot, lambda: run["run_id"] in table_of(app).store)
+            table_of(app).move_to_run(run["run_id"])
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, RunScreen))
+            screen = app.screen
+            view = screen.query_one(OutputView)
+
+            def lines() -> list[str]:
+                view.flush()
+                return [view.line_text(i).plain for i in range(view.line_count)]
+
+            await wait_until(pilot, lambda: screen.output_ids == ["stdout", "stderr"])
+            assert screen.output_id == "stdout"
+            await wait_until(pilot, lambda: lines() == ["out 1", "out 2"])
+            tabs = screen.query_one("#run-tabs")
+            assert "stdout" in str(tabs.get_tab("output").label)
+            await pilot.press("O")
+            assert screen.output_id == "stderr"
+            await wait_until(pilot, lambda: lines() == ["err 1", "err 2"])
+            assert "stderr" in str(tabs.get_tab("output").label)
+            await pilot.press("O")  # and around again
+            await wait_until(pilot, lambda: lines() == ["out 1", "out 2"])
+            await wait_until(pilot, lambda: screen.run_data.get("state") == "success")
+
+
 async def test_skip_through_confirmation(daemon, tmp_path) -> None:  # noqa: ANN001
     async with Client(daemon.url) as client:
         run = (await client.create_runs("hello", schedule="+1h"))[0]
@@ -122,3 +157,14 @@ async def test_reconnects_after_restart(apsis_daemon, tmp_path) -> None:  # noqa
         await wait_until(pilot, lambda: (app.runs.get(new["run_id"]) or {}).get("state")
                          == "success", timeout=15)
         await wait_until(pilot, lambda: new["run_id"] in table_of(app).store)
+
+
+async def test_job_screen_shows_the_job_file(daemon, tmp_path) -> None:  # noqa: ANN001
+    from apsis_tui.screens.job import JobScreen
+
+    app = make_app(daemon.url, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.loaded)
+        await app.push_screen(JobScreen("colors"))
+        await wait_until(pilot, lambda: app.screen.source == JOBS["colors"])
+        assert JOBS["colors"] in app.screen.query_one("#job-yaml").content.code

@@ -140,3 +140,56 @@ async def test_other_screens_open(fake_app) -> None:
         assert app.screen.query_one("#timeline").jobs
         await pilot.press("1")
         assert app.current_mode == "runs"
+
+
+async def test_job_screen_shows_the_file_as_written_else_the_parsed_job(fake_app) -> None:
+    from apsis_tui.screens.job import JobScreen
+    from tests.tui.fake_client import SOURCES
+
+    def shown(screen: JobScreen) -> str:
+        return str(screen.query_one("#job-yaml").content.code)  # a rich Syntax
+
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await app.push_screen(JobScreen("market/compute-returns"))
+        await wait_until(pilot, lambda: isinstance(app.screen, JobScreen)
+                         and app.screen.source is not None)
+        assert SOURCES["market/compute-returns"] in shown(app.screen)
+        assert "# reads the prices table" in shown(app.screen)
+        await pilot.press("escape")
+        await app.push_screen(JobScreen("ops/heartbeat"))  # no file: the parsed definition
+        await wait_until(pilot, lambda: isinstance(app.screen, JobScreen)
+                         and not any(w.group == "job-load" and not w.is_finished
+                                     for w in app.workers))
+        assert app.screen.source is None
+        assert "type: no-op" in shown(app.screen)
+
+
+async def test_indicator_is_never_live_while_the_event_socket_is_down(fake_app) -> None:
+    import asyncio
+
+    from tests.tui.fake_client import FakeClient
+
+    class SocketDown(FakeClient):
+        """/alive answers, but the event socket is down until the test says so."""
+
+        report = None
+
+        async def events(self, since=None, *, on_state=None, **_):  # noqa: ANN001, ANN202
+            self.report = on_state
+            on_state("connecting")
+            on_state("disconnected")
+            await asyncio.Event().wait()
+            yield {}
+
+    client = SocketDown()
+    app = fake_app(client=client)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.version is not None and client.report is not None)
+        await settle(pilot)
+        assert app.connection == "down"  # though /alive answered
+        client.report("live")
+        assert app.connection == "live"
+        client.report("disconnected")
+        assert app.connection == "down" and "disconnected" in app.title_text()

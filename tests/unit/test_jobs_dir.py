@@ -31,6 +31,14 @@ def test_job_ids_come_from_paths(tmp_path):
     assert job_id_for("a/b.yaml") == "a/b"
 
 
+def test_a_job_keeps_its_file_text_but_not_in_its_json(tmp_path):
+    text = "# loads prices\nprogram: echo   # comment kept\n"
+    write(tmp_path, {"a.yaml": text})
+    job = load_jobs_dir(tmp_path).jobs["a"]
+    assert job.source == text
+    assert "source" not in job.to_jso()
+
+
 def test_every_error_of_a_directory_in_one_pass(tmp_path):
     write(tmp_path, {
         "a.yaml": "program: echo\nschedul: {}\n",
