@@ -148,7 +148,10 @@ class Scheduler:
         async with self._lock:
             now = utcnow()
             for run in list(engine.runs.values()):
-                if run.job_id in job_ids and run.expected and run.state == State.SCHEDULED:
+                # A run whose time has come (due, or held back by jitter) keeps its
+                # definition: the new schedule is only expanded from now on.
+                if (run.job_id in job_ids and run.expected and run.state == State.SCHEDULED
+                        and run.schedule_time >= now):
                     engine.cancel_timer(run)
                     reason = ("its job was removed" if run.job_id not in engine.jobs_dir.jobs
                               else "its job changed; rescheduled from the new definition")
