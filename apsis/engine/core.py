@@ -72,8 +72,8 @@ class Engine:
         self.spawn(self.due.run(), "due-queue")
         self.bus.last_seq = await self.store.last_seq()
         await self.runner.start()
-        await self.restore()
-        await self.scheduler.start(since or self.config.since)
+        restored_missed = await self.restore()
+        await self.scheduler.start(since or self.config.since, restored_missed)
         self.spawn(self._trim_events_loop(), "trim-events")
         await self.emit([{"type": "daemon", "status": "started"}])
 
@@ -108,8 +108,14 @@ class Engine:
         task.add_done_callback(done)
         return task
 
-    async def restore(self) -> None:
-        """Picks up the unfinished runs a previous daemon left (SPEC §1.10)."""
+    async def restore(self) -> list[Run]:
+        """Picks up the unfinished runs a previous daemon left (SPEC §1.10).
+
+        Returns the scheduled runs whose time passed while the daemon was down: the
+        scheduler decides, by their schedule's `catchup`, which of them still start.
+        """
+        now = utcnow()
+        missed: list[Run] = []
         jsos = await self.store.load_unfinished_runs()
         for jso in jsos:
             run = Run.from_jso(jso)
@@ -119,7 +125,10 @@ class Engine:
             if run.state in (State.NEW,):
                 await self.transition(run, State.ERROR, "the daemon stopped before this run was scheduled")
             elif run.state == State.SCHEDULED:
-                self._arm_due(run)
+                if run.expected and "catchup" in run.meta and self.due_time(run) < now:
+                    missed.append(run)
+                else:
+                    self.arm_due(run)
             elif run.state == State.WAITING:
                 self.waiter.add(run)
             elif run.state == State.STARTING:
@@ -129,6 +138,7 @@ class Engine:
                     "have started, so it is not started again (rerun it if it is safe)")
             elif run.state in (State.RUNNING, State.STOPPING):
                 await self.runner.reattach(run)
+        return missed
 
     # -- memory of unfinished runs ------------------------------------------------------
 
@@ -287,14 +297,14 @@ class Engine:
         await self.writer.write(jsos, entries, events, clock=clock)
         for run in runs:
             if run.state == State.SCHEDULED:
-                self._arm_due(run)
+                self.arm_due(run)
             else:
                 self.actions.on_transition(run, State.NEW, run.state)
 
     def due_time(self, run: Run) -> dt.datetime:
         return run.schedule_time + dt.timedelta(seconds=run.meta.get("jitter", 0.0))
 
-    def _arm_due(self, run: Run) -> None:
+    def arm_due(self, run: Run) -> None:
         self.due.add(run.run_id, self.due_time(run))
 
     def _on_due_id(self, run_id: str) -> None:

@@ -36,8 +36,15 @@ class Scheduler:
         self.clock: dt.datetime | None = None
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        # Schedules (by `schedule_key`) that had runs missed in the catch-up window.
+        self._missed_keys: set[str] = set()
 
-    async def start(self, since: str) -> None:
+    async def start(self, since: str, restored_missed: list[Any] = ()) -> None:
+        """Catches up from the clock, then starts advancing the horizon.
+
+        `restored_missed` are runs a previous daemon created ahead of time whose time
+        passed while it was down: they follow their schedule's `catchup` too.
+        """
         from .core import utcnow
 
         now = utcnow()
@@ -51,7 +58,29 @@ class Scheduler:
         if stored and since != "clock":
             log.info("catch-up starts at %s (the stored clock was %s)", format_time(self.clock), stored)
         await self.advance(catching_up=True)
+        await self._catch_up_restored(restored_missed, now)
         self._task = self.engine.spawn(self._loop(), "scheduler")
+
+    async def _catch_up_restored(self, runs: list[Any], now: dt.datetime) -> None:
+        engine = self.engine
+        max_age = engine.config.max_age
+        oldest = now - dt.timedelta(seconds=max_age) if max_age else None
+        groups: dict[str, list[Any]] = defaultdict(list)
+        for run in runs:
+            groups[run.meta.get("schedule", run.run_id)].append(run)
+        for key, group in groups.items():
+            group.sort(key=lambda r: r.schedule_time)
+            mode = group[0].meta.get("catchup", "all")
+            for i, run in enumerate(group):
+                last = i == len(group) - 1 and key not in self._missed_keys
+                if oldest is not None and run.schedule_time < oldest:
+                    reason = "missed while the daemon was down; older than schedule.max_age"
+                elif mode == "none" or (mode == "latest" and not last):
+                    reason = f"missed while the daemon was down (catchup: {mode})"
+                else:
+                    engine.arm_due(run)
+                    continue
+                await engine.transition(run, State.SKIPPED, reason)
 
     def stop(self) -> None:
         if self._task:
@@ -106,6 +135,8 @@ class Scheduler:
                         missed.append(sr)
                     else:
                         planned.append((job, schedule, sr, None))
+                if missed:
+                    self._missed_keys.add(schedule_key(job, schedule))
                 planned.extend(self._catch_up(job, schedule, missed, oldest))
         await self._create(planned, clock=format_time(stop))
 
@@ -127,6 +158,9 @@ class Scheduler:
         for run_id, (job, schedule, sr, reason) in zip(ids, planned):
             args = bind_args(job.params, sr.args)
             run = engine.bind_run(job, args, run_id, sr.time, stop=sr.stop_time, expected=True)
+            # Which schedule made it, and how it catches up if the daemon is down at its time.
+            run.meta["schedule"] = schedule_key(job, schedule)
+            run.meta["catchup"] = schedule.catchup
             if any(p not in args for p in job.params):
                 run.meta["bind_error"] = (f"schedule of job {job.job_id!r} does not bind param(s) "
                                           f"{', '.join(p for p in job.params if p not in args)}")
@@ -159,3 +193,8 @@ class Scheduler:
             assert self.clock is not None
             if self.clock > now:
                 await self._expand(now, self.clock, now, False, jobs=job_ids)
+
+
+def schedule_key(job: Any, schedule: Any) -> str:
+    """Names one schedule of one job, stably across restarts: `job_id#index`."""
+    return f"{job.job_id}#{job.schedules.index(schedule)}"

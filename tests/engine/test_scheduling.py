@@ -73,3 +73,33 @@ async def test_dst_skip_is_recorded_as_skipped(harness):
     assert runs["2026-03-08"]["state"] == "skipped"
     assert "gap" in runs["2026-03-08"]["message"]
     assert "missed" in runs["2026-03-09"]["message"]
+
+
+@pytest.mark.parametrize("mode", ["none", "latest"])
+async def test_catchup_applies_to_runs_created_before_the_downtime(harness, mode):
+    # The horizon creates runs ahead; those whose time passes while the daemon is
+    # down follow catchup just like runs created after it comes back.
+    harness.write_jobs({"tick": f"""\
+        params: [time]
+        schedule: {{type: interval, interval: 1s, catchup: {mode}}}
+        program: {{type: no-op}}
+    """})
+    await harness.start(since="now", horizon=30)
+    await asyncio.sleep(0.2)
+    await harness.stop()
+    down_from = utcnow()
+    await asyncio.sleep(3.2)
+    down_to = utcnow()
+    await harness.start(since="clock", horizon=30)
+    await asyncio.sleep(1.0)
+    runs = [r for r in await all_runs(harness, "tick")
+            if down_from < parse_time(r["times"]["schedule"]) < down_to]
+    assert len(runs) >= 3
+    runs = await harness.wait([r["run_id"] for r in runs])
+    ordered = sorted(runs.values(), key=lambda r: parse_time(r["times"]["schedule"]))
+    states = [r["state"] for r in ordered]
+    if mode == "none":
+        assert set(states) == {"skipped"}
+    else:
+        assert states[-1] == "success" and set(states[:-1]) == {"skipped"}
+    assert all("catchup" in r["message"] for r in ordered if r["state"] == "skipped")
