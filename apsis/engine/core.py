@@ -75,6 +75,8 @@ class Engine:
         restored_missed = await self.restore()
         await self.scheduler.start(since or self.config.since, restored_missed)
         self.spawn(self._trim_events_loop(), "trim-events")
+        if self.config.archive is not None:
+            self.spawn(self._archive_loop(), "archive")
         await self.emit([{"type": "daemon", "status": "started"}])
 
     async def stop(self) -> None:
@@ -486,6 +488,20 @@ class Engine:
         if added or changed or removed:
             await self.scheduler.reschedule(set(changed) | set(removed) | set(added))
         return result
+
+    async def _archive_loop(self) -> None:
+        """Moves finished runs older than `runs.retain` to `runs.archive`, a few times a day."""
+        await asyncio.sleep(60)  # not in the way of start-up
+        while True:
+            cut = utcnow() - dt.timedelta(seconds=self.config.retain)
+            try:
+                moved = await self.store.archive(cut, self.config.archive)
+                if moved:
+                    log.info("archived %d runs older than %s to %s", moved, format_time(cut),
+                             self.config.archive)
+            except Exception:
+                log.exception("archiving old runs failed; trying again later")
+            await asyncio.sleep(6 * 3600)
 
     async def _trim_events_loop(self) -> None:
         while True:
