@@ -24,20 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-STATES: tuple[str, ...] = (
-    "new",
-    "scheduled",
-    "waiting",
-    "starting",
-    "running",
-    "stopping",
-    "success",
-    "failure",
-    "error",
-    "skipped",
-)
+from apsis.model.states import FINISHED, State
+
+STATES: tuple[str, ...] = tuple(state.value for state in State)
 STATE_GROUPS: dict[str, frozenset[str]] = {
-    "finished": frozenset({"success", "failure", "error", "skipped"}),
+    "finished": frozenset(state.value for state in FINISHED),
     "active": frozenset({"starting", "running", "stopping"}),
     "pending": frozenset({"new", "scheduled", "waiting"}),
     "failed": frozenset({"failure", "error"}),
