@@ -24,6 +24,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/ruff check apsis apsis_cli apsis_tui tests bench
+	$(BIN)/mypy apsis
 
 check-jobs: $(STAMP)
 	$(BIN)/apsisctl check-job jobs/

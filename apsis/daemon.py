@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 from .config import Config, parse_bind
 
@@ -43,8 +47,6 @@ def base_url(config: Config) -> str:
 
 async def serve(config: Config, *, since: str | None = None) -> int:
     """Runs until SIGTERM/SIGINT or a shutdown request; returns the exit code."""
-    import uvicorn
-
     from .api import create_app
     from .engine.core import Engine
     from .jobs_dir import load_jobs_dir
@@ -63,9 +65,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     log.info("loaded %d jobs from %s", len(jobs_dir.jobs), config.jobs)
     engine = Engine(config, store, jobs_dir)
     engine.url = base_url(config)
-    stop = asyncio.Event()
-    engine.request_shutdown = lambda restart=False: (setattr(engine, "restart", restart), stop.set())
-    engine.restart = False
+    stop = engine.shutdown_requested
     await engine.start(since)
 
     app = create_app(engine)
@@ -74,8 +74,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     if config.tls_cert:
         kwargs["ssl_certfile"] = str(config.tls_cert)
         kwargs["ssl_keyfile"] = str(config.tls_key)
-    server = uvicorn.Server(uvicorn.Config(app, **kwargs))
-    server.install_signal_handlers = lambda: None  # we handle signals ourselves
+    server = _Server(uvicorn.Config(app, **kwargs))
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -105,7 +104,18 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     await engine.stop()
     await store.close()
     log.info("stopped")
-    return 75 if engine.restart and code == 0 else code
+    return RESTART if engine.restart_requested and code == 0 else code
+
+
+RESTART = 75  # serve()'s answer to `apsisctl shutdown --restart`: the caller re-executes
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class ListenError(OSError):

@@ -6,6 +6,7 @@ calendars, dependencies and cycles are beyond what a schema can say).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 DURATION = {"description": "Seconds, or a number with a unit: 30s, 10m, 1.5h, 1d, 2w",
@@ -20,7 +21,7 @@ SIGNAL = {"type": ["string", "integer"], "description": "A signal name like SIGT
 IF = {"type": "object", "properties": {"states": STATES}, "additionalProperties": False}
 
 
-def _obj(type_name: str | None, props: dict[str, Any], required: list[str] = ()) -> dict[str, Any]:
+def _obj(type_name: str | None, props: dict[str, Any], required: Sequence[str] = ()) -> dict[str, Any]:
     properties = dict(props)
     req = list(required)
     if type_name is not None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
 from pathlib import Path
 
 from .common import UserError
@@ -44,12 +47,18 @@ def run_serve(config_path: str | None, jobs: str | None, db: str | None, bind: s
         raise UserError(f"no jobs directory at {config.jobs}",
                         "create it, or point --jobs (or `jobs:` in the config) at one")
     setup_logging(config)
-    from apsis.daemon import ListenError
+    from apsis.daemon import RESTART, ListenError
     from apsis.store import StoreLockedError
 
     try:
-        return asyncio.run(serve(config, since=since))
+        code = asyncio.run(serve(config, since=since))
     except (StoreLockedError, ListenError) as exc:
         raise UserError(str(exc), code=ExitStatus.FAILURE) from None
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
+    if code == RESTART:
+        # `apsisctl shutdown --restart`: the same command again, in the same process, so
+        # a supervisor (or a terminal) keeps the daemon it started.
+        logging.getLogger("apsis").info("restarting")
+        os.execv(sys.executable, sys.orig_argv)
+    return code

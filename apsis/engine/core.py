@@ -12,8 +12,8 @@ import asyncio
 import datetime as dt
 import logging
 import random
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
-from collections.abc import Awaitable, Iterable
 
 from ..errors import Diagnostics
 from ..jobs_dir import JobsDir
@@ -64,6 +64,14 @@ class Engine:
         self.actions = Actions(self)
         self.started_at = utcnow()
         self.stopping = False
+        self.url = ""  # the API's base URL, given to programs as APSIS_URL
+        self.restart_requested = False
+        self.shutdown_requested = asyncio.Event()
+
+    def request_shutdown(self, restart: bool = False) -> None:
+        """Asks the daemon to stop (and, with `restart`, to start again in the same process)."""
+        self.restart_requested = restart
+        self.shutdown_requested.set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -181,7 +189,7 @@ class Engine:
         await self.writer.write(events=[{"ts": ts, **e} for e in events])
 
     async def transition(self, run: Run, to: State, message: str | None = None, *,
-                         force: bool = False, outputs: list[Any] = (), **updates: Any) -> None:
+                         force: bool = False, outputs: Sequence[Any] = (), **updates: Any) -> None:
         """The one way a run changes state: checked, recorded, published, then reacted to."""
         frm = run.state
         if not force and not can_transition(frm, to):

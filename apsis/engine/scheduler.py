@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..lib.timefmt import format_time, parse_time
@@ -39,7 +40,7 @@ class Scheduler:
         # Schedules (by `schedule_key`) that had runs missed in the catch-up window.
         self._missed_keys: set[str] = set()
 
-    async def start(self, since: str, restored_missed: list[Any] = ()) -> None:
+    async def start(self, since: str, restored_missed: Sequence[Any] = ()) -> None:
         """Catches up from the clock, then starts advancing the horizon.
 
         `restored_missed` are runs a previous daemon created ahead of time whose time
@@ -61,7 +62,7 @@ class Scheduler:
         await self._catch_up_restored(restored_missed, now)
         self._task = self.engine.spawn(self._loop(), "scheduler")
 
-    async def _catch_up_restored(self, runs: list[Any], now: dt.datetime) -> None:
+    async def _catch_up_restored(self, runs: Sequence[Any], now: dt.datetime) -> None:
         engine = self.engine
         max_age = engine.config.max_age
         oldest = now - dt.timedelta(seconds=max_age) if max_age else None

@@ -60,8 +60,7 @@ class Waiter:
             if kind == "dependency":
                 keys.append(instance_key(cond["job_id"], self._dep_args(run, cond)))
             elif kind in ("max_running", "skip_duplicate"):
-                keys.append(instance_key(cond.get("job_id") or run.job_id,
-                                         cond.get("args") if cond.get("args") is not None else run.args))
+                keys.append(instance_key(*_counted_instance(run, cond)))
         return keys
 
     def _dep_args(self, run: Run, cond: dict[str, Any]) -> dict[str, str]:
@@ -126,9 +125,8 @@ class Waiter:
                     await engine.transition(run, State.ERROR,
                                             f"max_running count is not a number: {cond.get('count')!r}")
                     return
-                job_id = cond.get("job_id") or run.job_id
-                args = cond.get("args") if cond.get("args") is not None else run.args
-                active = sum(r.state in ACTIVE for r in engine.runs_of_instance(job_id, args))
+                active = sum(r.state in ACTIVE
+                             for r in engine.runs_of_instance(*_counted_instance(run, cond)))
                 if active >= limit:
                     return
             elif kind == "skip_duplicate":
@@ -179,3 +177,9 @@ class Waiter:
             await self.engine.transition(
                 run, State.ERROR, f"waited longer than waiting.max_time "
                                   f"({self.engine.config.waiting_max_time:g}s)")
+
+
+def _counted_instance(run: Run, cond: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The instance a max_running condition counts: its own job_id/args, else the run's."""
+    args = cond.get("args")
+    return cond.get("job_id") or run.job_id, dict(args) if args is not None else run.args

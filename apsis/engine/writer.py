@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from .events import EventBus
@@ -40,9 +41,10 @@ class Writer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="apsis-writer")
 
-    async def write(self, runs: list[dict[str, Any]] = (), log_entries: list[dict[str, Any]] = (),
-                    events: list[dict[str, Any]] = (), clock: str | None = None,
-                    outputs: list[Any] = ()) -> None:
+    async def write(self, runs: Sequence[dict[str, Any]] = (),
+                    log_entries: Sequence[dict[str, Any]] = (),
+                    events: Sequence[dict[str, Any]] = (), clock: str | None = None,
+                    outputs: Sequence[Any] = ()) -> None:
         """Queues the change and waits until it is committed (events get their `seq`)."""
         if self._closing:
             raise RuntimeError("the daemon is shutting down")

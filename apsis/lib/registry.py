@@ -44,7 +44,7 @@ class Registry(Generic[T]):
                 return getattr(importlib.import_module(module_name), attr)
             except (ImportError, AttributeError) as exc:
                 raise ValueError(f"cannot load {self.family} class {name!r}: {exc}") from None
-        hint = did_you_mean(name, self._types)
+        hint = did_you_mean(name, list(self._types))
         known = ", ".join(self.names)
         raise ValueError(f"unknown {self.family} type {name!r}{hint}; known types: {known}")
 
