@@ -46,14 +46,21 @@ LOG_NAME = "agent.log"
 SERVER_LOCK = "server.lock"
 CONNECT_LOCK = "connect.lock"
 RUNS_DIR = "runs"
+JOURNAL_NAME = "runs.journal"
 DEFAULT_IDLE_TIMEOUT = 60.0
 MAX_LINE = 64 * 1024 * 1024  # a start request carries argv and env; be generous
 MAX_READ = 4 * 1024 * 1024
 MAX_OUTBUF = 256 * 1024 * 1024  # a client that never reads is dropped past this
 LOG_ROTATE_BYTES = 1024 * 1024
 ADOPTED_POLL_S = 1.0
+FLUSH_S = 0.005  # the longest a reply waits for the rest of its batch
 OUTPUT_NAMES = {"combined": ("output",), "split": ("stdout", "stderr")}
+SPOOL_SUFFIXES = ("output", "stdout", "stderr")
 FINISHED_STATES = ("exited", "error", "lost")
+# The journal is rewritten with one line per process once it holds this many lines
+# and four times as many as there are processes: cleaned runs do not pile up.
+COMPACT_MIN_LINES = 10000
+STARTING_MESSAGE = "the agent stopped while starting this program; it may or may not have run"
 
 
 class RequestError(Exception):
@@ -102,6 +109,63 @@ def _read_json(path: str) -> Any | None:
         return None
 
 
+def _read_journal(path: str) -> tuple[dict[str, dict[str, Any]], int, bool]:
+    """Replay the journal: ({proc_id: merged fields} of the uncleaned, lines, torn).
+
+    Each line is one JSON object whose fields update its process; `clean` drops it.
+    A line that does not parse (the tail of a write cut short) is skipped. `torn`:
+    the file does not end with a newline, so the next append must start a new line.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return {}, 0, False
+    table: dict[str, dict[str, Any]] = {}
+    lines = 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        lines += 1
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        proc_id = rec.pop("id", None)
+        if not _valid_proc_id(proc_id):
+            continue
+        if rec.get("clean"):
+            table.pop(proc_id, None)
+        else:
+            table.setdefault(proc_id, {}).update(rec)
+    return table, lines, bool(data) and not data.endswith(b"\n")
+
+
+def recorded_pids(state_dir: str) -> list[tuple[int, int | None]]:
+    """(pid, start ticks) of every program the state dir records as running.
+
+    For tools and tests that must stop what an agent left behind.
+    """
+    found = []
+    table, _, _ = _read_journal(os.path.join(state_dir, JOURNAL_NAME))
+    for st in table.values():
+        if st.get("state") == "running" and isinstance(st.get("pid"), int):
+            found.append((st["pid"], st.get("start_ticks")))
+    runs_dir = os.path.join(state_dir, RUNS_DIR)
+    try:
+        names = os.listdir(runs_dir)
+    except OSError:
+        names = []
+    for name in names:  # the layout of agents before the journal
+        info = _read_json(os.path.join(runs_dir, name, "pid.json"))
+        if isinstance(info, dict) and isinstance(info.get("pid"), int):
+            if not os.path.exists(os.path.join(runs_dir, name, "status.json")):
+                found.append((info["pid"], info.get("start_ticks")))
+    return found
+
+
 def _signal_name(num: int | None) -> str | None:
     if num is None:
         return None
@@ -133,10 +197,15 @@ def _parse_signal(value: Any) -> int:
 def _proc_start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks (Linux), to tell a reused pid apart."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 4096).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     fields = data[data.rfind(")") + 2 :].split()
     try:
         return int(fields[19])
@@ -191,15 +260,18 @@ def source_version(source: str) -> str:
 class Proc:
     """One program the agent started (or found in the state dir after a restart)."""
 
-    __slots__ = ("adopted_ticks", "dir", "popen", "proc_id", "record")
+    __slots__ = ("adopted", "legacy_dir", "mode", "popen", "proc_id", "record", "start_ticks")
 
-    def __init__(self, proc_id: str, run_dir: str, record: dict[str, Any]) -> None:
+    def __init__(self, proc_id: str, record: dict[str, Any], mode: str) -> None:
         self.proc_id = proc_id
-        self.dir = run_dir
         self.record = record
+        self.mode = mode  # combined | split
         self.popen: subprocess.Popen | None = None  # type: ignore[type-arg]
-        # For a process a previous agent started: we cannot wait() for it, only poll.
-        self.adopted_ticks: int | None = None
+        self.start_ticks: int | None = None  # /proc start time: tells a reused pid apart
+        # A process a previous agent started: we cannot wait() for it, only poll.
+        self.adopted = False
+        # runs/<proc_id>/ of an agent from before the journal: its files say it all.
+        self.legacy_dir: str | None = None
 
     @property
     def running(self) -> bool:
@@ -228,11 +300,18 @@ class Server:
         self.by_pid: dict[int, Proc] = {}  # our running children
         self.adopted: dict[str, Proc] = {}  # running, started by an earlier agent
         self.conns: dict[socket.socket, Conn] = {}
+        self._unflushed: set[Conn] = set()  # queued output not yet tried on the socket
         self.sel = selectors.DefaultSelector()
         self.version = source_version(_own_source())
         self.idle_since: float | None = time.monotonic()
         self.listener: socket.socket | None = None
         self._lock_fd = -1
+        self._journal_fd = -1
+        self._journal_lines = 0
+        self._journal_torn = False  # the journal's last line is unfinished
+        # The agent's environment is that of the `connect` that started it, for good.
+        self.base_env = dict(os.environ)
+        self._devnull = -1
 
     # -- start-up -----------------------------------------------------------------
 
@@ -267,63 +346,163 @@ class Server:
         self.sel.register(listener, selectors.EVENT_READ, "listen")
 
     def load(self) -> None:
-        """Rebuild the table of processes from the run directories a past agent left."""
-        for proc_id in sorted(os.listdir(self.runs_dir)):
-            run_dir = os.path.join(self.runs_dir, proc_id)
-            if not _valid_proc_id(proc_id) or not os.path.isdir(run_dir):
-                continue
-            spec = _read_json(os.path.join(run_dir, "spec.json"))
-            if not isinstance(spec, dict):
-                # The spec is written before the spawn: without one, nothing ran.
-                shutil.rmtree(run_dir, ignore_errors=True)
-                continue
-            record = self._base_record(proc_id, run_dir, spec)
-            proc = Proc(proc_id, run_dir, record)
+        """Rebuild the table of processes from the journal (and older agents' run dirs)."""
+        journal = os.path.join(self.state_dir, JOURNAL_NAME)
+        table, self._journal_lines, self._journal_torn = _read_journal(journal)
+        self._journal_fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        for proc_id, st in table.items():
+            mode = st.get("outputs")
+            if mode not in OUTPUT_NAMES:
+                mode = "combined"
+            proc = Proc(proc_id, self._new_record(proc_id, st, self._spools(proc_id, mode)), mode)
+            proc.start_ticks = st.get("start_ticks")
             self.procs[proc_id] = proc
-            status = _read_json(os.path.join(run_dir, "status.json"))
-            if isinstance(status, dict):
-                record.update(status)
-                continue
-            pid_info = _read_json(os.path.join(run_dir, "pid.json"))
-            if not isinstance(pid_info, dict) or not isinstance(pid_info.get("pid"), int):
-                self._finish(
-                    proc,
-                    "error",
-                    message="the agent stopped while starting this program; "
-                    "it may or may not have run",
-                    notify=False,
+            state = st.get("state")
+            if state in FINISHED_STATES:
+                proc.record.update(
+                    {k: st.get(k) for k in ("state", "end_time", "exit_code", "signal", "message")}
                 )
-                continue
-            pid = pid_info["pid"]
-            ticks = pid_info.get("start_ticks")
-            record["pid"] = pid
-            if _pid_alive(pid, ticks):
-                proc.adopted_ticks = ticks
-                self.adopted[proc_id] = proc
-                _log(f"adopted running {proc_id} (pid {pid})")
+            elif state == "running" and isinstance(st.get("pid"), int):
+                self._adopt_or_lose(proc)
             else:
-                self._finish(proc, "lost", message=self._lost_message(), notify=False)
+                # The intent is journaled before the spawn, the pid after it.
+                self._finish(proc, "error", message=STARTING_MESSAGE, notify=False)
+        with os.scandir(self.runs_dir) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir(follow_symlinks=False):
+                    if _valid_proc_id(entry.name) and entry.name not in self.procs:
+                        self._load_legacy(entry.name, entry.path)
+                    continue
+                base, dot, suffix = entry.name.rpartition(".")
+                if dot and suffix in SPOOL_SUFFIXES and base not in table:
+                    # Spools are opened before the intent is journaled: nothing ran.
+                    try:
+                        os.unlink(entry.path)
+                    except OSError:
+                        pass
+        self._maybe_compact()
+
+    def _load_legacy(self, proc_id: str, run_dir: str) -> None:
+        """A run dir of an agent from before the journal: spec, pid and status files."""
+        spec = _read_json(os.path.join(run_dir, "spec.json"))
+        if not isinstance(spec, dict):
+            # The spec is written before the spawn: without one, nothing ran.
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return
+        mode = spec.get("outputs")
+        if mode not in OUTPUT_NAMES:
+            mode = "combined"
+        outputs = {n: os.path.join(run_dir, n) for n in OUTPUT_NAMES[mode]}
+        proc = Proc(proc_id, self._new_record(proc_id, spec, outputs), mode)
+        proc.legacy_dir = run_dir
+        self.procs[proc_id] = proc
+        status = _read_json(os.path.join(run_dir, "status.json"))
+        if isinstance(status, dict):
+            proc.record.update(status)
+            return
+        pid_info = _read_json(os.path.join(run_dir, "pid.json"))
+        if not isinstance(pid_info, dict) or not isinstance(pid_info.get("pid"), int):
+            self._finish(proc, "error", message=STARTING_MESSAGE, notify=False)
+            return
+        proc.record["pid"] = pid_info["pid"]
+        proc.start_ticks = pid_info.get("start_ticks")
+        self._adopt_or_lose(proc)
+
+    def _adopt_or_lose(self, proc: Proc) -> None:
+        pid = proc.record["pid"]
+        if _pid_alive(pid, proc.start_ticks):
+            proc.adopted = True
+            self.adopted[proc.proc_id] = proc
+            _log(f"adopted running {proc.proc_id} (pid {pid})")
+        else:
+            self._finish(proc, "lost", message=self._lost_message(), notify=False)
 
     @staticmethod
     def _lost_message() -> str:
         return "the agent was restarted while this program ran, so its exit status is unknown"
 
-    def _base_record(self, proc_id: str, run_dir: str, spec: dict[str, Any]) -> dict[str, Any]:
-        outputs = spec.get("outputs", "combined")
-        names = OUTPUT_NAMES.get(outputs, ("output",))
+    def _spools(self, proc_id: str, mode: str) -> dict[str, str]:
+        return {n: os.path.join(self.runs_dir, f"{proc_id}.{n}") for n in OUTPUT_NAMES[mode]}
+
+    @staticmethod
+    def _new_record(proc_id: str, st: dict[str, Any], outputs: dict[str, str]) -> dict[str, Any]:
+        pid = st.get("pid")
         return {
             "proc_id": proc_id,
             "state": "running",
-            "pid": None,
-            "argv": spec.get("argv"),
-            "cwd": spec.get("cwd"),
-            "outputs": {n: os.path.join(run_dir, n) for n in names},
-            "start_time": spec.get("start_time"),
+            "pid": pid if isinstance(pid, int) else None,
+            "argv": st.get("argv"),
+            "cwd": st.get("cwd"),
+            "outputs": outputs,
+            "start_time": st.get("start_time"),
             "end_time": None,
             "exit_code": None,
             "signal": None,
             "message": None,
         }
+
+    # -- the journal --------------------------------------------------------------
+
+    def _journal(self, proc_id: str, fields: dict[str, Any]) -> None:
+        """Append one line: a single write, complete or (cut short) skipped on replay."""
+        line = json.dumps({"id": proc_id, **fields}, separators=(",", ":")).encode() + b"\n"
+        if self._journal_torn:
+            line = b"\n" + line
+        try:
+            written = os.write(self._journal_fd, line)
+        except OSError:
+            self._journal_torn = True  # whatever got there, the next line starts afresh
+            raise
+        if written < len(line):
+            self._journal_torn = True
+            raise OSError(f"short write to {JOURNAL_NAME} ({written} of {len(line)} bytes)")
+        self._journal_torn = False
+        self._journal_lines += 1
+
+    def _journal_state(self, proc: Proc) -> dict[str, Any]:
+        rec = proc.record
+        st = {k: rec[k] for k in ("argv", "cwd", "start_time", "state", "pid")}
+        st["outputs"] = proc.mode
+        st["start_ticks"] = proc.start_ticks
+        if rec["state"] in FINISHED_STATES:
+            st.update({k: rec[k] for k in ("end_time", "exit_code", "signal", "message")})
+        return st
+
+    def _maybe_compact(self) -> None:
+        """Rewrite the journal as one line per process once cleaned runs dominate it."""
+        if self._journal_lines < max(COMPACT_MIN_LINES, 4 * len(self.procs)):
+            return
+        path = os.path.join(self.state_dir, JOURNAL_NAME)
+        tmp = f"{path}.tmp{os.getpid()}"
+        data = b"".join(
+            json.dumps({"id": p.proc_id, **self._journal_state(p)}, separators=(",", ":")).encode()
+            + b"\n"
+            for p in self.procs.values()
+            if p.legacy_dir is None
+        )
+        fd = -1
+        try:
+            # Appends go on through this fd, which follows the file across the rename.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)  # the whole table is at stake here, not one line
+            os.replace(tmp, path)
+        except OSError as exc:
+            _log(f"cannot compact {JOURNAL_NAME}: {exc}")
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            self._journal_lines -= COMPACT_MIN_LINES // 2  # try again later
+            return
+        os.close(self._journal_fd)
+        self._journal_fd = fd
+        self._journal_lines = data.count(b"\n")
+        self._journal_torn = False
 
     # -- the loop -----------------------------------------------------------------
 
@@ -340,6 +519,7 @@ class Server:
         _log(f"listening in {self.state_dir} (version {self.version})")
         next_poll = time.monotonic()
         while True:
+            self._flush_all()
             timeout = self._timeout(next_poll)
             for key, mask in self.sel.select(timeout):
                 if key.data == "listen":
@@ -480,6 +660,8 @@ class Server:
                 self.sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
             return
         conn.inbuf += data
+        # Replies go out in one send per turn, but no later than FLUSH_S into a batch.
+        flush_at = time.monotonic() + FLUSH_S
         while conn.sock in self.conns:
             nl = conn.inbuf.find(b"\n")
             if nl < 0:
@@ -499,14 +681,25 @@ class Server:
             del conn.inbuf[: nl + 1]
             if line.strip():
                 self._send(conn, self._handle_line(line))
+                if time.monotonic() >= flush_at:
+                    self._flush_all()
+                    flush_at = time.monotonic() + FLUSH_S
 
     def _send(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """Queue a message; the loop sends what queued up once per turn, in one go."""
         conn.outbuf += json.dumps(msg, separators=(",", ":")).encode() + b"\n"
         if len(conn.outbuf) > MAX_OUTBUF:
             _log("dropping a client that does not read")
             self._drop(conn)
             return
-        self._flush(conn)
+        if not conn.writing:
+            self._unflushed.add(conn)
+
+    def _flush_all(self) -> None:
+        while self._unflushed:
+            conn = self._unflushed.pop()
+            if conn.sock in self.conns:
+                self._flush(conn)
 
     def _flush(self, conn: Conn) -> None:
         try:
@@ -595,35 +788,40 @@ class Server:
         # Our own cwd is the state dir; a program without one starts at home, as ssh does.
         cwd = os.path.expanduser(cwd if cwd else "~")
 
-        run_dir = os.path.join(self.runs_dir, proc_id)
-        try:
-            os.mkdir(run_dir, 0o700)
-        except FileExistsError:
+        if proc_id in self.procs:
             # Never start twice: a daemon retrying after a crash learns what happened.
+            # The table holds every id not cleaned, replayed from the journal on restart.
             raise RequestError(
-                "exists",
-                f"process {proc_id} already exists",
-                proc=self.procs[proc_id].record if proc_id in self.procs else None,
-            ) from None
-        spec = {"argv": argv, "env": env, "cwd": cwd, "outputs": outputs, "start_time": _now()}
-        record = self._base_record(proc_id, run_dir, spec)
+                "exists", f"process {proc_id} already exists", proc=self.procs[proc_id].record
+            )
+        intent = {"argv": argv, "cwd": cwd, "start_time": _now()}
+        spools = self._spools(proc_id, outputs)
+        record = self._new_record(proc_id, intent, spools)
+        intent["outputs"] = outputs
+        intent["state"] = "starting"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
         fds: list[int] = []
         try:
-            for path in record["outputs"].values():
+            for path in spools.values():
                 fds.append(os.open(path, flags, 0o600))
-            _write_json_atomic(os.path.join(run_dir, "spec.json"), spec)
+            # The intent goes in before the spawn: a restarted agent that finds it without
+            # a pid reports the program may or may not have run, and never runs it again.
+            self._journal(proc_id, intent)
         except OSError as exc:
             # Nothing ran: leave no trace, so a retry with the same id may start it.
             for fd in fds:
                 os.close(fd)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise RequestError("spawn_failed", f"cannot prepare {run_dir}: {exc}") from None
-        proc = Proc(proc_id, run_dir, record)
+            for path in spools.values():
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            raise RequestError("spawn_failed", f"cannot prepare {proc_id}: {exc}") from None
+        proc = Proc(proc_id, record, outputs)
         self.procs[proc_id] = proc
         # The agent's own environment is the one of the `connect` that started it, which
         # may be stale by now: a daemon that wants its current one sends it whole.
-        full_env = dict(os.environ) if inherit_env else {}
+        full_env = dict(self.base_env) if inherit_env else {}
         full_env.update(env)
         try:
             if not os.path.isdir(cwd):
@@ -631,7 +829,7 @@ class Server:
             try:
                 popen = subprocess.Popen(
                     argv,
-                    stdin=subprocess.DEVNULL,
+                    stdin=self._stdin(),
                     stdout=fds[0],
                     stderr=fds[1] if len(fds) > 1 else subprocess.STDOUT,
                     cwd=cwd,
@@ -651,15 +849,21 @@ class Server:
                 os.close(fd)
         proc.popen = popen
         proc.record["pid"] = popen.pid
+        proc.start_ticks = _proc_start_ticks(popen.pid)
         self.by_pid[popen.pid] = proc
         try:
-            _write_json_atomic(
-                os.path.join(run_dir, "pid.json"),
-                {"pid": popen.pid, "start_ticks": _proc_start_ticks(popen.pid)},
+            self._journal(
+                proc_id, {"state": "running", "pid": popen.pid, "start_ticks": proc.start_ticks}
             )
         except OSError as exc:  # it runs and we wait for it; only a restart would lose it
             _log(f"cannot record the pid of {proc_id}: {exc}")
         return {"proc": proc.record}
+
+    def _stdin(self) -> int:
+        """/dev/null, opened once (non-inheritable: Popen dups it onto the child's 0)."""
+        if self._devnull < 0:
+            self._devnull = os.open(os.devnull, os.O_RDONLY)
+        return self._devnull
 
     def op_signal(self, req: dict[str, Any]) -> dict[str, Any]:
         proc = self._get(req)
@@ -725,8 +929,20 @@ class Server:
         proc = self._get(req)
         if proc.running:
             raise RequestError("running", f"process {proc.proc_id} is still running")
-        shutil.rmtree(proc.dir, ignore_errors=True)
+        if proc.legacy_dir is not None:
+            shutil.rmtree(proc.legacy_dir, ignore_errors=True)
+        else:
+            for path in proc.record["outputs"].values():
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            try:
+                self._journal(proc.proc_id, {"clean": True})
+            except OSError as exc:  # a restarted agent reports it again; clean is idempotent
+                _log(f"cannot record the cleaning of {proc.proc_id}: {exc}")
         del self.procs[proc.proc_id]
+        self._maybe_compact()
         return {}
 
     OPS: ClassVar[dict[str, Callable[[Server, dict[str, Any]], dict[str, Any]]]] = {
@@ -766,11 +982,11 @@ class Server:
 
     def _poll_adopted(self) -> None:
         for proc in list(self.adopted.values()):
-            if not _pid_alive(proc.record["pid"], proc.adopted_ticks):
+            if not _pid_alive(proc.record["pid"], proc.start_ticks):
                 self._finish(proc, "lost", message=self._lost_message())
 
     def _finish(self, proc: Proc, state: str, notify: bool = True, **fields: Any) -> None:
-        """Record the end in status.json first, then tell the clients."""
+        """Record the end in the journal first, then tell the clients."""
         proc.record["state"] = state
         proc.record["end_time"] = _now()
         proc.record.update(fields)
@@ -780,7 +996,10 @@ class Server:
             for k in ("state", "pid", "end_time", "exit_code", "signal", "message")
         }
         try:
-            _write_json_atomic(os.path.join(proc.dir, "status.json"), status)
+            if proc.legacy_dir is not None:
+                _write_json_atomic(os.path.join(proc.legacy_dir, "status.json"), status)
+            else:
+                self._journal(proc.proc_id, status)
         except OSError as exc:  # disk full: still tell the clients, who keep the record
             _log(f"cannot record the end of {proc.proc_id}: {exc}")
         if notify:

@@ -12,7 +12,6 @@ teardown, with the agent processes it left behind.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -183,17 +182,16 @@ class Daemon:
 
 def kill_agents(state_dir: Path) -> None:
     """SIGKILL the process groups of programs and the agent server of one agent dir."""
-    from apsis.agent.agent import _pid_alive
+    from apsis.agent.agent import _pid_alive, recorded_pids
 
     if not state_dir.exists():
         return
-    for pid_file in state_dir.glob("runs/*/pid.json"):
+    for pid, start_ticks in recorded_pids(str(state_dir)):
         try:
-            info = json.loads(pid_file.read_text())
             # The start time guards against a pid reused by an unrelated process.
-            if _pid_alive(int(info["pid"]), info.get("start_ticks")):
-                os.killpg(int(info["pid"]), signal.SIGKILL)
-        except (OSError, ValueError, KeyError, TypeError):
+            if _pid_alive(pid, start_ticks):
+                os.killpg(pid, signal.SIGKILL)
+        except OSError:
             pass
     try:
         pid = int((state_dir / "server.lock").read_text().strip())

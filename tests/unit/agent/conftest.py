@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from apsis.agent.agent import _pid_alive
+from apsis.agent.agent import _pid_alive, recorded_pids
 from apsis.agent.client import AgentClient, local_connect_command
 
 IDLE_TIMEOUT = 3.0
@@ -29,11 +28,10 @@ def server_pid(state_dir: Path) -> int | None:
 
 def kill_everything(state_dir: Path) -> None:
     """SIGKILL the programs still running (their whole groups), then the server."""
-    for pid_file in (state_dir / "runs").glob("*/pid.json"):
-        info = json.loads(pid_file.read_text())
-        if _pid_alive(info["pid"], info.get("start_ticks")):
+    for pid, start_ticks in recorded_pids(str(state_dir)):
+        if _pid_alive(pid, start_ticks):
             try:
-                os.killpg(info["pid"], signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
     pid = server_pid(state_dir)

@@ -209,9 +209,10 @@ async def test_clean_and_list(client: AgentClient) -> None:
     with pytest.raises(AgentError) as exc:
         await client.clean("long")
     assert exc.value.code == "running"
-    run_dir = Path((await client.status("short")).outputs["output"]).parent
+    spool = Path((await client.status("short")).outputs["output"])
+    assert spool.exists()
     await client.clean("short")
-    assert not run_dir.exists()
+    assert not spool.exists()
     assert [p.proc_id for p in await client.list()] == ["long"]
     await client.signal("long", "KILL")
     await wait_exit(client, "long")
