@@ -38,7 +38,7 @@ def sample_args(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostic
                 ) -> Iterator[tuple[str, dict[str, str]]]:
     """(what, args) pairs to render templates with: one per schedule, or the bare params."""
     if not job.schedules:
-        yield "", {p: f"<{p}>" for p in job.params}
+        yield from _unscheduled_args(jobs_dir, job, now)
         return
     for i, schedule in enumerate(job.schedules):
         loc = job.locs.get(f"schedule.{i}")
@@ -62,6 +62,38 @@ def sample_args(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostic
             )
             continue
         yield f" for the args of schedule {i + 1}", args
+
+
+# How many sets of args an unscheduled job's templates are rendered with, at most.
+_MAX_SAMPLES = 20
+
+
+def _unscheduled_args(jobs_dir: JobsDir, job: Job, now: dt.datetime
+                      ) -> Iterator[tuple[str, dict[str, str]]]:
+    """Args for a job no schedule binds (it runs from the CLI, dependencies, actions).
+
+    A param named like a schedule arg gets a value of that form (`date` a date, so that
+    `calendar.shift(date, -1)` renders); other params a placeholder.  A param with an
+    `expand` table takes each of its values in turn: a run of `{country: GB}` gets the
+    `tz` and `calendar` of GB, and the templates may use them.
+    """
+    from .lib.timefmt import format_time
+    from .template import merge_expand
+
+    known = {"date": now.date().isoformat(), "time": format_time(now.replace(microsecond=0)),
+             "daytime": now.strftime("%H:%M:%S")}
+    base = {p: known.get(p, f"<{p}>") for p in job.params}
+    expand = merge_expand(jobs_dir.config.expand, job.expand)
+    tables = {p: list(expand[p]) for p in job.params if expand.get(p)}
+    if not tables:
+        yield "", base
+        return
+    first = {**base, **{p: values[0] for p, values in tables.items()}}
+    samples = [first]
+    for param, values in tables.items():
+        samples += [{**first, param: value} for value in values[1:]]
+    for args in samples[:_MAX_SAMPLES]:
+        yield f" for args {args}", args
 
 
 def _check_job(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostics) -> None:

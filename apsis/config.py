@@ -142,8 +142,21 @@ def load_config(path: Path | None) -> Config:
 
 def _schedule(f: Fields, cfg: Config, rel) -> None:
     cfg.horizon = f.get("horizon", cfg.horizon, parse_duration)
-    cfg.since = f.get("since", cfg.since, as_str)
+    cfg.since = f.get("since", cfg.since, _since)
     cfg.max_age = f.get("max_age", None, parse_duration)
+
+
+def _since(value: Any) -> str:
+    """`clock`, `now` or a time (checked here, so a typo is a config error, not a crash)."""
+    from .lib.timefmt import parse_time
+
+    text = as_str(value)
+    if text not in ("clock", "now"):
+        try:
+            parse_time(text)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; or 'clock' (the default)") from None
+    return text
 
 
 def _runs(f: Fields, cfg: Config, rel) -> None:

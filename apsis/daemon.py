@@ -66,7 +66,16 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     engine = Engine(config, store, jobs_dir)
     engine.url = base_url(config)
     stop = engine.shutdown_requested
-    await engine.start(since)
+    try:
+        await engine.start(since)
+    except BaseException:
+        # Close what is open, or its threads keep the process alive after the error.
+        try:
+            await engine.stop()
+        finally:
+            await store.close()
+            sock.close()
+        raise
 
     app = create_app(engine)
     kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "ws": "websockets-sansio",

@@ -267,10 +267,15 @@ def run_cmd(obj: dict, job_id: str, args: tuple[str, ...], at: str | None, count
 @click.argument("time", metavar="TIME")
 @click.argument("job_id", metavar="JOB", shell_complete=_complete_job)
 @click.argument("args", nargs=-1, metavar="[ARG=VAL]...")
+@click.option("--count", type=click.IntRange(1), default=1, show_default=True, metavar="N",
+              help="How many runs to create.")
+@click.option("--stop", "stop", metavar="TIME", help="Stop the run at TIME.")
+@wait_options
 @output_options()
 @click.pass_obj
-def schedule_cmd(obj: dict, time: str, job_id: str, args: tuple[str, ...], as_json: bool,
-                 utc: bool) -> None:
+def schedule_cmd(obj: dict, time: str, job_id: str, args: tuple[str, ...], count: int,
+                 stop: str | None, wait: bool, show_output: bool, timeout: str | None,
+                 as_json: bool, utc: bool) -> None:
     """Schedule a run of JOB at TIME (the same as `apsis run JOB --at TIME`).
 
     \b
@@ -280,7 +285,9 @@ def schedule_cmd(obj: dict, time: str, job_id: str, args: tuple[str, ...], as_js
     """
     from .cmd_create import create_runs
 
-    raise click.exceptions.Exit(create_runs(obj, job_id, args, at=time, as_json=as_json, utc=utc))
+    raise click.exceptions.Exit(create_runs(
+        obj, job_id, args, at=time, count=count, stop=stop, wait=wait, show_output=show_output,
+        timeout=timeout, as_json=as_json, utc=utc))
 
 
 @cli.command("adhoc", context_settings={**CONTEXT, "allow_interspersed_args": False})

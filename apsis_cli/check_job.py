@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -31,11 +32,24 @@ def _progress_bar(total: int):
     return progress, lambda done, _total: progress.update(task, completed=done)
 
 
-def _groups(paths: tuple[str, ...]) -> dict[Path, tuple[str, list[Path] | None, set[str] | None]]:
-    """Jobs dir → (how to display it, files to load or None for all, files to report on)."""
+def _given_root(given: str, rel: str, root: Path) -> str | None:
+    """The jobs dir as the user spelled it: `given` without `rel`'s parts at its end, so
+    that problems name the file as given (`./jobs/a.yaml`, not `jobs/a.yaml`)."""
+    head = given
+    for _ in Path(rel).parts:
+        head, _tail = os.path.split(head.rstrip(os.sep) or head)
+    try:
+        return head if os.path.samefile(head or ".", root) else None
+    except OSError:
+        return None
+
+
+def _groups(paths: tuple[str, ...]) -> dict[Path, tuple[str, list[Path] | None, dict[str, str] | None]]:
+    """Jobs dir → (how to display it, files to load or None for all, files to report on:
+    their path inside the jobs dir → the path as given on the command line)."""
     from apsis.jobs_dir import find_jobs_dir
 
-    groups: dict[Path, tuple[str, list[Path] | None, set[str] | None]] = {}
+    groups: dict[Path, tuple[str, list[Path] | None, dict[str, str] | None]] = {}
     for given in paths:
         path = Path(given)
         if path.is_dir():
@@ -44,14 +58,27 @@ def _groups(paths: tuple[str, ...]) -> dict[Path, tuple[str, list[Path] | None, 
             continue
         root = find_jobs_dir(path)
         key = root.resolve()
-        shown_root = os.path.relpath(root) if not path.is_absolute() else str(root.resolve())
-        shown_file = os.path.join(shown_root, os.path.relpath(path.resolve(), key))
-        display, _, wanted = groups.get(key, (shown_root, None, set()))
+        rel = os.path.normpath(os.path.relpath(path.resolve(), key))
+        shown_root = _given_root(given, rel, key)
+        if shown_root is None:
+            shown_root = os.path.relpath(root) if not path.is_absolute() else str(root.resolve())
+        display, _, wanted = groups.get(key, (shown_root, None, {}))
         if wanted is None:  # the whole directory is already being checked
             continue
-        wanted.add(os.path.normpath(shown_file))
+        wanted.setdefault(rel, given)
         groups[key] = (display, None, wanted)
     return groups
+
+
+def _as_given(problem: Diagnostic, display: str, wanted: dict[str, str]) -> Diagnostic | None:
+    """The problem if it is in a file asked for (named as given) or in `.apsis-jobs.yaml`."""
+    loc = problem.loc
+    if loc is None or loc.path.endswith(".apsis-jobs.yaml"):
+        return problem
+    rel = os.path.normpath(os.path.relpath(os.path.normpath(loc.path), os.path.normpath(display or ".")))
+    if rel not in wanted:
+        return None
+    return dataclasses.replace(problem, loc=dataclasses.replace(loc, path=wanted[rel]))
 
 
 def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | None,
@@ -88,8 +115,7 @@ def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str 
         diags.extend(check_jobs_dir(jobs_dir))
         items = diags.items
         if wanted is not None:
-            items = [d for d in items if d.loc is None or os.path.normpath(d.loc.path) in wanted
-                     or d.loc.path.endswith(".apsis-jobs.yaml")]
+            items = [d for d in (_as_given(p, display, wanted) for p in items) if d is not None]
             total_jobs += len(wanted)
         else:
             total_jobs += len(jobs_dir.jobs) + len(jobs_dir.broken)

@@ -188,18 +188,25 @@ async def _create_waves(client: Client, job_id: str, items: list[dict[str, Any]]
     size = max_parallel or len(items)
     all_ids: list[str] = []
     states: dict[str, str] = {}
+    # With --json, one JSON document (like `run --json`): the runs, final if waited for.
+    runs: dict[str, dict[str, Any]] = {}
     for begin in range(0, len(items), size):
         wave: list[dict[str, Any]] = []
         for item in items[begin:begin + size]:
             wave += await client.create_runs(job_id, item.get("args") or {},
                                              schedule=_schedule_time(item), stop=item.get("stop"))
         for run in wave:
-            click.echo(fmt.dumps(run) if as_json else run["run_id"])
+            runs[run["run_id"]] = run
+            if not as_json:
+                click.echo(run["run_id"])
         ids = [r["run_id"] for r in wave]
         all_ids += ids
         if max_parallel or wait:
             watcher = await wait_runs(client, ids, None, quiet=as_json)
             states.update(watcher.states())
+            runs.update({r: watcher.runs[r] for r in ids if r in watcher.runs})
+    if as_json:
+        click.echo(fmt.dumps([runs[r] for r in all_ids]))
     if max_parallel or wait:
         return exit_code(all_ids, states)
     return int(ExitStatus.SUCCESS)

@@ -18,7 +18,8 @@ UTC = dt.UTC
 FINISHED_STATES = ("success", "failure", "error", "skipped")
 STATES = ("new", "scheduled", "waiting", "starting", "running", "stopping", *FINISHED_STATES)
 
-_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Param names in job files are free strings; `load-date` and `x.y` must be reachable too.
+_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _RUN_ID = re.compile(r"^[rR]?([0-9]+)$")
 
 

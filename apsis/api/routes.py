@@ -258,6 +258,10 @@ def _inline_job(api: Api, jso: Any) -> Job:
         job_id = ADHOC_PREFIX + digest[:12]
     elif not isinstance(job_id, str) or not job_id.strip() or any(ord(c) < 32 for c in job_id):
         raise bad_request("job.job_id must be a non-empty string", "bad_body")
+    elif any(not part or part.startswith(".") for part in job_id.split("/")):
+        # Job ids are paths inside the jobs directory: none escapes it or names a dot file.
+        raise bad_request(f"job.job_id {job_id!r} is not a job id: no leading '/', no empty "
+                          "or '.'-led parts such as '..'", "bad_body")
     if job_id in api.engine.jobs_dir.jobs:
         raise ApiError(409, "job_exists",
                        f"job {job_id!r} is a job of the jobs directory; an inline job needs another id")

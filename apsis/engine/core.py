@@ -189,8 +189,13 @@ class Engine:
         await self.writer.write(events=[{"ts": ts, **e} for e in events])
 
     async def transition(self, run: Run, to: State, message: str | None = None, *,
-                         force: bool = False, outputs: Sequence[Any] = (), **updates: Any) -> None:
-        """The one way a run changes state: checked, recorded, published, then reacted to."""
+                         force: bool = False, outputs: Sequence[Any] = (),
+                         before: Sequence[dict[str, Any]] = (), **updates: Any) -> None:
+        """The one way a run changes state: checked, recorded, published, then reacted to.
+
+        `before` are events published just ahead of the transition, in the same commit
+        (the final `output_appended` of a run that finishes).
+        """
         frm = run.state
         if not force and not can_transition(frm, to):
             raise TransitionError(f"run {run.run_id} is {frm.value}; it cannot become {to.value}")
@@ -203,6 +208,7 @@ class Engine:
             setattr(run, key, value)
         entry = {"run_id": run.run_id, "ts": ts, "state": to.value, "message": message or to.value}
         events = [
+            *({**e, "ts": ts} for e in before),
             {"type": "run_transition", "ts": ts, "run": run.summary(), "from": frm.value, "to": to.value},
             {"type": "run_log", "ts": ts, "run_id": run.run_id, "entry": entry},
         ]

@@ -360,7 +360,7 @@ class Runner:
                 to, msg = State.FAILURE, f"exit code {exit_code}"
             if run.state in (State.RUNNING, State.STOPPING):
                 await self.engine.transition(run, to, msg, exit_code=exit_code, signal=signame,
-                                             outputs=small)
+                                             outputs=small, before=self._final_growth(run))
             try:
                 await (await self._agent_for(run)).clean(run.run_id)
             except Exception:
@@ -396,6 +396,14 @@ class Runner:
                 outputs.append({"output_id": output_id, "length": info["length"]})
         run.outputs = outputs
         return small
+
+    def _final_growth(self, run: Run) -> list[dict[str, Any]]:
+        """`output_appended` for the bytes the watchers had not reported yet: a run that
+        finishes between two looks still tells event clients its final lengths."""
+        seen = self._lengths.get(run.run_id, {})
+        return [{"type": "output_appended", "run_id": run.run_id, "output_id": o["output_id"],
+                 "length": o["length"]}
+                for o in run.outputs or [] if (o.get("length") or 0) > seen.get(o["output_id"], 0)]
 
     async def _store_remote_output(self, agent: AgentClient, run: Run, output_id: str,
                                    max_bytes: int | None) -> tuple[int, Any]:

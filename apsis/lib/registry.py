@@ -55,7 +55,11 @@ class Registry(Generic[T]):
             cls = self.get(f.require("type"))
         except ValueError as exc:
             raise JobError(str(exc), f.loc_of("type")) from None
-        item = cls.from_jso(f, ctx)  # type: ignore[attr-defined]
+        try:
+            item = cls.from_jso(f, ctx)  # type: ignore[attr-defined]
+        except JobError:
+            f.done(typos_only=True)
+            raise
         f.done()
         return item
 

@@ -70,10 +70,15 @@ class Fields:
         self._known.update(keys)
         self._taken.update(k for k in keys if k in self.node)
 
-    def done(self) -> None:
+    def done(self, *, typos_only: bool = False) -> None:
+        """Reports the keys nobody took.  `typos_only` (after a bad value stopped the
+        parse, when later keys were never read) reports only those close to a known
+        key: a misspelt key often explains a missing one."""
         for key in self.node:
             if key not in self._taken and key not in self._known:
                 hint = did_you_mean(str(key), self._known)
+                if typos_only and not hint:
+                    continue
                 loc = self.node.key_loc(key) if isinstance(self.node, YMap) else self.loc
                 self.diags.error(f"unknown key {key!r} in {self.what}{hint}", loc)
 

@@ -88,7 +88,8 @@ def now() -> dt.datetime:
 def parse_time(value: object, *, now_: dt.datetime | None = None) -> dt.datetime:
     """An aware UTC datetime from ISO 8601 (offset or Z), `now`, or `+DURATION`.
 
-    A bare date means 00:00 UTC; a naive time is taken as UTC.
+    A bare date means 00:00 UTC; a naive time is taken as UTC.  `-DURATION` (ago) is
+    accepted too, as the CLI does: `apsisctl serve --since -1d`.
     """
     if isinstance(value, dt.datetime):
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
@@ -100,6 +101,11 @@ def parse_time(value: object, *, now_: dt.datetime | None = None) -> dt.datetime
             return now_ or now()
         if text.startswith("+"):
             return (now_ or now()) + dt.timedelta(seconds=parse_duration(text[1:]))
+        if text.startswith("-") and text[1:2].isdigit():
+            try:
+                return (now_ or now()) - dt.timedelta(seconds=parse_duration(text[1:]))
+            except ValueError:
+                pass
         try:
             parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
