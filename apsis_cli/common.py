@@ -20,10 +20,15 @@ class UserError(click.ClickException):
         self.exit_code = int(code)  # type: ignore[misc]  # Click reads it per instance
 
     def show(self, file: Any = None) -> None:
-        text = f"error: {self.message}"
-        if self.hint:
-            text += f"\nhint: {self.hint}"
-        click.echo(text, err=True)
+        show_error(self.message, self.hint)
+
+
+def show_error(message: str, hint: str | None) -> None:
+    """`error: MESSAGE (hint: HINT)`: one line, so scripts can grep and log it whole."""
+    text = f"error: {message}"
+    if hint:
+        text += f" (hint: {hint})"
+    click.echo(text, err=True)
 
 
 class ApsisGroup(click.Group):
@@ -52,6 +57,15 @@ def run_main(group: click.Group, prog_name: str) -> NoReturn:
         click.echo("", err=True)
         sys.exit(ExitStatus.INTERRUPTED)
     except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message())  # `apsis` alone: the help, as asked
+        sys.exit(0)
+    except click.UsageError as exc:
+        # Click's own form is usage + a blank line + the error; one line is what we promise.
+        ctx = exc.ctx
+        where = ctx.command_path if ctx is not None else prog_name
+        show_error(exc.format_message(), f"see '{where} --help'")
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

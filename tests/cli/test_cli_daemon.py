@@ -88,6 +88,7 @@ def test_unreachable_daemon_exits_69_naming_the_url():
     assert result.returncode == 69
     assert time.monotonic() - start >= 0.9
     assert dead in result.stderr and "hint:" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
 
 
