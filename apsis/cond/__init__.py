@@ -69,7 +69,9 @@ class MaxRunningCondition(Condition):
         )
 
     def to_jso(self) -> dict[str, Any]:
-        jso: dict[str, Any] = {"type": self.TYPE, "count": self.count}
+        # A literal count is a number in the JSON; only a template stays a string.
+        count: int | str = int(self.count) if self.count.strip().isdigit() else self.count
+        jso: dict[str, Any] = {"type": self.TYPE, "count": count}
         if self.job_id is not None:
             jso["job_id"] = self.job_id
         if self.args is not None:

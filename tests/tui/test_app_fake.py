@@ -100,6 +100,24 @@ async def test_open_run_shows_output(fake_app) -> None:
         assert not isinstance(app.screen, RunScreen)
 
 
+async def test_dependencies_list_only_when_the_run_has_some(fake_app) -> None:
+    app = fake_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        for run_id, expected in (("r1", False), ("r4", True)):
+            app.screen.query_one(RunTable).move_to_run(run_id)
+            await pilot.press("enter")
+            await settle(pilot, 5)
+            assert isinstance(app.screen, RunScreen)
+            deps = app.screen.query_one("#deps")
+            assert deps.display is expected
+            assert app.screen.query_one("#deps-title").display is expected
+            if expected:
+                assert "market/load-prices" in str(deps.get_option_at_index(0).prompt)
+            await pilot.press("escape")
+            await settle(pilot)
+
+
 async def test_skip_through_confirmation(fake_app) -> None:
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
