@@ -61,6 +61,8 @@ def make_clients(url: str, token: str | None) -> tuple[Any, Any, Any]:
 class ApsisApp(App[int]):
     """Runs, Run, Jobs, Job and Timeline screens over one daemon's event stream."""
 
+    HELP_NAME = "Everywhere"  # the section title in the keys help
+
     CSS_PATH = "app.tcss"
     TITLE = "Apsis"
     ENABLE_COMMAND_PALETTE = False

@@ -73,6 +73,8 @@ def decode_line(raw: bytes, tab_size: int = 8) -> Text:
 class OutputView(ScrollView, can_focus=True):
     """Scrollable, append-only program output that decodes only the lines on screen."""
 
+    HELP_NAME = "Output"  # the section title in the keys help
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("end", "follow", "Follow", show=False),
         Binding("f", "toggle_follow", "Follow"),

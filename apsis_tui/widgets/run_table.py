@@ -150,6 +150,8 @@ def format_local(epoch: float | None, pattern: str) -> str:
 class RunTable(ScrollView, can_focus=True):
     """A scrolling table of runs with a cursor, a *now* line and live elapsed times."""
 
+    HELP_NAME = "Run table"  # the section title in the keys help
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor_up", "Up", show=False),
         Binding("down", "cursor_down", "Down", show=False),

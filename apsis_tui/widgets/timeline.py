@@ -69,6 +69,8 @@ def collect_bars(runs: Iterable[Mapping[str, Any]], start: float,
 class TimelineView(ScrollView, can_focus=True):
     """Bars per job over a window of hours; ``+``/``-`` zoom, Enter picks the job."""
 
+    HELP_NAME = "Timeline"  # the section title in the keys help
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor(-1)", "Up", show=False),
         Binding("down", "cursor(1)", "Down", show=False),
