@@ -313,14 +313,16 @@ class RunScreen(Screen[None]):
         parts = []
         if elapsed:
             parts.append(f"elapsed {elapsed}")
-        if run.get("exit_code") is not None:
+        message = str(run.get("message") or "")
+        # The daemon's message often says "exit code 3" already: say it once.
+        if run.get("exit_code") is not None and f"exit code {run['exit_code']}" not in message:
             parts.append(f"exit {run['exit_code']}")
-        if run.get("signal"):
+        if run.get("signal") and str(run["signal"]) not in message:
             parts.append(f"signal {run['signal']}")
         if run.get("attempt", 1) and run.get("attempt", 1) > 1:
             parts.append(f"attempt {run['attempt']}")
-        if run.get("message"):
-            parts.append(str(run["message"]))
+        if message:
+            parts.append(message)
         second.append("  ·  ".join(parts) if parts else "", style="dim")
         self.query_one("#run-summary", Static).update(Group(line, second))
 

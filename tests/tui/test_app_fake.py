@@ -118,6 +118,19 @@ async def test_dependencies_list_only_when_the_run_has_some(fake_app) -> None:
             await settle(pilot)
 
 
+async def test_run_summary_says_the_exit_code_once(fake_app) -> None:
+    app = fake_app()
+    app.client.store["r3"]["message"] = "exit code 1"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.screen.query_one(RunTable).move_to_run("r3")
+        await pilot.press("enter")
+        await settle(pilot, 5)
+        static = app.screen.query_one("#run-summary")
+        summary = "".join(static.render_line(y).text for y in range(static.size.height))
+        assert "failure" in summary and summary.count("exit") == 1, summary
+
+
 async def test_skip_through_confirmation(fake_app) -> None:
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
