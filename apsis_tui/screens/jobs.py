@@ -96,8 +96,11 @@ class JobsScreen(Screen[None]):
             tree.show_root = False
             yield tree
             with Vertical(id="job-detail"):
-                yield Static("", id="job-summary")
-                yield Sparkline([], id="job-sparkline")
+                yield Static(Text("Move to a job to see its schedule and last runs; "
+                                  "Enter opens it.", style="dim"), id="job-summary")
+                sparkline = Sparkline([], id="job-sparkline")
+                sparkline.display = False  # until a job with finished runs is highlighted
+                yield sparkline
         yield Footer()
 
     def on_mount(self) -> None:

@@ -166,6 +166,9 @@ async def test_other_screens_open(fake_app) -> None:
         await pilot.press("2")
         await settle(pilot)
         assert app.current_mode == "jobs"
+        summary = app.screen.query_one("#job-summary")
+        assert "Move to a job" in summary.render_line(0).text  # not an empty pane
+        assert not app.screen.query_one("#job-sparkline").display
         await pilot.press("3")
         await settle(pilot)
         assert app.current_mode == "timeline"
