@@ -150,7 +150,9 @@ def listen(bind: str) -> socket.socket:
     else:
         host, port = where
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family)
+        # IPPROTO_TCP spelled out: asyncio only sets TCP_NODELAY on accepted sockets whose
+        # proto says TCP, and without it Nagle + delayed ACK cost ~40 ms per keep-alive request.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     sock.listen(2048)
