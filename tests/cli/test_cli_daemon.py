@@ -16,7 +16,6 @@ import subprocess
 import time
 
 import httpx
-import pytest
 
 from .helpers import APSIS, apsis, apsisctl, env_for, one_run, popen
 
@@ -35,16 +34,6 @@ JOBS = {
                "program: [\"true\"]\n"),
 }
 CHATTY_BYTES = b"one\n\x1b[31mtwo\x1b[0m \xff\xfe\n"
-
-
-@pytest.fixture(scope="module")
-def daemon(apsis_daemon_module):
-    return apsis_daemon_module(JOBS)
-
-
-@pytest.fixture
-def url(daemon):
-    return daemon.url
 
 
 def api_get(url: str, path: str) -> dict:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 import httpx
-import pytest
 
 from apsis_cli.apsis import cli as apsis_cli
 from apsis_cli.apsisctl import cli as apsisctl_cli
@@ -26,16 +25,6 @@ JOBS = {
               "schedule: {type: daily, tz: UTC, daytime: '09:00'}\n"
               "program: [\"true\"]\n"),
 }
-
-
-@pytest.fixture(scope="module")
-def daemon(apsis_daemon_module):
-    return apsis_daemon_module(JOBS)
-
-
-@pytest.fixture
-def url(daemon):
-    return daemon.url
 
 
 # ------------------------------------------------------------------ §1.4, §1.5 flags

@@ -232,3 +232,26 @@ def apsis_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFac
 def apsis_daemon_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
     """The same factory, with daemons shared by every test of a module."""
     yield from _factory(lambda: tmp_path_factory.mktemp("apsisd"))
+
+
+# A module that defines `JOBS` (job id → YAML text) gets these; one daemon per module.
+
+@pytest.fixture(scope="module")
+def daemon(apsis_daemon_module: DaemonFactory, request: pytest.FixtureRequest) -> Any:
+    """The daemon on the test module's `JOBS`, shared by the module's tests."""
+    return apsis_daemon_module(request.module.JOBS)
+
+
+@pytest.fixture
+def api(daemon: Any) -> Iterator[Any]:
+    """An httpx client on `daemon`'s `/api/v1`."""
+    from .helpers import http
+
+    with http(daemon) as client:
+        yield client
+
+
+@pytest.fixture
+def url(daemon: Any) -> str:
+    """`daemon`'s base URL, for the CLI's `--url`."""
+    return daemon.url

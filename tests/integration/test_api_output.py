@@ -18,11 +18,6 @@ JOBS = {
 LINES = b"".join(b"line%d\n" % i for i in range(1, 6))
 
 
-@pytest.fixture(scope="module")
-def daemon(apsis_daemon_module):
-    return apsis_daemon_module(JOBS)
-
-
 async def read_all(stream) -> bytes:
     data = b""
     async for chunk in stream:

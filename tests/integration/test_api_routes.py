@@ -26,17 +26,6 @@ JOBS = {
 }
 
 
-@pytest.fixture(scope="module")
-def daemon(apsis_daemon_module):
-    return apsis_daemon_module(JOBS)
-
-
-@pytest.fixture
-def api(daemon):
-    with http(daemon) as client:
-        yield client
-
-
 def test_alive(api):
     body = api.get("/alive").json()
     assert body["status"] == "ok"

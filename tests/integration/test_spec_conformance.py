@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 from websockets.asyncio.client import connect
 
 from .conftest import ROOT, free_port
@@ -31,17 +30,6 @@ JOBS = {
 RUN_FIELDS = {"run_id", "job_id", "args", "state", "labels", "times", "message", "program",
               "conditions", "actions", "rerun_of", "attempt", "exit_code", "signal", "outputs",
               "ad_hoc"}
-
-
-@pytest.fixture(scope="module")
-def daemon(apsis_daemon_module):
-    return apsis_daemon_module(JOBS)
-
-
-@pytest.fixture
-def api(daemon):
-    with http(daemon) as client:
-        yield client
 
 
 # ------------------------------------------------------------------ §1.6 runs

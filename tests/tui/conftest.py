@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import apsis_daemon, apsis_daemon_module  # noqa: F401 - fixtures
+from tests.integration.conftest import (  # noqa: F401 - fixtures
+    api, apsis_daemon, apsis_daemon_module, daemon, url)
 from tests.tui.factory import BASE
 
 

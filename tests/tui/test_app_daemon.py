@@ -34,11 +34,6 @@ JOBS = {
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def daemon(apsis_daemon_module):  # noqa: ANN001, ANN201
-    return apsis_daemon_module(JOBS)
-
-
 def make_app(url: str, tmp_path) -> ApsisApp:  # noqa: ANN001
     return ApsisApp(url, state=TuiState(tmp_path / "tui.json"), health_interval=0.3, ansi=False)
 
