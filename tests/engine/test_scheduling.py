@@ -32,12 +32,18 @@ async def test_catchup_modes(harness, mode, started):
     runs = sorted((await harness.store.get_runs([r["run_id"] for r in missed])),
                   key=lambda r: r["times"]["schedule"])
     states = [r["state"] for r in runs]
+    # A run due between started_at and `after` may have been missed or run on time:
+    # only those due before started_at were certainly missed.
+    certain = [r["state"] for r in runs if parse_time(r["times"]["schedule"]) <= started_at]
+    undecided = len(runs) - len(certain)
+    assert len(certain) >= 3
     if started == "every":
         assert set(states) == {"success"}
     elif started == "last":
-        assert states[-1] == "success" and set(states[:-1]) == {"skipped"}
+        assert set(certain[:-1]) == {"skipped"} and states[-1] == "success"
+        assert states.count("success") <= 1 + undecided
     else:
-        assert set(states) == {"skipped"}
+        assert set(certain) == {"skipped"}
     for r in runs:
         if r["state"] == "skipped":
             assert "missed while the daemon was down" in r["message"]
