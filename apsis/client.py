@@ -65,6 +65,20 @@ def _import_httpx() -> Any:
     return httpx
 
 
+def _untrusted_certificate(exc: BaseException) -> str | None:
+    """The reason, if `exc` comes from a TLS certificate that failed verification."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore, which wraps the ssl error
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _time_text(value: str | dt.datetime | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -112,9 +126,12 @@ class Client:
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             httpx = _import_httpx()
-            kwargs: dict[str, Any] = {}
+            # Plain http or a unix socket never does TLS: verify=False spares loading the
+            # CA bundle (~50 ms of every CLI command's start).  redirects are not followed,
+            # so no request can move to https unverified.
+            kwargs: dict[str, Any] = {"verify": False}
             if self._uds is not None:
-                kwargs["transport"] = httpx.AsyncHTTPTransport(uds=self._uds)
+                kwargs["transport"] = httpx.AsyncHTTPTransport(uds=self._uds, verify=False)
             elif self._http_base.startswith("https:"):
                 kwargs["verify"] = self._ssl_context()
             self._http = httpx.AsyncClient(base_url=self._http_base, headers=self._headers(),
@@ -148,6 +165,11 @@ class Client:
             try:
                 response = await http.request(method, API + path, params=params, json=body)
             except httpx.TransportError as exc:
+                untrusted = _untrusted_certificate(exc)
+                if untrusted is not None:  # retrying cannot fix it
+                    raise ApsisUnavailable(
+                        f"the daemon at {self.url} has a certificate this client does not "
+                        f"trust ({untrusted})", code="tls") from None
                 connect_failed = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 if not connect_failed and method != "GET":
                     # It may have been applied: do not send it twice.

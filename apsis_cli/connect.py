@@ -61,6 +61,9 @@ def translate(exc: BaseException, obj: dict[str, Any]) -> UserError:
     from apsis.client import ApsisNotFound, ApsisUnavailable
 
     message = getattr(exc, "message", None) or str(exc)
+    if isinstance(exc, ApsisUnavailable) and getattr(exc, "code", None) == "tls":
+        return UserError(message, "set APSIS_CA to the PEM file of the CA (or the self-signed "
+                         "certificate) the daemon's api.tls uses", ExitStatus.UNAVAILABLE)
     if isinstance(exc, ApsisUnavailable):
         url = obj.get("url") or "the daemon"
         if url not in message:

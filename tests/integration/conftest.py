@@ -63,6 +63,7 @@ class Daemon:
             self.bind = f"127.0.0.1:{self.port}"
             self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"{self.url}/api/v1"
+        self.verify: Any = True  # what wait_alive's httpx trusts (a CA file for a TLS daemon)
         self.token = token  # used to probe /alive when the daemon has tokens
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.env.pop("APSIS_URL", None)
@@ -113,7 +114,8 @@ class Daemon:
         base = "http://apsis" if self.port is None else self.url
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=base, transport=transport, headers=headers, timeout=2.0) as http:
+        with httpx.Client(base_url=base, transport=transport, headers=headers, timeout=2.0,
+                          verify=self.verify) as http:
             while True:
                 if self.proc is not None and self.proc.poll() is not None:
                     raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n"
