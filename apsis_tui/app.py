@@ -11,6 +11,7 @@ network work happens in Textual workers, one exclusive group per kind of work.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -56,6 +57,16 @@ def make_clients(url: str, token: str | None) -> tuple[Any, Any, Any]:
 
     return (Client(url, token, retry_for=10.0), Client(url, token, retry_for=None),
             Client(url, token, timeout=3.0, retry_for=0.0))
+
+
+def _freeze_long_lived() -> None:
+    """Moves what exists now (the runs just loaded) out of the cyclic GC's reach.
+
+    They live as long as the app, yet every full collection walked them all: a pause
+    of ~90 ms per 20 000 runs, felt as a stuck cursor. Refcounting still frees them.
+    """
+    gc.collect(1)  # young garbage first, so little is frozen that a collection would free
+    gc.freeze()
 
 
 class ApsisApp(App[int]):
@@ -216,6 +227,8 @@ class ApsisApp(App[int]):
             self.apply_page(page["runs"], page["seq"])
             loaded += len(page["runs"])
             cursor = page.get("cursor")
+        if not worker.is_cancelled:
+            _freeze_long_lived()
 
     def apply_page(self, runs: Iterable[Mapping[str, Any]], seq: int) -> None:
         """Runs as of event ``seq``; a run an event changed later keeps that change."""
