@@ -116,6 +116,9 @@ class RunsScreen(Screen[None]):
         total = table.store.total
         shown = table.row_count
         text = f"{shown:,} runs" if shown == total else f"{shown:,} of {total:,}"
+        single = table.store.single_job() if shown != total else None
+        if single is not None:
+            text = f"{single} · {text}"  # the table drops its job column then: say it here
         self.query_one("#run-count", Static).update(text)
 
     # -- the filter ------------------------------------------------------------------

@@ -85,6 +85,10 @@ async def test_add_job_term_from_row(fake_app) -> None:
         await settle(pilot)
         assert {run["job_id"] for run in table.store} == {"ops/heartbeat"}
         assert "job:ops/heartbeat" in app.screen.query_one("#filter").value
+        # One job in view: the table drops its job column, the count names the job.
+        assert "job" not in [c.key for c in table.columns]
+        count = app.screen.query_one("#run-count")
+        assert count.render_line(0).text.strip().startswith("ops/heartbeat · 4 of 12")
 
 
 async def test_open_run_shows_output(fake_app) -> None:
