@@ -19,6 +19,9 @@ from pathlib import Path
 def free_port(preferred: int = 5000) -> int:
     for port in (preferred, 0):
         with socket.socket() as sock:
+            # As the daemon binds: connections of the last session in TIME_WAIT must not
+            # push it to another port (the TUI remembers its filter per URL).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
