@@ -40,6 +40,10 @@ class Config:
     max_age: float | None = None
     retain: float = 90 * 86400.0
     archive: Path | None = None
+    # When the archive loop first runs after start-up, and how often after: not
+    # settable in apsis.yaml (tests shorten them).
+    archive_delay: float = 60.0
+    archive_every: float = 6 * 3600.0
     output_max_bytes: int = 64 * 1024**2
     waiting_max_time: float | None = None
     actions: list[Any] = field(default_factory=list)

@@ -505,7 +505,7 @@ class Engine:
 
     async def _archive_loop(self) -> None:
         """Moves finished runs older than `runs.retain` to `runs.archive`, a few times a day."""
-        await asyncio.sleep(60)  # not in the way of start-up
+        await asyncio.sleep(self.config.archive_delay)  # not in the way of start-up
         while True:
             cut = utcnow() - dt.timedelta(seconds=self.config.retain)
             try:
@@ -515,7 +515,7 @@ class Engine:
                              self.config.archive)
             except Exception:
                 log.exception("archiving old runs failed; trying again later")
-            await asyncio.sleep(6 * 3600)
+            await asyncio.sleep(self.config.archive_every)
 
     async def _trim_events_loop(self) -> None:
         while True:
