@@ -315,6 +315,10 @@ class Client:
     async def reload(self, dry_run: bool = False) -> dict[str, Any]:
         return await self._post("/control/reload", params={"dry_run": "true" if dry_run else "false"})
 
+    async def archive(self, older_than: str) -> dict[str, Any]:
+        """Has the daemon move finished runs older than `older_than` (`90d`) to its archive."""
+        return await self._post("/control/archive", params={"older_than": older_than})
+
     async def shutdown(self, restart: bool = False) -> dict[str, Any]:
         return await self._post("/control/shutdown", params={"restart": "true" if restart else "false"})
 

@@ -220,17 +220,24 @@ def db_check(db: str | None, config_path: str | None, as_json: bool) -> None:
               help="The archive database (default: from --config, else beside the database).")
 @click.option("--chunk", type=click.IntRange(1), default=1000, show_default=True,
               help="Runs moved per transaction.")
+@client_options
 def db_archive(db: str | None, config_path: str | None, older_than: str,
-               archive_path: str | None, chunk: int) -> None:
+               archive_path: str | None, chunk: int, url: str, token: str | None,
+               retry_for: str) -> None:
     """Move old finished runs (logs, outputs) to the archive database, in chunks.
 
+    While a daemon holds the database, the daemon does it (at --url, with an admin
+    token), between its own writes, into its runs.archive.
+
     \b
-    Example:
+    Examples:
       apsisctl db archive --older-than 90d --db apsis.db --archive archive.db
+      apsisctl db archive --older-than 90d --config apsis.yaml --url http://sched:5000
     """
     from .ctl_db import run_archive
 
-    raise click.exceptions.Exit(run_archive(db, config_path, older_than, archive_path, chunk))
+    raise click.exceptions.Exit(run_archive(db, config_path, older_than, archive_path, chunk,
+                                            _client_obj(url, token, retry_for)))
 
 
 @db.command("vacuum")

@@ -1,7 +1,8 @@
 """`apsisctl db migrate | check | archive | vacuum`: the SQLite file, opened directly.
 
 All but `check` take the database's write lock, so they refuse to run beside a live
-daemon (with a hint to stop it) instead of racing it.  `check` opens read-only.
+daemon (with a hint to stop it) instead of racing it; `archive` asks that daemon to
+do the work instead.  `check` opens read-only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 
 from . import fmt
 from .common import UserError
+from .connect import call
 from .exitcodes import ExitStatus
 from .parse import parse_duration
 
@@ -47,7 +49,9 @@ def _store_errors() -> tuple[type[BaseException], type[BaseException]]:
     return StoreLockedError, StoreError
 
 
-def _run(path: Path, body: Any, **open_kw: Any) -> Any:
+def _run(path: Path, body: Any, *, locked_ok: bool = False, **open_kw: Any) -> Any:
+    """`body(store)` on the file; a daemon's lock is a user error unless `locked_ok`,
+    which lets the StoreLockedError through for the caller to go through the daemon."""
     from apsis.store import Store
 
     locked, error = _store_errors()
@@ -62,6 +66,8 @@ def _run(path: Path, body: Any, **open_kw: Any) -> Any:
     try:
         return asyncio.run(main())
     except locked as exc:
+        if locked_ok:
+            raise
         raise UserError(str(exc), "stop the daemon first: apsisctl shutdown",
                         ExitStatus.FAILURE) from None
     except error as exc:
@@ -106,27 +112,62 @@ def _mib(value: Any) -> str:
 
 
 def run_archive(db: str | None, config_path: str | None, older_than: str,
-                archive_path: str | None, chunk: int) -> int:
+                archive_path: str | None, chunk: int, client_obj: dict[str, Any]) -> int:
+    """Archives in the file directly, or through the daemon when it holds the file."""
+    from apsis.store import StoreLockedError, default_archive_path
+
     path, configured = _paths(db, config_path)
     if not path.exists():
         raise UserError(f"no database at {path}", "give --db PATH or --config F")
     age = parse_duration(older_than, "--older-than")
     cut = dt.datetime.now(UTC) - dt.timedelta(seconds=age)
-    target = Path(archive_path) if archive_path else configured or path.with_name(
-        path.stem + ".archive" + path.suffix)
+    target = Path(archive_path) if archive_path else configured or default_archive_path(path)
     progress, update = _progress("archiving runs")
 
     async def body(store: Any) -> int:
         return await store.archive(cut, os.fspath(target), chunk=chunk, progress=update)
 
     try:
-        moved = _run(path, body)
+        moved = _run(path, body, locked_ok=True)
+    except StoreLockedError:
+        return _archive_through_daemon(path, older_than, archive_path, client_obj)
     finally:
         if progress is not None:
             progress.stop()
     click.echo(f"moved {moved} run(s) scheduled before {fmt.format_time(cut, compact=False)} "
                f"to {target}", err=True)
     return int(ExitStatus.SUCCESS)
+
+
+def _archive_through_daemon(path: Path, older_than: str, archive_path: str | None,
+                            client_obj: dict[str, Any]) -> int:
+    """A running daemon holds the database: it moves the runs itself, between its writes."""
+    url = client_obj["url"]
+    if archive_path:
+        raise UserError(f"a running daemon holds {path} and archives to its own runs.archive",
+                        "drop --archive, or stop the daemon first: apsisctl shutdown")
+
+    async def main(client: Any) -> dict[str, Any]:
+        stats = await client.stats()
+        served = (stats.get("store") or {}).get("path")
+        if not served or not _same_file(served, path):
+            raise UserError(f"the daemon at {url} serves {served or 'another database'}, "
+                            f"not {path}", "give the daemon's --url, or the --db it uses")
+        click.echo(f"the daemon at {url} holds {path}: archiving through it", err=True)
+        return await client.archive(older_than)
+
+    result = call(client_obj, main)
+    click.echo(f"moved {result['moved']} run(s) scheduled before "
+               f"{fmt.format_time(result['before'], compact=False)} to {result['archive']}",
+               err=True)
+    return int(ExitStatus.SUCCESS)
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def run_vacuum(db: str | None, config_path: str | None) -> int:

@@ -67,6 +67,7 @@ def api_routes() -> list[Any]:
         Route("/runs/{run_id}/mark/{state}", r.op_mark, methods=["POST"]),
         Route("/control/reload", r.control_reload, methods=["POST"]),
         Route("/control/shutdown", r.control_shutdown, methods=["POST"]),
+        Route("/control/archive", r.control_archive, methods=["POST"]),
         Route("/control/stats", r.control_stats, methods=["GET"]),
         Route("/events", r.websocket_only, methods=["GET"]),
         WebSocketRoute("/events", events_ws),

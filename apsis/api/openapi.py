@@ -210,6 +210,10 @@ _SCHEMAS = {
                | {"dry_run": {"type": "boolean"}}},
     "Shutdown": {"type": "object", "required": ["status", "restart"], "properties": {
         "status": {"type": "string"}, "restart": {"type": "boolean"}}},
+    "Archive": {"type": "object", "required": ["moved", "before", "archive"], "properties": {
+        "moved": {"type": "integer", "description": "Runs moved to the archive."},
+        "before": {"type": "string", "description": "Finished runs scheduled before this moved."},
+        "archive": {"type": "string", "description": "The archive database's path."}}},
     "Stats": {"type": "object", "required": ["version", "last_seq", "store"], "properties": {
         "version": {"type": "string"},
         "started_at": {"type": "string"},
@@ -352,6 +356,14 @@ def openapi_document() -> dict[str, Any]:
             params=[_query("restart", "Ask the supervisor to restart it.",
                            {"type": "boolean", "default": False})],
             role="admin", op_id="shutdown")},
+        "/control/archive": {"post": _op(
+            "Move finished runs older than older_than to the archive database (runs.archive, "
+            "else beside the database), in chunks that do not block the daemon", {
+                "200": _json(_ref("Archive"), "What moved."), **_errors()},
+            params=[_query("older_than", "Finished runs scheduled more than this long ago: "
+                                         "90d, 12w.",
+                           {"type": "string", "example": "90d"}, required=True)],
+            role="admin", op_id="archive")},
         "/control/stats": {"get": _op("Daemon and database statistics", {
             "200": _json(_ref("Stats"), "Statistics."), **_errors()}, op_id="stats")},
         "/metrics": {"get": _op("Prometheus metrics, names prefixed apsis_", {

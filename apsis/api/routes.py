@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..lib.timefmt import format_time, now
+from ..lib.timefmt import format_time, now, parse_duration
 from ..model.job import Job, bind_args
 from ..model.states import State
 from .errors import ApiError, bad_request, describe, error_for
@@ -390,6 +390,24 @@ async def control_shutdown(api: Api, request: Request) -> Response:
     restart = Query(request, ("restart",)).bool("restart")
     api.engine.request_shutdown(restart=restart)
     return JSONResponse({"status": "stopping", "restart": restart}, status_code=202)
+
+
+@endpoint("admin")
+async def control_archive(api: Api, request: Request) -> Response:
+    raw = Query(request, ("older_than",)).one("older_than")
+    if raw is None:
+        raise bad_request("older_than is required: a duration such as 90d", "bad_param")
+    try:
+        age = parse_duration(raw)
+    except ValueError as exc:
+        raise bad_request(f"older_than: {exc}", "bad_param") from None
+    try:
+        cut = now() - dt.timedelta(seconds=age)
+    except OverflowError:
+        raise bad_request(f"older_than: {raw!r} is too long", "bad_param") from None
+    moved = await api.engine.archive_runs(cut)
+    return JSONResponse({"moved": moved, "before": format_time(cut),
+                         "archive": str(api.engine.archive_path())})
 
 
 @endpoint("read")

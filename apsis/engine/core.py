@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import Diagnostics
@@ -67,6 +68,7 @@ class Engine:
         self.url = ""  # the API's base URL, given to programs as APSIS_URL
         self.restart_requested = False
         self.shutdown_requested = asyncio.Event()
+        self._archiving = asyncio.Lock()  # the loop and `apsisctl db archive` take turns
 
     def request_shutdown(self, restart: bool = False) -> None:
         """Asks the daemon to stop (and, with `restart`, to start again in the same process)."""
@@ -503,16 +505,28 @@ class Engine:
             await self.scheduler.reschedule(set(changed) | set(removed) | set(added))
         return result
 
+    def archive_path(self) -> Path:
+        """`runs.archive` from apsis.yaml, else the file beside the database."""
+        from ..store import default_archive_path
+
+        return self.config.archive or default_archive_path(self.config.database)
+
+    async def archive_runs(self, cut: dt.datetime) -> int:
+        """Moves finished runs scheduled before `cut` to the archive database, in chunks
+        that let the daemon's own writes through; one archiving at a time."""
+        async with self._archiving:
+            target = self.archive_path()
+            moved = await self.store.archive(cut, target)
+        if moved:
+            log.info("archived %d runs scheduled before %s to %s", moved, format_time(cut), target)
+        return moved
+
     async def _archive_loop(self) -> None:
         """Moves finished runs older than `runs.retain` to `runs.archive`, a few times a day."""
         await asyncio.sleep(self.config.archive_delay)  # not in the way of start-up
         while True:
-            cut = utcnow() - dt.timedelta(seconds=self.config.retain)
             try:
-                moved = await self.store.archive(cut, self.config.archive)
-                if moved:
-                    log.info("archived %d runs older than %s to %s", moved, format_time(cut),
-                             self.config.archive)
+                await self.archive_runs(utcnow() - dt.timedelta(seconds=self.config.retain))
             except Exception:
                 log.exception("archiving old runs failed; trying again later")
             await asyncio.sleep(self.config.archive_every)

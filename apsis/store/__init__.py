@@ -6,6 +6,7 @@ seqs = await store.write([run], [log_entry], [event])
 page = await store.query_runs(job_id="data/load prices", limit=100)
 """
 
+from apsis.store.archive import default_archive_path
 from apsis.store.errors import InvalidCursorError, StoreError, StoreLockedError
 from apsis.store.outputs import CHUNK_SIZE, cut_marker
 from apsis.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -22,4 +23,5 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "cut_marker",
+    "default_archive_path",
 ]

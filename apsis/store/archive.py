@@ -8,9 +8,17 @@ two leaves a run in both files, and the next archive copies it again from scratc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiosqlite
 
 from apsis.store.keys import json_list
+
+
+def default_archive_path(database: str | Path) -> Path:
+    """Where runs are archived when apsis.yaml names no `runs.archive`: beside the database."""
+    path = Path(database)
+    return path.with_name(path.stem + ".archive" + path.suffix)
 
 
 async def copy_to_archive(conn: aiosqlite.Connection, nums: str) -> None:

@@ -76,3 +76,28 @@ def test_config_names_the_database(tmp_path):
     result = apsisctl(None, "db", "migrate", "--config", str(tmp_path / "apsis.yaml"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "from-config.db").exists()
+
+
+def test_archive_beside_a_running_daemon_goes_through_it(apsis_daemon, tmp_path):
+    from tests.integration.helpers import create, http, wait_run
+
+    daemon = apsis_daemon({"quick": "program: {type: no-op}\n"})
+    with http(daemon) as api:
+        done = create(api, "quick")[0]["run_id"]
+        wait_run(api, done)
+
+        # The daemon archives to its own runs.archive: another file cannot be honoured.
+        refused = apsisctl(daemon.url, "db", "archive", "--db", str(daemon.db),
+                           "--archive", str(tmp_path / "mine.db"), "--older-than", "0s")
+        assert refused.returncode == 2 and "drop --archive" in refused.stderr
+
+        # A daemon at --url that serves another database is not asked.
+        other = apsis_daemon({"quick": "program: {type: no-op}\n"})
+        wrong = apsisctl(other.url, "db", "archive", "--db", str(daemon.db), "--older-than", "0s")
+        assert wrong.returncode != 0 and "not" in wrong.stderr and str(daemon.db) in wrong.stderr
+        assert api.get(f"/runs/{done}").status_code == 200
+
+        result = apsisctl(daemon.url, "db", "archive", "--db", str(daemon.db), "--older-than", "0s")
+        assert result.returncode == 0, result.stderr
+        assert "archiving through it" in result.stderr and "moved 1 run(s)" in result.stderr
+        assert api.get(f"/runs/{done}").status_code == 404
