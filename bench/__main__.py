@@ -18,6 +18,7 @@ from pathlib import Path
 MODULES = [
     "bench.check_job",
     "bench.daemon_runs",
+    "bench.concurrent_runs",
     "bench.startup_1m",
     "bench.big_output",
     "bench.events_fanout",
