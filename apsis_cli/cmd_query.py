@@ -138,10 +138,15 @@ def job(obj: dict[str, Any], job_id: str, next_n: int, as_json: bool, utc: bool)
     color = fmt.color_enabled()
     title = found.get("job_id", job_id)
     console.print(f"[bold]{title}[/bold]" if color else title, markup=color)
-    definition = {k: v for k, v in found.items() if k not in ("job_id",) and v not in (None, [], {})}
-    import yaml
+    source = found.get("source")
+    if isinstance(source, str) and source.strip():
+        text = source  # the job file as written, comments included
+    else:  # an inline job, or an older daemon: the parsed definition
+        import yaml
 
-    text = yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=96)
+        definition = {k: v for k, v in found.items()
+                      if k not in ("job_id", "source") and v not in (None, [], {})}
+        text = yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=96)
     if color:
         from rich.syntax import Syntax
 

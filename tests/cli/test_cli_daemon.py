@@ -193,6 +193,10 @@ def test_json_outputs_parse(url):
     assert [e["state"] for e in log if e.get("state")][-1] == "success"
     job = json.loads(apsis(url, "job", "hourly", "--next", "2", "--json").stdout)
     assert job["job_id"] == "hourly" and len(job["next_runs"]) == 2
+    # Without --json: the job file as written, then the next times.
+    shown_job = apsis(url, "job", "hourly", "--next", "2").stdout
+    assert JOBS["hourly"].strip() in shown_job and "source" not in shown_job
+    assert shown_job.count("time=") == 2
     created = json.loads(apsis(url, "run", "ok", "--json").stdout)
     assert created[0]["job_id"] == "ok" and created[0]["run_id"].startswith("r")
 
