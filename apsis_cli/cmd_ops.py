@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import fmt
+from .common import show_error
 from .connect import call, is_api_error, translate
 from .exitcodes import ExitStatus
 from .parse import parse_run_id, parse_signal
@@ -55,7 +56,9 @@ def operate(obj: dict[str, Any], name: str, run_ids: tuple[str, ...], as_json: b
                 if not is_api_error(exc) or isinstance(exc, ApsisUnavailable):
                     raise
                 error = translate(exc, obj)
-                click.echo(f"error: {rid}: {error.message}", err=True)
+                # One line per run that failed, naming it once; the others go on.
+                message = error.message if rid in error.message else f"{rid}: {error.message}"
+                show_error(message, error.hint)
                 code = code or error.exit_code
                 continue
             if name == "rerun":

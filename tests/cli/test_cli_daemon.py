@@ -373,3 +373,13 @@ def test_completion_of_commands_job_ids_and_run_ids(url):
     start = time.monotonic()
     assert _complete("http://127.0.0.1:9", "apsis wait r", 2) == []
     assert time.monotonic() - start < 5
+
+
+def test_an_operation_that_fails_for_some_runs_says_so_once_a_run(url):
+    done = one_run(apsis(url, "run", "ok", "--wait"))
+    result = apsis(url, "signal", "TERM", done, "r999999")
+    assert result.returncode == 1  # the first failure (409 on a finished run) decides
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") and "(hint: " in line
+                                   for line in lines), result.stderr
+    assert lines[0].count(done) == 1 and "r999999" in lines[1]
