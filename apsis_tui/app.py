@@ -217,16 +217,30 @@ class ApsisApp(App[int]):
         self.loaded = True
         loaded = len(page["runs"])
         cursor = page.get("cursor")
-        while cursor and loaded < self.max_runs and not worker.is_cancelled:
-            await asyncio.sleep(0)  # let the screen paint and keys through between pages
-            try:
-                page = await self.client.runs(limit=self.page_size, cursor=cursor)
-            except ApsisError:
-                await asyncio.sleep(2.0)  # the indicator says why; try the page again
-                continue
-            self.apply_page(page["runs"], page["seq"])
-            loaded += len(page["runs"])
-            cursor = page.get("cursor")
+
+        def fetch(cursor: str | None) -> asyncio.Future[dict[str, Any]] | None:
+            if not cursor or loaded >= self.max_runs:
+                return None
+            return asyncio.ensure_future(self.client.runs(limit=self.page_size, cursor=cursor))
+
+        next_page = fetch(cursor)
+        try:
+            while next_page is not None and not worker.is_cancelled:
+                try:
+                    page = await next_page
+                except ApsisError:
+                    await asyncio.sleep(2.0)  # the indicator says why; try the page again
+                    next_page = fetch(cursor)
+                    continue
+                loaded += len(page["runs"])
+                cursor = page.get("cursor")
+                # Ask for the next page first: the daemon reads it while this one is applied.
+                next_page = fetch(cursor)
+                self.apply_page(page["runs"], page["seq"])
+                await asyncio.sleep(0)  # let the screen paint and keys through between pages
+        finally:
+            if next_page is not None:
+                next_page.cancel()
         if not worker.is_cancelled:
             _freeze_long_lived()
 

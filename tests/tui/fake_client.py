@@ -89,6 +89,7 @@ class FakeClient:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.seq = 100
         self.calls: list[tuple[str, str]] = []
+        self.pages_served = 0
 
     async def alive(self) -> dict[str, Any]:
         return {"status": "ok", "version": "0.1.0", "started_at": iso(BASE), "seq": self.seq}
@@ -116,7 +117,11 @@ class FakeClient:
                 if (job_id is None or r["job_id"] == job_id)
                 and all(r["args"].get(k) == v for k, v in (args or {}).items())]
         runs.sort(key=lambda r: r["times"]["schedule"], reverse=True)
-        return {"runs": runs[:limit], "seq": self.seq, "cursor": None}
+        start = int(cursor or 0)  # the real cursor is opaque; an offset will do here
+        end = start + limit
+        self.pages_served += 1
+        return {"runs": runs[start:end], "seq": self.seq,
+                "cursor": str(end) if end < len(runs) else None}
 
     async def run(self, run_id: str) -> dict[str, Any]:
         if run_id not in self.store:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
 from apsis_tui.screens.dialogs import ConfirmDialog, HelpScreen
 from apsis_tui.screens.run import RunScreen
 from apsis_tui.widgets.output_view import OutputView
@@ -38,6 +40,20 @@ async def test_runs_table_fills_and_focus(fake_app) -> None:
         assert app.focused is table
         assert app.version == "0.1.0"
         assert app.connection == "live"
+
+
+@pytest.mark.parametrize(("max_runs", "loaded", "pages"), [(100, 12, 3), (7, 10, 2)])
+async def test_runs_load_page_by_page_up_to_max_runs(fake_app, max_runs, loaded, pages) -> None:
+    app = fake_app(page_size=5, max_runs=max_runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: not any(
+            w.group == "runs" and not w.is_finished for w in app.workers))
+        await settle(pilot)
+        assert len(app.runs) == loaded
+        assert app.client.pages_served == pages  # none asked for beyond max_runs
+        table = app.screen.query_one(RunTable)
+        table.flush()
+        assert table.row_count == loaded
 
 
 async def test_event_updates_row_and_title(fake_app) -> None:
