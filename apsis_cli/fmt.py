@@ -84,7 +84,9 @@ def run_end(run: dict[str, Any]) -> dt.datetime | None:
     times = run.get("times") or {}
     state = run.get("state")
     if state in FINISHED_STATES:
-        return parse_api_time(times.get(state))
+        # The first finished state's time: a later `mark` adds its own.
+        ends = [t for t in (parse_api_time(times.get(s)) for s in FINISHED_STATES) if t is not None]
+        return min(ends, default=None)
     return None
 
 

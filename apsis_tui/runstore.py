@@ -47,6 +47,12 @@ def parse_time(value: object) -> float | None:
     return parsed.timestamp()
 
 
+def finished_at(times: Mapping[str, Any]) -> float | None:
+    """When the run ended: its first finished state's time (a later `mark` adds another)."""
+    ends = [t for t in (parse_time(times.get(s)) for s in FINISHED_STATES) if t is not None]
+    return min(ends, default=None)
+
+
 def run_number(run_id: str) -> int:
     """The integer part of ``r12345``; ids of another shape sort first."""
     try:

@@ -22,7 +22,7 @@ from textual.widgets import Footer, Label, OptionList, Static, TabbedContent, Ta
 from textual.widgets.option_list import Option
 
 from apsis_tui.messages import RunLogged
-from apsis_tui.runstore import ACTIVE_STATES, FINISHED_STATES, parse_time
+from apsis_tui.runstore import ACTIVE_STATES, FINISHED_STATES, finished_at, parse_time
 from apsis_tui.screens.runs import OPERATION_BINDINGS
 from apsis_tui.widgets.output_view import OutputPane
 from apsis_tui.widgets.run_table import STATE_SYMBOLS, format_elapsed
@@ -105,7 +105,7 @@ def run_elapsed(run: Mapping[str, Any], now: float) -> str | None:
     if start is None:
         return None
     state = run.get("state")
-    end = parse_time(times.get(state)) if state in FINISHED_STATES else None
+    end = finished_at(times) if state in FINISHED_STATES else None
     return format_elapsed((end if end is not None else now) - start)
 
 

@@ -33,6 +33,7 @@ from apsis_tui.filter import parse as parse_filter
 from apsis_tui.runstore import (
     ACTIVE_STATES,
     FINISHED_STATES,
+    finished_at,
     Run,
     RunPredicate,
     RunStore,
@@ -499,7 +500,7 @@ class RunTable(ScrollView, can_focus=True):
             if state in ACTIVE_STATES:
                 elapsed = format_elapsed(now - running)
             elif state in FINISHED_STATES:
-                end = parse_time(times.get(state))
+                end = finished_at(times)
                 if end is not None:
                     elapsed = format_elapsed(end - running)
         late = False

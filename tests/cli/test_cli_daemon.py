@@ -383,3 +383,16 @@ def test_an_operation_that_fails_for_some_runs_says_so_once_a_run(url):
     assert len(lines) == 2 and all(line.startswith("error: ") and "(hint: " in line
                                    for line in lines), result.stderr
     assert lines[0].count(done) == 1 and "r999999" in lines[1]
+
+
+def test_marking_a_run_does_not_stretch_its_elapsed_time(url):
+    run_id = one_run(apsis(url, "run", "ok", "--wait"))
+
+    def elapsed() -> str:
+        shown = apsis(url, "show", run_id).stdout
+        return next(line for line in shown.splitlines() if line.startswith("elapsed"))
+
+    before = elapsed()
+    time.sleep(1.2)
+    assert apsis(url, "mark", "failure", run_id).returncode == 0
+    assert elapsed() == before

@@ -124,3 +124,12 @@ def test_run_without_schedule_sorts_by_earliest_time() -> None:
     }
     assert sort_key(run) == (60.0, 5, "r5")
     assert sort_key({"run_id": "odd", "times": {}}) == (0.0, -1, "odd")
+
+
+def test_a_marked_run_ended_when_it_first_finished() -> None:
+    from apsis_tui.runstore import finished_at
+
+    times = {"running": "2026-01-02T09:00:00Z", "success": "2026-01-02T09:00:05Z",
+             "failure": "2026-01-03T10:00:00Z"}  # marked failure a day later
+    assert finished_at(times) == parse_time("2026-01-02T09:00:05Z")
+    assert finished_at({"running": "2026-01-02T09:00:00Z"}) is None
