@@ -86,6 +86,7 @@ class RunsScreen(Screen[None]):
         table.set_filter(self.query_one("#filter", Input).value)
         app.runs_signal.subscribe(self, self._runs_changed)
         app.reset_signal.subscribe(self, lambda _: self._reset())
+        app.connection_signal.subscribe(self, lambda _: self._update_count())
         if app.runs:
             table.load(list(app.runs.values()))
             self._received = True
@@ -110,7 +111,15 @@ class RunsScreen(Screen[None]):
 
     def _update_count(self) -> None:
         table = self.table
-        if not self._received and not (self.apsis.loaded and not self.apsis.runs):
+        app = self.apsis
+        empty = "no runs"
+        if not app.loaded:
+            empty = ("loading runs…" if app.connection != "down" else
+                     f"{app.connection_detail or f'cannot reach Apsis at {app.url}'}; retrying")
+        if empty != table.empty_message:
+            table.empty_message = empty
+            table.refresh()
+        if not self._received and not (app.loaded and not app.runs):
             self.query_one("#run-count", Static).update("loading…")
             return
         total = table.store.total

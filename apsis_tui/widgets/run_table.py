@@ -253,6 +253,8 @@ class RunTable(ScrollView, can_focus=True):
         self.late_after = late_after
         self.ascii_symbols = ascii_symbols
         self.clock = clock
+        # What an empty table says when no run was ever received (loading, unreachable).
+        self.empty_message = "no runs"
         self.filter: RunFilter | None = None
         self._pending: dict[str, Run] = {}
         self._cursor_row = -1
@@ -593,7 +595,7 @@ class RunTable(ScrollView, can_focus=True):
         count = len(self.store)
         if not count:
             if line == 0:
-                message = "no runs match the filter" if self.store.total else "no runs"
+                message = "no runs match the filter" if self.store.total else self.empty_message
                 style = self.rich_style + self.get_component_rich_style(
                     "run-table--muted", partial=True
                 )

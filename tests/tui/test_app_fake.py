@@ -56,6 +56,22 @@ async def test_runs_load_page_by_page_up_to_max_runs(fake_app, max_runs, loaded,
         assert table.row_count == loaded
 
 
+async def test_an_unreachable_daemon_is_said_in_the_empty_table(fake_app) -> None:
+    from apsis.client import ApsisUnavailable
+    from tests.tui.fake_client import FakeClient
+
+    class Down(FakeClient):
+        async def runs(self, **_: object) -> dict:
+            raise ApsisUnavailable("cannot reach Apsis at http://fake:5000: refused")
+
+    app = fake_app(client=Down())
+    async with app.run_test(size=(100, 24)) as pilot:
+        table = app.screen.query_one(RunTable)
+        await wait_until(pilot, lambda: "cannot reach" in table.empty_message)
+        assert table.render_line(1).text.strip().startswith(
+            "cannot reach Apsis at http://fake:5000: refused")
+
+
 async def test_event_updates_row_and_title(fake_app) -> None:
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
