@@ -416,7 +416,7 @@ def _print_run(run: dict[str, Any], entries: list[dict[str, Any]], utc: bool) ->
     elapsed = fmt.run_elapsed(run)
     if elapsed is not None:
         add("elapsed", fmt.format_elapsed(elapsed))
-    add("program", _compact(run.get("program")))
+    add("program", _program_line(run.get("program")))
     for i, cond in enumerate(run.get("conditions") or []):
         add("conditions" if i == 0 else "", _compact(cond))
     for i, action in enumerate(run.get("actions") or []):
@@ -439,6 +439,28 @@ def _print_run(run: dict[str, Any], entries: list[dict[str, Any]], utc: bool) ->
         click.echo(click.style("log", bold=True) if color else "log")
         for entry in entries:
             click.echo("  " + _log_line(entry, utc))
+
+
+# What a program has unless the job says otherwise: not worth a place on its line.
+_PROGRAM_DEFAULTS = {"stop": {"signal": "SIGTERM", "grace_period": 60.0}, "outputs": "combined"}
+
+
+def _program_line(program: Any) -> str:
+    """`shell: df -h /`, `program: sleep 30 timeout=…`: the command as a person reads it."""
+    if not isinstance(program, dict):
+        return _compact(program)
+    import shlex
+
+    rest = {k: v for k, v in program.items() if _PROGRAM_DEFAULTS.get(k, object()) != v}
+    kind = rest.pop("type", "?")
+    if isinstance(rest.get("command"), str):
+        head = rest.pop("command")
+    elif isinstance(rest.get("argv"), list):
+        head = shlex.join(str(a) for a in rest.pop("argv"))
+    else:
+        return _compact(program)
+    tail = _compact({"type": "", **rest}).lstrip(": ")
+    return f"{kind}: {head}" + (f"  ({tail})" if tail else "")
 
 
 def _compact(value: Any) -> str:

@@ -396,3 +396,15 @@ def test_marking_a_run_does_not_stretch_its_elapsed_time(url):
     time.sleep(1.2)
     assert apsis(url, "mark", "failure", run_id).returncode == 0
     assert elapsed() == before
+
+
+def test_show_writes_the_program_as_a_command_line(url):
+    import shlex
+
+    run_id = one_run(apsis(url, "run", "chatty", "--wait"))
+    argv = json.loads(apsis(url, "show", run_id, "--json").stdout)["program"]["argv"]
+    shown = apsis(url, "show", run_id).stdout
+    line = next(line for line in shown.splitlines() if line.startswith("program"))
+    kind, _, command = line.split(None, 1)[1].partition(": ")
+    # argv as a shell would read it back; the default stop and outputs left out.
+    assert kind == "program" and shlex.split(command) == argv
