@@ -130,10 +130,12 @@ def run_archive(db: str | None, config_path: str | None, older_than: str,
     try:
         moved = _run(path, body, locked_ok=True)
     except StoreLockedError:
-        return _archive_through_daemon(path, older_than, archive_path, client_obj)
+        moved = None
     finally:
         if progress is not None:
             progress.stop()
+    if moved is None:
+        return _archive_through_daemon(path, older_than, archive_path, client_obj)
     click.echo(f"moved {moved} run(s) scheduled before {fmt.format_time(cut, compact=False)} "
                f"to {target}", err=True)
     return int(ExitStatus.SUCCESS)
