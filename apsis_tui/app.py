@@ -59,6 +59,9 @@ def make_clients(url: str, token: str | None) -> tuple[Any, Any, Any]:
             Client(url, token, timeout=3.0, retry_for=0.0))
 
 
+REFREEZE_AFTER = 20_000  # runs changed by events before they are frozen out of the GC too
+
+
 def _freeze_long_lived() -> None:
     """Moves what exists now (the runs just loaded) out of the cyclic GC's reach.
 
@@ -141,6 +144,7 @@ class ApsisApp(App[int]):
         self.version: str | None = None
         self.last_seq: int | None = None
         self.loaded = False  # the first page is in
+        self._unfrozen = 0  # runs stored since the GC last froze them
         self._active: set[str] = set()
         self._failed: dict[str, float] = {}  # run id -> when it failed
         self._title_shown = ""
@@ -242,7 +246,7 @@ class ApsisApp(App[int]):
             if next_page is not None:
                 next_page.cancel()
         if not worker.is_cancelled:
-            _freeze_long_lived()
+            self._freeze_runs()
 
     def apply_page(self, runs: Iterable[Mapping[str, Any]], seq: int) -> None:
         """Runs as of event ``seq``; a run an event changed later keeps that change."""
@@ -262,7 +266,14 @@ class ApsisApp(App[int]):
             self._run_seq[run_id] = seq
         merged = self._store_run({**self.runs.get(run_id, {}), **summarize(run)})
         self.runs_signal.publish([merged])
+        self._unfrozen += 1
+        if self._unfrozen >= REFREEZE_AFTER:  # a dashboard left open for days
+            self._freeze_runs()
         return merged
+
+    def _freeze_runs(self) -> None:
+        _freeze_long_lived()
+        self._unfrozen = 0
 
     def _store_run(self, run: dict[str, Any]) -> dict[str, Any]:
         run_id = run["run_id"]

@@ -72,6 +72,20 @@ async def test_an_unreachable_daemon_is_said_in_the_empty_table(fake_app) -> Non
             "cannot reach Apsis at http://fake:5000: refused")
 
 
+async def test_runs_changed_by_events_are_frozen_out_of_the_gc_too(fake_app, monkeypatch) -> None:
+    import apsis_tui.app
+
+    monkeypatch.setattr(apsis_tui.app, "REFREEZE_AFTER", 3)
+    app = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        gc.unfreeze()
+        for n in range(3):
+            run = dict(app.client.store["r10"], state=("running", "failure", "running")[n])
+            app.client.push({"type": "run_transition", "run": run, "from": "?", "to": run["state"]})
+        await wait_until(pilot, lambda: gc.get_freeze_count() > 0)
+
+
 async def test_event_updates_row_and_title(fake_app) -> None:
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
