@@ -459,7 +459,7 @@ def _program_line(program: Any) -> str:
         head = shlex.join(str(a) for a in rest.pop("argv"))
     else:
         return _compact(program)
-    tail = _compact({"type": "", **rest}).lstrip(": ")
+    tail = _fields(rest)
     return f"{kind}: {head}" + (f"  ({tail})" if tail else "")
 
 
@@ -467,10 +467,14 @@ def _compact(value: Any) -> str:
     """A program, condition or action on one line: `shell: command='…' timeout=…`."""
     if not isinstance(value, dict):
         return "" if value is None else str(value)
-    rest = {k: v for k, v in value.items() if k != "type" and v not in (None, [], {})}
-    body = " ".join(f"{k}={fmt.dumps(v) if not isinstance(v, str) else repr(v)}"
-                    for k, v in rest.items())
+    body = _fields({k: v for k, v in value.items() if k != "type"})
     return f"{value.get('type', '?')}: {body}".rstrip(": ").rstrip()
+
+
+def _fields(values: dict[str, Any]) -> str:
+    """`key=value` pairs, strings quoted, empty values left out."""
+    return " ".join(f"{k}={fmt.dumps(v) if not isinstance(v, str) else repr(v)}"
+                    for k, v in values.items() if v not in (None, [], {}))
 
 
 def _log_line(entry: dict[str, Any], utc: bool) -> str:

@@ -28,6 +28,20 @@ async def wait_until(pilot, predicate, timeout: float = 5.0) -> None:
         await pilot.pause(0.02)
 
 
+async def open_run(app, pilot, run_id: str) -> RunScreen:
+    """Moves the Runs table's cursor to `run_id` and opens it."""
+    app.screen.query_one(RunTable).move_to_run(run_id)
+    await pilot.press("enter")
+    await settle(pilot, 5)
+    assert isinstance(app.screen, RunScreen)
+    return app.screen
+
+
+def shown_text(widget) -> str:
+    """What a widget draws, its lines joined."""
+    return "".join(widget.render_line(y).text for y in range(widget.size.height))
+
+
 async def test_runs_table_fills_and_focus(fake_app) -> None:
     gc.unfreeze()
     app = fake_app()
@@ -133,19 +147,15 @@ async def test_add_job_term_from_row(fake_app) -> None:
         assert "job:ops/heartbeat" in app.screen.query_one("#filter").value
         # One job in view: the table drops its job column, the count names the job.
         assert "job" not in [c.key for c in table.columns]
-        count = app.screen.query_one("#run-count")
-        assert count.render_line(0).text.strip().startswith("ops/heartbeat · 4 of 12")
+        count = shown_text(app.screen.query_one("#run-count"))
+        assert count.strip().startswith("ops/heartbeat · 4 of 12")
 
 
 async def test_open_run_shows_output(fake_app) -> None:
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        app.screen.query_one(RunTable).move_to_run("r1")
-        await pilot.press("enter")
-        await settle(pilot, 5)
-        assert isinstance(app.screen, RunScreen)
-        view = app.screen.query_one(OutputView)
+        view = (await open_run(app, pilot, "r1")).query_one(OutputView)
         view.flush()
         assert view.line_count == 5
         assert view.line_text(1).spans  # colours kept
@@ -160,13 +170,10 @@ async def test_dependencies_list_only_when_the_run_has_some(fake_app) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         for run_id, expected in (("r1", False), ("r4", True)):
-            app.screen.query_one(RunTable).move_to_run(run_id)
-            await pilot.press("enter")
-            await settle(pilot, 5)
-            assert isinstance(app.screen, RunScreen)
-            deps = app.screen.query_one("#deps")
+            screen = await open_run(app, pilot, run_id)
+            deps = screen.query_one("#deps")
             assert deps.display is expected
-            assert app.screen.query_one("#deps-title").display is expected
+            assert screen.query_one("#deps-title").display is expected
             if expected:
                 assert "market/load-prices" in str(deps.get_option_at_index(0).prompt)
             await pilot.press("escape")
@@ -178,11 +185,7 @@ async def test_run_summary_says_the_exit_code_once(fake_app) -> None:
     app.client.store["r3"]["message"] = "exit code 1"
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        app.screen.query_one(RunTable).move_to_run("r3")
-        await pilot.press("enter")
-        await settle(pilot, 5)
-        static = app.screen.query_one("#run-summary")
-        summary = "".join(static.render_line(y).text for y in range(static.size.height))
+        summary = shown_text((await open_run(app, pilot, "r3")).query_one("#run-summary"))
         assert "failure" in summary and summary.count("exit") == 1, summary
 
 
@@ -221,8 +224,8 @@ async def test_other_screens_open(fake_app) -> None:
         await pilot.press("2")
         await settle(pilot)
         assert app.current_mode == "jobs"
-        summary = app.screen.query_one("#job-summary")
-        assert "Move to a job" in summary.render_line(0).text  # not an empty pane
+        summary = shown_text(app.screen.query_one("#job-summary"))
+        assert "Move to a job" in summary  # not an empty pane
         assert not app.screen.query_one("#job-sparkline").display
         await pilot.press("3")
         await settle(pilot)
