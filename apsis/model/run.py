@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..lib.timefmt import format_time, parse_time
@@ -13,6 +13,83 @@ from .states import State
 def run_number(run_id: str) -> int:
     """`r123` → 123; ids sort by this number, never by their text."""
     return int(run_id[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class ProcInfo:
+    """Where a run's process lives: enough to find it again after a restart."""
+
+    pid: int
+    outputs: dict[str, str]  # output id → spool path (on the host that runs it)
+    host: str | None = None  # None: the local agent
+    user: str | None = None
+    host_group: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.host is not None
+
+    def to_jso(self) -> dict[str, Any]:
+        jso: dict[str, Any] = {"host": self.host, "pid": self.pid, "outputs": dict(self.outputs)}
+        if self.host:
+            jso["user"] = self.user
+            if self.host_group:
+                jso["host_group"] = self.host_group
+        return jso
+
+    @classmethod
+    def from_jso(cls, jso: dict[str, Any]) -> ProcInfo:
+        return cls(pid=int(jso.get("pid") or 0), outputs=dict(jso.get("outputs") or {}),
+                   host=jso.get("host") or None, user=jso.get("user") or None,
+                   host_group=jso.get("host_group") or None)
+
+
+@dataclass(frozen=True, slots=True)
+class RunMeta:
+    """The engine's bookkeeping of a run that survives a restart (never shown to clients).
+
+    Stored as a JSON object under the run's `meta`, with the keys a database written by
+    earlier versions has.
+    """
+
+    schedule: str | None = None  # the schedule that made it, `job_id#index`
+    catchup: str | None = None  # that schedule's catch-up mode
+    jitter: float = 0.0  # seconds after its schedule time that it is due
+    proc: ProcInfo | None = None
+    stop_reason: str | None = None  # why it was stopped, once it is stopping
+    stop_success: bool = False  # a stop that ends in success (its stop time came)
+    timed_out: float | None = None  # the timeout (s) that fired, if one did
+
+    def but(self, **changes: Any) -> RunMeta:
+        """A copy with some fields changed (it is frozen: runs change by transitions)."""
+        return replace(self, **changes)
+
+    def to_jso(self) -> dict[str, Any]:
+        jso: dict[str, Any] = {}
+        if self.schedule is not None:
+            jso["schedule"] = self.schedule
+        if self.catchup is not None:
+            jso["catchup"] = self.catchup
+        if self.jitter:
+            jso["jitter"] = self.jitter
+        if self.proc is not None:
+            jso["proc"] = self.proc.to_jso()
+        if self.stop_reason is not None:
+            jso["stop"] = {"reason": self.stop_reason, "success": self.stop_success}
+        if self.timed_out is not None:
+            jso["timed_out"] = self.timed_out
+        return jso
+
+    @classmethod
+    def from_jso(cls, jso: dict[str, Any] | None) -> RunMeta:
+        jso = jso or {}
+        stop = jso.get("stop") or {}
+        proc = jso.get("proc")
+        return cls(schedule=jso.get("schedule"), catchup=jso.get("catchup"),
+                   jitter=float(jso.get("jitter") or 0.0),
+                   proc=ProcInfo.from_jso(proc) if proc else None,
+                   stop_reason=stop.get("reason"), stop_success=bool(stop.get("success")),
+                   timed_out=jso.get("timed_out"))
 
 
 @dataclass(eq=False)
@@ -36,8 +113,7 @@ class Run:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     ad_hoc: bool = False
     expected: bool = False  # created by a schedule, not by a request
-    # Engine bookkeeping that survives a restart: agent process ids, pid, host.
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: RunMeta = field(default_factory=RunMeta)
     # The job definition this run was bound with (stored once, deduplicated).
     job: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -80,7 +156,7 @@ class Run:
             "outputs": list(self.outputs),
             "ad_hoc": self.ad_hoc,
             "expected": self.expected,
-            "meta": dict(self.meta),
+            "meta": self.meta.to_jso(),
         }
         if with_job:
             jso["job"] = self.job
@@ -111,7 +187,7 @@ class Run:
             outputs=list(jso.get("outputs") or []),
             ad_hoc=bool(jso.get("ad_hoc")),
             expected=bool(jso.get("expected")),
-            meta=dict(jso.get("meta") or {}),
+            meta=RunMeta.from_jso(jso.get("meta")),
             job=jso.get("job"),
         )
 
