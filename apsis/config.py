@@ -131,7 +131,7 @@ def load_config(path: Path | None) -> Config:
                 sf.done()
     if f.has("action"):
         from .action import parse_actions
-        from .model.context import ParseContext
+        from .parse_context import ParseContext
 
         # Checked like a job's actions; kept as JSON, the form runs carry them in.
         parsed = parse_actions(f.get("action"), f.loc_of("action"), ParseContext(diags=diags))

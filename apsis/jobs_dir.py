@@ -17,7 +17,7 @@ from .action import parse_actions, parse_successors
 from .cond import parse_conditions
 from .errors import Diagnostics, JobError, Location
 from .lib.strict import Fields, as_bool, as_str, as_str_list, did_you_mean, items_with_locs
-from .model.context import ParseContext
+from .parse_context import ParseContext
 from .model.job import Job
 from .program import parse_program
 from .yamlload import YMap, load_yaml, loc_of

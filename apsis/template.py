@@ -29,7 +29,7 @@ from .calendar import Calendar, CalendarResolver, get_calendar
 from .errors import JobError
 from .lib import timefmt
 from .lib.strict import did_you_mean, type_name
-from .model.context import ParseContext
+from .parse_context import ParseContext
 from .yamlload import YMap, loc_of, node_loc
 
 # param → param value → extra template args.

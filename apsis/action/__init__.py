@@ -9,7 +9,7 @@ from ..errors import JobError, Location
 from ..lib.registry import Registry
 from ..lib.strict import Fields, as_args, as_int, as_str, as_str_list, items_with_locs
 from ..lib.timefmt import parse_duration
-from ..model.context import ParseContext
+from ..parse_context import ParseContext
 from ..model.states import FINISHED
 from ..cond import parse_states
 

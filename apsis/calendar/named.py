@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import JobError, Location
 from ..lib.strict import Fields, as_str, did_you_mean, items_with_locs, type_name
 from ..lib.timefmt import parse_date
-from ..model.context import ParseContext
 from ..yamlload import loc_of, node_loc
 from .base import Calendar
 from .business import BusinessCalendar
 from .lookup import get_calendar, is_builtin_name
 from .sources import HolidayList, holiday_list
 from .weekdays import ALL_DAYS, MON_FRI, parse_weekdays
+
+if TYPE_CHECKING:
+    # Only its `diags` and `get_calendar` are read: calendars sit below the parsing context.
+    from ..parse_context import ParseContext
 
 Resolve = Callable[[str], Calendar]
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import JobError, Location
 from ..lib.registry import Registry
 from ..lib.strict import Fields, as_args, as_bool, as_str
-from ..model.context import ParseContext
+from ..parse_context import ParseContext
 from ..model.states import FINISHED, State
 
 

@@ -250,7 +250,7 @@ class Runner:
         """A program class named by its dotted path: it runs in the daemon's event loop."""
         from ..errors import Diagnostics
         from ..lib.strict import Fields
-        from ..model.context import ParseContext
+        from ..parse_context import ParseContext
         from ..program import PROGRAMS
 
         ctx = ParseContext(diags=Diagnostics())

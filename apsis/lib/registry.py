@@ -10,7 +10,7 @@ from ..errors import JobError, Location
 from .strict import Fields, did_you_mean, items_with_locs
 
 if TYPE_CHECKING:
-    from ..model.context import ParseContext
+    from ..parse_context import ParseContext
 
 T = TypeVar("T")
 

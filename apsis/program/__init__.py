@@ -10,7 +10,7 @@ from ..errors import JobError, Location
 from ..lib.registry import Registry
 from ..lib.strict import Fields, as_str, as_str_list, type_name
 from ..lib.timefmt import parse_duration
-from ..model.context import ParseContext
+from ..parse_context import ParseContext
 
 OUTPUT_MODES = ("combined", "split")
 

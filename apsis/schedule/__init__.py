@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import JobError, Location
 from ..lib.strict import Fields, items_with_locs
-from ..model.context import ParseContext
+from ..parse_context import ParseContext
 from .base import COMMON_KEYS, SCHEDULES, LocalSchedule, Schedule, ScheduledRun, parse_common
 from .cron import CronSchedule
 from .daily import DailySchedule

@@ -5,7 +5,7 @@ import pytest
 from apsis.action import RetryAction, ScheduleAction, parse_actions, parse_successors
 from apsis.cond import DependencyCondition, parse_conditions
 from apsis.errors import Diagnostics, JobError
-from apsis.model.context import ParseContext
+from apsis.parse_context import ParseContext
 from apsis.program import ArgvProgram, NoOpProgram, ShellProgram, parse_program
 from apsis.yamlload import load_yaml
 

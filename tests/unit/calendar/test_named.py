@@ -1,7 +1,7 @@
 """Named calendars from `.apsis-jobs.yaml`'s `calendars:` section."""
 
 from apsis.calendar import get_calendar, parse_calendar_defs
-from apsis.model.context import ParseContext
+from apsis.parse_context import ParseContext
 from apsis.yamlload import load_yaml
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from apsis.calendar.base import Calendar
 from apsis.errors import Diagnostics
-from apsis.model.context import ParseContext
+from apsis.parse_context import ParseContext
 from apsis.schedule import Schedule, ScheduledRun, parse_schedule, parse_schedules
 from apsis.yamlload import load_yaml
 

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from apsis.calendar import Calendar, get_calendar, parse_calendar_defs
-from apsis.model.context import ParseContext
+from apsis.parse_context import ParseContext
 from apsis.template import (
     TemplateError,
     expand_args,

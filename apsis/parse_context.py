@@ -1,15 +1,18 @@
-"""What a job definition is parsed against: the jobs directory's shared config."""
+"""What a job definition is parsed against: the jobs directory's shared config.
+
+It lives outside `model/` because it depends on calendars (to resolve names),
+and calendars must not depend on the model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..errors import Diagnostics
-
-if TYPE_CHECKING:
-    from ..calendar.base import Calendar
+from .calendar.base import Calendar
+from .calendar.lookup import get_calendar as builtin_calendar
+from .errors import Diagnostics
 
 
 @dataclass
@@ -17,7 +20,8 @@ class ParseContext:
     """Passed to every `from_jso`: where to report problems and how to resolve names.
 
     `get_calendar(name)` returns a calendar or raises `ValueError` whose message
-    names the problem and a hint.  `host_groups` are the names of host groups.
+    names the problem and a hint; without it, only the built-in calendars resolve.
+    `host_groups` are the names of host groups.
     """
 
     diags: Diagnostics = field(default_factory=Diagnostics)
@@ -26,7 +30,5 @@ class ParseContext:
 
     def calendar(self, name: Any) -> Calendar:
         if self.get_calendar is None:
-            from ..calendar import get_calendar  # the built-ins, without named calendars
-
-            return get_calendar(str(name))
+            return builtin_calendar(str(name))
         return self.get_calendar(str(name))
