@@ -17,8 +17,6 @@ from .common import ApsisGroup, run_main
 F = Callable[..., Any]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-STATE_NAMES = ("new", "scheduled", "waiting", "starting", "running", "stopping",
-               "success", "failure", "error", "skipped")
 
 
 # ---------------------------------------------------------------- completion
@@ -37,7 +35,9 @@ def _complete_run(ctx: click.Context, param: click.Parameter, incomplete: str) -
 
 
 def _complete_state(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    return [s for s in STATE_NAMES if s.startswith(incomplete.lower())]
+    from apsis.model.states import State
+
+    return [s.value for s in State if s.value.startswith(incomplete.lower())]
 
 
 # ---------------------------------------------------------------- shared options

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from apsis import present
+
 from . import fmt
 from .common import UserError
 from .connect import call
 from .exitcodes import ExitStatus
 from .fuzzy import job_matches_pattern
 from .parse import (
-    FINISHED_STATES,
     iso,
     parse_api_time,
     parse_args,
@@ -48,11 +49,6 @@ def _job_params(job: dict[str, Any]) -> list[str]:
     return [params] if isinstance(params, str) else list(params)
 
 
-def _job_labels(job: dict[str, Any]) -> list[str]:
-    labels = (job.get("metadata") or {}).get("labels") or job.get("labels") or []
-    return [labels] if isinstance(labels, str) else list(labels)
-
-
 # Asking each job's schedule costs a request per job: only for short listings.
 MAX_SCHEDULE_LOOKUPS = 100
 
@@ -62,7 +58,7 @@ def jobs(obj: dict[str, Any], pattern: str | None, labels: tuple[str, ...], as_j
     async def fetch(client: Client) -> tuple[list[dict[str, Any]], dict[str, str]]:
         found = await client.jobs(label=labels[0] if len(labels) == 1 else None)
         found = [j for j in found
-                 if all(label in _job_labels(j) for label in labels)
+                 if all(label in present.job_labels(j) for label in labels)
                  and (not pattern or job_matches_pattern(pattern, j.get("job_id", "")))]
         return found, await _next_runs(client, found)
 
@@ -71,7 +67,7 @@ def jobs(obj: dict[str, Any], pattern: str | None, labels: tuple[str, ...], as_j
     if as_json:
         fmt_json([{**j, "next_run": upcoming.get(j["job_id"])} for j in found])
         return
-    rows = [[j.get("job_id", ""), ", ".join(_job_params(j)), ", ".join(_job_labels(j)),
+    rows = [[j.get("job_id", ""), ", ".join(_job_params(j)), ", ".join(present.job_labels(j)),
              fmt.format_time(upcoming.get(j.get("job_id", "")), utc)] for j in found]
     _print_rows(["job", "params", "labels", "next run"], rows)
     if not found:
@@ -408,14 +404,13 @@ def _print_run(run: dict[str, Any], entries: list[dict[str, Any]], utc: bool) ->
     if run.get("ad_hoc"):
         add("ad hoc", "yes")
     times = run.get("times") or {}
-    order = ["schedule", "new", "scheduled", "waiting", "starting", "running", "stopping",
-             *FINISHED_STATES, "stop"]
+    order = ["schedule", *present.STATES, "stop"]
     keys = [k for k in order if k in times] + [k for k in times if k not in order]
     for i, key in enumerate(keys):
         add("times" if i == 0 else "", f"{key:<10} {fmt.format_time(times[key], utc, compact=False)}")
     elapsed = fmt.run_elapsed(run)
     if elapsed is not None:
-        add("elapsed", fmt.format_elapsed(elapsed))
+        add("elapsed", present.format_elapsed(elapsed))
     add("program", _program_line(run.get("program")))
     for i, cond in enumerate(run.get("conditions") or []):
         add("conditions" if i == 0 else "", _compact(cond))
@@ -429,10 +424,7 @@ def _print_run(run: dict[str, Any], entries: list[dict[str, Any]], utc: bool) ->
         if color:
             label = click.style(label, bold=True)
             if name == "state":
-                style = fmt.STATE_STYLE.get(state, ("", ""))
-                fg = {"green": "green", "red": "red", "bold red": "red", "yellow": "yellow",
-                      "blue": "blue", "cyan": "cyan", "magenta": "magenta"}.get(style[0])
-                value = click.style(f"{style[1]} {value}", fg=fg)
+                value = fmt.click_state(value, state)
         click.echo(f"{label}  {value}")
     if entries:
         click.echo("")
@@ -511,13 +503,13 @@ def log(obj: dict[str, Any], run_id: str, follow: bool, as_json: bool, utc: bool
             return
         for entry in entries:
             emit(entry)
-        if not follow or run.get("state") in FINISHED_STATES:
+        if not follow or run.get("state") in present.FINISHED_STATES:
             return
         async for event in client.events(since=seq, run_id=rid,
                                          types=["run_log", "run_transition"]):
             if event.get("type") == "run_log":
                 emit(event.get("entry") or {})
-            elif event.get("type") == "run_transition" and event.get("to") in FINISHED_STATES:
+            elif event.get("type") == "run_transition" and event.get("to") in present.FINISHED_STATES:
                 await _drain_log(client, rid, event.get("seq"), emit)
                 return
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from apsis import present
+
 from . import fmt
 from .common import UserError
 from .connect import call
@@ -32,9 +34,7 @@ def report_finish(quiet: bool) -> Any:
         if run.get("message") and state != "success":
             line += f": {run['message']}"
         if fmt.color_enabled(sys.stderr):
-            style = fmt.STATE_STYLE.get(state, ("", ""))[0]
-            color = {"green": "green", "red": "red", "bold red": "red"}.get(style)
-            line = click.style(line, fg=color) if color else line
+            line = fmt.click_state(line, state, symbol=False)
         click.echo(line, err=True)
 
     return report
@@ -51,7 +51,7 @@ async def deadline(timeout: float | None, watcher_ref: list[RunWatcher]) -> Asyn
         if watcher_ref:
             w = watcher_ref[0]
             pending = [f"{r} ({w.state(r) or '?'})" for r in w.run_ids if not w.finished(r)]
-        raise UserError(f"timed out after {fmt.format_elapsed(timeout)}"
+        raise UserError(f"timed out after {present.format_elapsed(timeout)}"
                         + (f"; still unfinished: {', '.join(pending)}" if pending else ""),
                         None, ExitStatus.TIMEOUT) from None
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from apsis import present
+
 from . import fmt
 from .connect import call
 from .exitcodes import ExitStatus
@@ -73,7 +75,7 @@ async def find_problems(client: Client, late: float, since: dt.datetime,
         if when and now - when > late_delta:
             problems.append({"kind": "late_scheduled", "run_id": run["run_id"],
                              "job_id": run.get("job_id"),
-                             "message": f"scheduled {fmt.format_elapsed((now - when).total_seconds())} "
+                             "message": f"scheduled {present.format_elapsed((now - when).total_seconds())} "
                                         "ago and not started"})
 
     for job_id, job in sorted(jobs.items()):
@@ -96,7 +98,7 @@ async def find_problems(client: Client, late: float, since: dt.datetime,
         if run.get("state") == "starting" and started and now - started > late_delta:
             problems.append({"kind": "orphaned", "run_id": run["run_id"], "job_id": job_id,
                              "message": "stuck starting for "
-                                        f"{fmt.format_elapsed((now - started).total_seconds())}"})
+                                        f"{present.format_elapsed((now - started).total_seconds())}"})
 
     async for run in client.iter_runs(since=_iso(since), states=["running", "stopping", "success",
                                                                   "failure", "error"]):
@@ -108,7 +110,7 @@ async def find_problems(client: Client, late: float, since: dt.datetime,
             problems.append({"kind": "started_late", "run_id": run["run_id"],
                              "job_id": run.get("job_id"),
                              "message": "started "
-                                        f"{fmt.format_elapsed((start - sched).total_seconds())} late"})
+                                        f"{present.format_elapsed((start - sched).total_seconds())} late"})
     return problems
 
 

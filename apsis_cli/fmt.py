@@ -1,7 +1,8 @@
-"""Formatting runs and times for people: local times, elapsed as 1:02:03, state colours.
+"""Formatting runs and times for people: local times, run tables, coloured states.
 
-Pure functions over run JSON (SPEC §1.6); Rich is imported only by the functions that
-build Rich objects, so plain-text paths (pipes, scripts) never pay for it.
+Pure functions over run JSON (SPEC §1.6); state symbols, colours and elapsed times
+come from `apsis.present`, shared with the TUI. Rich is imported only by the functions
+that build Rich objects, so plain-text paths (pipes, scripts) never pay for it.
 """
 
 from __future__ import annotations
@@ -12,40 +13,15 @@ import os
 import sys
 from typing import Any
 
-from .parse import FINISHED_STATES, parse_api_time
+from apsis import present
+from apsis.present import format_elapsed
+
+from .parse import parse_api_time
 
 UTC = dt.UTC
 
-# Colour and a symbol per state, so the state reads without colour too (16-colour safe).
-STATE_STYLE: dict[str, tuple[str, str]] = {
-    "new": ("dim", "·"),
-    "scheduled": ("blue", "○"),
-    "waiting": ("cyan", "◌"),
-    "starting": ("yellow", "▸"),
-    "running": ("yellow", "▶"),
-    "stopping": ("magenta", "■"),
-    "success": ("green", "✔"),
-    "failure": ("red", "✘"),
-    "error": ("bold red", "!"),
-    "skipped": ("bright_black", "↷"),
-}
-
 RUN_COLUMNS = ("run", "state", "job", "args")
 TIME_COLUMNS = ("schedule", "start", "end", "elapsed")
-
-
-def format_elapsed(seconds: float | None) -> str:
-    """`1:02:03` (H:MM:SS), `1d 2:03:04` beyond a day; empty for None."""
-    if seconds is None:
-        return ""
-    total = int(seconds)
-    sign = "-" if total < 0 else ""
-    total = abs(total)
-    days, rem = divmod(total, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes, secs = divmod(rem, 60)
-    text = f"{hours}:{minutes:02d}:{secs:02d}"
-    return f"{sign}{days}d {text}" if days else sign + text
 
 
 def to_zone(value: dt.datetime, utc: bool) -> dt.datetime:
@@ -75,32 +51,23 @@ def format_args(args: dict[str, Any] | None) -> str:
     return " ".join(f"{k}={v}" for k, v in (args or {}).items())
 
 
+def _datetime(epoch: float | None) -> dt.datetime | None:
+    return None if epoch is None else dt.datetime.fromtimestamp(epoch, UTC)
+
+
 def run_start(run: dict[str, Any]) -> dt.datetime | None:
-    times = run.get("times") or {}
-    return parse_api_time(times.get("running") or times.get("starting"))
+    return _datetime(present.started_at(run.get("times") or {}))
 
 
 def run_end(run: dict[str, Any]) -> dt.datetime | None:
-    times = run.get("times") or {}
-    state = run.get("state")
-    if state in FINISHED_STATES:
-        # The first finished state's time: a later `mark` adds its own.
-        ends = [t for t in (parse_api_time(times.get(s)) for s in FINISHED_STATES) if t is not None]
-        return min(ends, default=None)
-    return None
+    if run.get("state") not in present.FINISHED_STATES:
+        return None
+    return _datetime(present.finished_at(run.get("times") or {}))
 
 
 def run_elapsed(run: dict[str, Any], now: dt.datetime | None = None) -> float | None:
     """Seconds from start to end, or to now while it runs; None if it never started."""
-    start = run_start(run)
-    if start is None:
-        return None
-    end = run_end(run)
-    if end is None:
-        if run.get("state") in FINISHED_STATES:
-            return None
-        end = now or dt.datetime.now(UTC)
-    return (end - start).total_seconds()
+    return present.run_elapsed(run, (now or dt.datetime.now(UTC)).timestamp())
 
 
 def run_row(run: dict[str, Any], *, times: bool = False, utc: bool = False,
@@ -148,13 +115,22 @@ def make_console(stderr: bool = False):  # -> rich.console.Console
 
 
 def state_text(state: str, color: bool):  # -> rich.text.Text | str
-    """The state with its symbol; coloured when `color`."""
-    style, symbol = STATE_STYLE.get(state, ("", "?"))
+    """The state with its symbol, coloured, when `color`; else its bare name (for scripts)."""
     if not color:
         return state
     from rich.text import Text
 
-    return Text(f"{symbol} {state}", style=style)
+    return Text(present.state_label(state), style=present.state_look(state).style)
+
+
+def click_state(text: str, state: str, *, symbol: bool = True) -> str:
+    """`text` in the state's colour for click.echo, after the state's symbol."""
+    import click
+
+    look = present.state_look(state)
+    return click.style(f"{look.symbol} {text}" if symbol else text, fg=look.color,
+                       bold=look.bold or None, dim=look.dim or None,
+                       reverse=look.reverse or None)
 
 
 def run_table(runs: list[dict[str, Any]], *, times: bool, utc: bool, color: bool,

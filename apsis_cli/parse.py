@@ -1,7 +1,7 @@
 """Parsing what users type: ARG=VAL, run ids, times and durations of options.
 
 Everything raises `UserError` with a hint, so a typo is one line on stderr, never a
-traceback.  Only the standard library (and `apsis.lib.timefmt`) is imported here.
+traceback.  Only the standard library (and `apsis.lib.timefmt`, `apsis.present`) is imported here.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ import datetime as dt
 import re
 
 from apsis.lib.timefmt import parse_duration as _parse_duration
+from apsis.present import FINISHED_STATES, STATES
 
 from .common import UserError
 
 UTC = dt.UTC
 
-FINISHED_STATES = ("success", "failure", "error", "skipped")
-STATES = ("new", "scheduled", "waiting", "starting", "running", "stopping", *FINISHED_STATES)
 
 # Param names in job files are free strings; `load-date` and `x.y` must be reachable too.
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")

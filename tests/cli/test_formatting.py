@@ -1,4 +1,5 @@
-"""Unit tests: elapsed as 1:02:03, times in tables, run rows, exit codes of several runs."""
+"""Unit tests: elapsed as 1:02:03, states as the TUI draws them, times in tables, run rows,
+exit codes of several runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime as dt
 
 import pytest
 
+from apsis import present
 from apsis_cli import fmt
 from apsis_cli.watch import default_output_id, exit_code
 
@@ -17,7 +19,29 @@ UTC = dt.UTC
                                           (86400 + 3723, "1d 1:02:03"), (-5, "-0:00:05"),
                                           (None, "")])
 def test_elapsed(seconds, text):
-    assert fmt.format_elapsed(seconds) == text
+    assert present.format_elapsed(seconds) == text
+
+
+def test_narrow_elapsed_fits_the_tui_column_beyond_a_day():
+    assert present.format_elapsed(3723, narrow=True) == "1:02:03"
+    assert present.format_elapsed(86400 + 3723, narrow=True) == "1d01h"
+    assert present.format_elapsed(100 * 3600, narrow=True) == "4d04h"
+
+
+def test_state_text_has_the_tui_symbol_in_colour_and_the_bare_name_without():
+    text = fmt.state_text("success", color=True)
+    assert text.plain == "✓ success" and "green" in str(text.style)
+    assert fmt.state_text("failure", color=True).plain == "✗ failure"
+    assert fmt.state_text("waiting", color=False) == "waiting"
+    assert fmt.state_text("bogus", color=True).plain == "? bogus"
+
+
+def test_every_state_has_a_one_cell_symbol_and_an_ascii_fallback():
+    from apsis.model.states import State
+
+    assert set(present.STATE_LOOKS) == {s.value for s in State}
+    for look in present.STATE_LOOKS.values():
+        assert len(look.symbol) == 1 and look.ascii.isascii() and len(look.ascii) == 1
 
 
 def test_times_compact_today_and_other_days_in_utc():
@@ -56,6 +80,12 @@ def test_elapsed_of_running_and_never_started_runs():
     running = {**RUN, "state": "running", "times": {"running": "2026-03-01T09:00:00Z"}}
     assert fmt.run_elapsed(running, dt.datetime(2026, 3, 1, 9, 0, 30, tzinfo=UTC)) == 30
     assert fmt.run_elapsed({"state": "skipped", "times": {"skipped": "x"}}) is None
+    # Starting counts as started; a later `mark` does not stretch a finished run.
+    starting = {"state": "starting", "times": {"starting": "2026-03-01T09:00:00Z"}}
+    assert fmt.run_elapsed(starting, dt.datetime(2026, 3, 1, 9, 1, tzinfo=UTC)) == 60
+    marked = {**RUN, "state": "failure",
+              "times": {**RUN["times"], "failure": "2026-03-02T10:00:00Z"}}
+    assert fmt.format_elapsed(fmt.run_elapsed(marked)) == "1:02:03"
 
 
 def test_plain_line_pads_all_but_the_last_cell():
