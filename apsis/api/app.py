@@ -8,9 +8,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import routes as r
 from .auth import Authorizer, redact_tokens_in_logs
@@ -74,14 +76,45 @@ def api_routes() -> list[Any]:
     ]
 
 
+class AnswerInternalErrors:
+    """Answers a handler's crash with the usual JSON 500 and keeps the connection open.
+
+    Starlette's own last-resort handler re-raises after answering, and uvicorn then
+    closes the keep-alive connection: one failed request would cost the client its
+    connection and whatever it had pipelined on it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            if started:
+                raise  # half a response: only closing the connection can tell the client
+            response = await internal_error_handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
 def create_app(engine: Any) -> Starlette:
     """The API app for a started engine (call it inside the daemon's event loop)."""
     api = Api(engine)
     redact_tokens_in_logs()
     app = Starlette(
         routes=[Mount("/api/v1", routes=api_routes())],
-        exception_handlers={HTTPException: http_exception_handler, ApiError: api_error_handler,
-                            Exception: internal_error_handler},
+        exception_handlers={HTTPException: http_exception_handler, ApiError: api_error_handler},
+        middleware=[Middleware(AnswerInternalErrors)],
     )
     app.state.api = api
     try:

@@ -73,6 +73,9 @@ async def alive(api: Api, request: Request) -> Response:
 
     Query(request, ())
     engine = api.engine
+    problem = await engine.store.read_problem()
+    if problem is not None:  # SPEC §1.10: alive means the daemon can use its database
+        raise ApiError(503, "store_unavailable", problem)
     return JSONResponse({"status": "ok", "version": __version__,
                          "started_at": format_time(engine.started_at),
                          "seq": engine.bus.last_seq})

@@ -14,6 +14,7 @@ batching many transitions per `write` keeps the fsync cost per transition small.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -21,7 +22,7 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
@@ -208,9 +209,53 @@ class Store:
         async with self._read_lock:
             return list(await self._reader.execute_fetchall(sql, params))
 
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One read transaction: the statements run inside it see the same snapshot.
+
+        It always ends, even when the caller is cancelled (a websocket client that
+        leaves at once): a transaction left open fails every later read and pins the
+        WAL. aiosqlite runs BEGIN and its end on its thread whatever happens to the
+        awaiting task, so the end waits for BEGIN, and the read lock is held until the
+        end is done: the next reader's BEGIN cannot overtake it.
+        """
+        await self._read_lock.acquire()
+        begin = asyncio.ensure_future(self._reader.execute("BEGIN"))
+        try:
+            await asyncio.shield(begin)
+            yield self._reader
+        finally:
+            await asyncio.shield(asyncio.ensure_future(self._end_snapshot(begin)))
+
+    async def _end_snapshot(self, begin: asyncio.Future[Any]) -> None:
+        try:
+            await asyncio.wait({begin})
+            # A failed statement may already have ended it (SQLite rolls back on some errors).
+            if self._reader.in_transaction:
+                await self._reader.execute("ROLLBACK")
+        finally:
+            self._read_lock.release()
+
+    async def read_problem(self, timeout: float = 5.0) -> str | None:
+        """Why the database cannot be read right now, or None: what `/alive` reports.
+
+        A read transaction like any other reader's, so a reader left unusable shows here.
+        """
+        async def probe() -> None:
+            async with self._snapshot() as conn:
+                await conn.execute_fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+
+        try:
+            await asyncio.wait_for(probe(), timeout)
+        except TimeoutError:
+            return f"reading the database {self.path} took over {timeout:g}s"
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection is closed
+            return f"cannot read the database {self.path}: {exc}"
+        return None
+
     async def _read_last_seq(self) -> int:
-        rows = await self._read("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        return int(rows[0][0]) if rows else 0
+        async with self._read_lock:
+            return await _last_seq(self._reader)
 
     async def _transaction(
         self,
@@ -437,35 +482,19 @@ class Store:
         )
         side = query.side_filters(labels, args)
         nums = None if run_ids is None else [_num(r) for r in run_ids]
-        async with self._read_lock:
-            await self._reader.execute("BEGIN")
-            try:
-                if nums is None and side:
-                    counts = [await self._probe(sql, params) for sql, params in side]
-                    query.choose_driver(side, counts)
-                query.finish(nums, side)
-                rows = list(await self._reader.execute_fetchall(query.sql(), query.params))
-                seq_rows = list(
-                    await self._reader.execute_fetchall(
-                        "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
-                    )
-                )
-            finally:
-                await self._reader.execute("COMMIT")
-        seq = int(seq_rows[0][0]) if seq_rows else 0
+        async with self._snapshot() as conn:
+            if nums is None and side:
+                counts = [await _probe(conn, sql, params) for sql, params in side]
+                query.choose_driver(side, counts)
+            query.finish(nums, side)
+            rows = list(await conn.execute_fetchall(query.sql(), query.params))
+            seq = await _last_seq(conn)
         runs = [json.loads(text) for _, _, text in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             sort_time, num, _ = rows[limit - 1]
             next_cursor = encode_cursor(sort_time, num)
         return RunPage(runs, next_cursor, seq)
-
-    async def _probe(self, sql: str, params: Sequence[Any]) -> int:
-        """How many runs a side filter matches, counting no further than needed."""
-        rows = await self._reader.execute_fetchall(
-            f"SELECT count(*) FROM (SELECT 1 FROM ({sql}) LIMIT {SELECTIVE + 1})", params
-        )
-        return int(next(iter(rows))[0])
 
     # ------------------------------------------------------------------ events
 
@@ -478,20 +507,8 @@ class Store:
 
         A client that saw up to seq S can resume losslessly iff S + 1 >= this.
         """
-        async with self._read_lock:
-            await self._reader.execute("BEGIN")
-            try:
-                rows = list(await self._reader.execute_fetchall("SELECT min(seq) FROM events"))
-                last = list(
-                    await self._reader.execute_fetchall(
-                        "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
-                    )
-                )
-            finally:
-                await self._reader.execute("COMMIT")
-        if rows and rows[0][0] is not None:
-            return int(rows[0][0])
-        return (int(last[0][0]) if last else 0) + 1
+        async with self._snapshot() as conn:
+            return await _first_retained_seq(conn)
 
     async def events_since(
         self,
@@ -707,31 +724,27 @@ class Store:
         if start < 0 or (end is not None and end < 0):
             raise ValueError("output offsets must not be negative")
         num = _num(run_id)
-        async with self._read_lock:
-            await self._reader.execute("BEGIN")
-            try:
-                rows = list(
-                    await self._reader.execute_fetchall(
-                        "SELECT gen, length FROM outputs WHERE run_num = ? AND output_id = ?",
-                        (num, output_id),
-                    )
+        async with self._snapshot() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT gen, length FROM outputs WHERE run_num = ? AND output_id = ?",
+                    (num, output_id),
                 )
-                if not rows:
-                    return None
-                gen, length = rows[0]
-                stop = length if end is None else min(end, length)
-                if start >= stop:
-                    return b""
-                chunks = list(
-                    await self._reader.execute_fetchall(
-                        "SELECT start, data FROM output_chunks "
-                        "WHERE run_num = ? AND output_id = ? AND gen = ? "
-                        "AND start < ? AND start + length > ? ORDER BY chunk_no",
-                        (num, output_id, gen, stop, start),
-                    )
+            )
+            if not rows:
+                return None
+            gen, length = rows[0]
+            stop = length if end is None else min(end, length)
+            if start >= stop:
+                return b""
+            chunks = list(
+                await conn.execute_fetchall(
+                    "SELECT start, data FROM output_chunks "
+                    "WHERE run_num = ? AND output_id = ? AND gen = ? "
+                    "AND start < ? AND start + length > ? ORDER BY chunk_no",
+                    (num, output_id, gen, stop, start),
                 )
-            finally:
-                await self._reader.execute("COMMIT")
+            )
         return await asyncio.to_thread(
             out.decompress_range, [(s, d) for s, d in chunks], start, stop
         )
@@ -782,11 +795,15 @@ class Store:
 
     async def stats(self) -> dict[str, Any]:
         """Sizes and counts for `/control/stats` and `apsisctl db check`; no full scans."""
-        by_state = await self.count_runs_by_state()
-        ((page_size,),) = await self._read("PRAGMA page_size")
-        ((page_count,),) = await self._read("PRAGMA page_count")
-        ((freelist,),) = await self._read("PRAGMA freelist_count")
-        ((events,),) = await self._read("SELECT count(*) FROM events")
+        by_state = {s.value: 0 for s in State}
+        async with self._snapshot() as conn:
+            by_state.update(await conn.execute_fetchall("SELECT state, n FROM run_counts"))
+            ((page_size,),) = await conn.execute_fetchall("PRAGMA page_size")
+            ((page_count,),) = await conn.execute_fetchall("PRAGMA page_count")
+            ((freelist,),) = await conn.execute_fetchall("PRAGMA freelist_count")
+            ((events,),) = await conn.execute_fetchall("SELECT count(*) FROM events")
+            first_retained = await _first_retained_seq(conn)
+            last = await _last_seq(conn)
         wal = Path(self.path + "-wal")
         return {
             "path": self.path,
@@ -797,8 +814,8 @@ class Store:
             "runs": sum(by_state.values()),
             "runs_by_state": by_state,
             "events": events,
-            "first_retained_seq": await self.first_retained_seq(),
-            "last_seq": await self.last_seq(),
+            "first_retained_seq": first_retained,
+            "last_seq": last,
         }
 
     async def archive(
@@ -881,6 +898,26 @@ ON CONFLICT (run_num) DO UPDATE SET
     jobdef_id = coalesce(excluded.jobdef_id, runs.jobdef_id),
     run = excluded.run
 """
+
+
+async def _last_seq(conn: aiosqlite.Connection) -> int:
+    rows = list(await conn.execute_fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'"))
+    return int(rows[0][0]) if rows else 0
+
+
+async def _first_retained_seq(conn: aiosqlite.Connection) -> int:
+    rows = list(await conn.execute_fetchall("SELECT min(seq) FROM events"))
+    if rows and rows[0][0] is not None:
+        return int(rows[0][0])
+    return await _last_seq(conn) + 1
+
+
+async def _probe(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> int:
+    """How many runs a side filter matches, counting no further than needed."""
+    rows = await conn.execute_fetchall(
+        f"SELECT count(*) FROM (SELECT 1 FROM ({sql}) LIMIT {SELECTIVE + 1})", params
+    )
+    return int(next(iter(rows))[0])
 
 
 def _num(run_id: str) -> int:
