@@ -6,6 +6,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,14 +42,17 @@ def run_sort_time(run: dict) -> str:
     return time_key(value)
 
 
+MAX_RUN_NUM = 2**63 - 1  # SQLite's largest rowid
+_RUN_ID = re.compile(r"r[0-9]{1,19}")
+
+
 def run_num(run_id: str) -> int:
-    """123 from `r123`; the integer is the rowid, so lookups by id are direct."""
-    if (
-        not isinstance(run_id, str)
-        or len(run_id) < 2
-        or run_id[0] != "r"
-        or not run_id[1:].isdigit()
-    ):
+    """123 from `r123`; the integer is the rowid, so lookups by id are direct.
+
+    ASCII digits only (`str.isdigit` takes other scripts' digits too), and no larger
+    than a rowid: a longer number is no run, not an overflow deep in the database.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or int(run_id[1:]) > MAX_RUN_NUM:
         raise ValueError(f"not a run id: {run_id!r} (run ids look like r123)")
     return int(run_id[1:])
 
@@ -66,7 +70,7 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         sort_time, _, num = raw.rpartition("|")
-        if not _ or not num.isdigit():
+        if not _ or not re.fullmatch(r"[0-9]{1,19}", num) or int(num) > MAX_RUN_NUM:
             raise ValueError
         return sort_time, int(num)
     except (ValueError, binascii.Error, UnicodeDecodeError):
