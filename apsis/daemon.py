@@ -49,6 +49,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     """Runs until SIGTERM/SIGINT or a shutdown request; returns the exit code."""
     from .api import create_app
     from .engine.core import Engine
+    from .engine.service import Service
     from .jobs_dir import load_jobs_dir
     from .store import Store
 
@@ -77,7 +78,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
             sock.close()
         raise
 
-    app = create_app(engine)
+    app = create_app(Service(engine))
     kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "ws": "websockets-sansio",
                               "lifespan": "off", "timeout_graceful_shutdown": 3}
     if config.tls_cert:
@@ -102,6 +103,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
         log.error("could not listen on %s", config.bind)
         code = 1
     log.info("shutting down")
+    engine.stopping = True  # from here on no run starts; due ones are caught up next time
     if watcher:
         watcher.cancel()
     server.should_exit = True

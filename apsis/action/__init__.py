@@ -1,9 +1,18 @@
-"""Actions: what happens when a run reaches a state.  The engine carries them out."""
+"""Actions: what happens when a run reaches a state.
+
+Each action type parses itself and, rendered for a run, fires itself with an
+`ActionContext`: the few things an action may ask of the daemon.  The engine
+decides when (the run's transition into one of `if_states`) and never looks at
+an action's type.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import JobError, Location
 from ..lib.registry import Registry
@@ -13,7 +22,26 @@ from ..parse_context import ParseContext
 from ..model.states import FINISHED
 from ..cond import parse_states
 
+if TYPE_CHECKING:
+    from ..model.run import Run
+
 DEFAULT_IF_STATES = sorted(s.value for s in FINISHED)
+WEBHOOK_ATTEMPTS = 5
+COMMAND_TIMEOUT = 300.0
+
+
+class ActionContext(Protocol):
+    """What an action may ask of the daemon."""
+
+    async def schedule(self, job_id: str, args: dict[str, str], *, inherit: dict[str, str]) -> Run:
+        """A new run of `job_id` now; params not in `args` come from `inherit`."""
+
+    async def retry(self, run: Run, *, when: dt.datetime) -> Run:
+        """The next attempt of `run`'s instance at `when` (raises LookupError if its job
+        is gone)."""
+
+    async def log(self, run: Run, message: str) -> None:
+        """A line in the run's log."""
 
 
 class Action:
@@ -25,6 +53,14 @@ class Action:
 
     def if_jso(self) -> dict[str, Any]:
         return {"if": {"states": list(self.if_states)}}
+
+    def fires_on(self, state: str) -> bool:
+        return state in self.if_states
+
+    async def fire(self, run: Run, ctx: ActionContext) -> None:
+        """Does the action for `run` (its templates rendered); raising logs the failure
+        in the run's log, never changes the run."""
+        raise NotImplementedError(f"action type {self.TYPE!r} cannot fire")
 
 
 ACTIONS: Registry[Action] = Registry("action")
@@ -54,6 +90,10 @@ class ScheduleAction(Action):
     def to_jso(self) -> dict[str, Any]:
         return {"type": self.TYPE, "job_id": self.job_id, "args": dict(self.args), **self.if_jso()}
 
+    async def fire(self, run: Run, ctx: ActionContext) -> None:
+        new = await ctx.schedule(self.job_id, dict(self.args), inherit=run.args)
+        await ctx.log(run, f"scheduled {new.run_id} of {self.job_id}")
+
 
 @ACTIONS.register("retry")
 @dataclass
@@ -76,6 +116,19 @@ class RetryAction(Action):
     def to_jso(self) -> dict[str, Any]:
         return {"type": self.TYPE, "count": self.count, "delay": self.delay,
                 "backoff": self.backoff, **self.if_jso()}
+
+    async def fire(self, run: Run, ctx: ActionContext) -> None:
+        if run.attempt > self.count:
+            await ctx.log(run, f"retry: no attempts left ({self.count} retries used)")
+            return
+        delay = self.delay * self.backoff ** (run.attempt - 1)
+        try:
+            new = await ctx.retry(run, when=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay))
+        except LookupError:
+            await ctx.log(run, f"retry: job {run.job_id} no longer exists")
+            return
+        await ctx.log(run, f"retry: attempt {run.attempt + 1} is {new.run_id}"
+                           + (f", in {delay:g}s" if delay else ""))
 
 
 def _positive_number(value: Any) -> float:
@@ -107,6 +160,21 @@ class CommandAction(Action):
             jso["command"] = self.command
         return {**jso, **self.if_jso()}
 
+    async def fire(self, run: Run, ctx: ActionContext) -> None:
+        argv = self.argv if self.argv is not None else ["/bin/bash", "-c", str(self.command)]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(json.dumps(run.to_jso()).encode()),
+                                            COMMAND_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await ctx.log(run, f"command action timed out after {COMMAND_TIMEOUT:g}s")
+            return
+        tail = out.decode("utf-8", "replace").strip()[-500:]
+        await ctx.log(run, f"command action exited {proc.returncode}" + (f": {tail}" if tail else ""))
+
 
 @ACTIONS.register("webhook")
 @dataclass
@@ -125,9 +193,42 @@ class WebhookAction(Action):
     def to_jso(self) -> dict[str, Any]:
         return {"type": self.TYPE, "url": self.url, "headers": dict(self.headers), **self.if_jso()}
 
+    async def fire(self, run: Run, ctx: ActionContext) -> None:
+        import httpx
+
+        delay = 1.0
+        last = ""
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+                try:
+                    response = await client.post(self.url, json=run.to_jso(), headers=self.headers)
+                    if response.status_code < 500:
+                        await ctx.log(run, f"webhook {self.url}: HTTP {response.status_code}")
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = str(exc) or type(exc).__name__
+                if attempt < WEBHOOK_ATTEMPTS:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        await ctx.log(run, f"webhook {self.url} failed after {WEBHOOK_ATTEMPTS} attempts: {last}")
+
 
 def parse_action(value: Any, loc: Location | None, ctx: ParseContext) -> Action:
     return ACTIONS.parse(value, loc, ctx)
+
+
+def bind_action(rendered: dict[str, Any]) -> Action:
+    """A run's action from its rendered JSON (as stored with the run); ValueError if a
+    rendered value is not valid."""
+    from ..errors import Diagnostics
+
+    diags = Diagnostics()
+    try:
+        return ACTIONS.parse(rendered, None, ParseContext(diags=diags))
+    except JobError as exc:
+        problems = "; ".join(d.message for d in diags.errors) or exc.message
+        raise ValueError(f"action {rendered.get('type')!r}: {problems}") from None
 
 
 def parse_actions(value: Any, loc: Location | None, ctx: ParseContext) -> list[Action]:

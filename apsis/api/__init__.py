@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from ..engine.service import Service
 
-def create_app(engine: Any) -> Starlette:
+
+def create_app(service: Service) -> Starlette:
     from .app import create_app as build
 
-    return build(engine)
+    return build(service)
 
 
 __all__ = ["create_app"]

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..engine.service import Service
 from . import routes as r
 from .auth import Authorizer, redact_tokens_in_logs
 from .errors import ApiError, api_error_handler, http_exception_handler, internal_error_handler
@@ -26,17 +27,18 @@ log = logging.getLogger("apsis.api")
 
 
 class Api:
-    """What every handler needs: the engine, the token check, shared caches and metrics."""
+    """What every handler needs: the daemon's service, the token check, shared caches and
+    metrics."""
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.auth = Authorizer(getattr(engine.config, "tokens", None) or {})
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.auth = Authorizer(getattr(service.config, "tokens", None) or {})
         self.queue_size = queue_size()
         self.encoded_events = EncodedEvents()
         self.events_cut_off = 0
         self.metrics = Metrics(self)
         self._openapi: dict[str, Any] | None = None
-        engine.bus.listen(self.metrics.on_event)
+        service.listen(self.metrics.on_event)
 
     def openapi(self) -> dict[str, Any]:
         if self._openapi is None:
@@ -107,9 +109,9 @@ class AnswerInternalErrors:
             await response(scope, receive, send)
 
 
-def create_app(engine: Any) -> Starlette:
-    """The API app for a started engine (call it inside the daemon's event loop)."""
-    api = Api(engine)
+def create_app(service: Service) -> Starlette:
+    """The API app for a started engine's service (call it inside the daemon's event loop)."""
+    api = Api(service)
     redact_tokens_in_logs()
     app = Starlette(
         routes=[Mount("/api/v1", routes=api_routes())],
@@ -122,5 +124,5 @@ def create_app(engine: Any) -> Starlette:
     except RuntimeError:
         pass  # built outside a loop (a test of the routes): no latency probe
     else:
-        engine.spawn(api.metrics.probe_loop(), "loop-lag")
+        service.spawn(api.metrics.probe_loop(), "loop-lag")
     return app

@@ -42,20 +42,26 @@ def error_response(status: int, code: str, message: str,
 
 
 def error_for(exc: BaseException) -> ApiError | None:
-    """The API error for an exception the engine or store raises on bad input, else None."""
-    from ..engine.core import RequestError
+    """The API error for an exception the engine or store raises on bad input, else None.
+
+    The status is chosen here, by the error's type: the engine knows nothing of HTTP.
+    """
+    from ..engine.errors import (Conflict, EngineError, Invalid, NotFound, NotRecorded,
+                                 Unavailable)
     from ..model.states import TransitionError
-    from ..store.errors import InvalidCursorError, StoreError
+    from ..store.errors import InvalidCursorError, UnknownRunError
 
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, RequestError):
-        return ApiError(exc.status, exc.code, str(exc))
+    if isinstance(exc, EngineError):
+        status = {NotFound: 404, Invalid: 422, Conflict: 409, Unavailable: 503,
+                  NotRecorded: 500}.get(type(exc), 422)
+        return ApiError(status, exc.code, exc.message)
     if isinstance(exc, TransitionError):
         return ApiError(409, "bad_state", str(exc))
     if isinstance(exc, InvalidCursorError):
         return ApiError(400, "bad_cursor", str(exc))
-    if isinstance(exc, StoreError) and "not a run id" in str(exc):
+    if isinstance(exc, UnknownRunError):
         return ApiError(404, "unknown_run", str(exc))
     return None
 

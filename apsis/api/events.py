@@ -109,9 +109,9 @@ async def events_ws(websocket: WebSocket) -> None:
     except ApiError as err:
         await deny(websocket, err)
         return
-    sub = api.engine.bus.subscribe(api.queue_size, event_filter(types, run_id, job_id))
+    sub = api.service.subscribe(api.queue_size, event_filter(types, run_id, job_id))
     try:
-        live_point = api.engine.bus.last_seq
+        live_point = api.service.last_seq
         await websocket.accept()
         stream = _Stream(api, websocket, sub)
         await until_disconnect(websocket, stream.guarded(since, live_point, types, run_id, job_id))
@@ -153,11 +153,11 @@ class _Stream:
 
     async def run(self, since: int | None, live_point: int, types: list[str] | None,
                   run_id: str | None, job_id: str | None) -> None:
-        store = self.api.engine.store
+        store = self.api.service
         try:
             if since is None:
                 self.last = live_point
-            elif since + 1 < await store.first_retained_seq() or since > await store.last_seq():
+            elif since + 1 < await store.first_retained_seq() or since > await store.last_stored_seq():
                 # Too old (trimmed) or from another database: the client must reload.
                 self.last = live_point
                 await self.send(dumps({"seq": live_point, "ts": format_time(now()), "type": "reset",

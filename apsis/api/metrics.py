@@ -68,7 +68,7 @@ class Metrics:
             self.loop_lag.observe(max(loop.time() - before - LOOP_PROBE_SECONDS, 0.0))
 
     async def render(self) -> bytes:
-        self._runs_by_state = await self.api.engine.store.count_runs_by_state()
+        self._runs_by_state = await self.api.service.runs_by_state()
         return generate_latest(self.registry)
 
 
@@ -80,31 +80,30 @@ class _Snapshot:
 
     def collect(self) -> Iterator[Metric]:
         api = self.metrics.api
-        engine = api.engine
+        service = api.service
+        counts = service.counts()
         runs = GaugeMetricFamily("apsis_runs", "Runs in the database, by state.", labels=["state"])
         for state, count in sorted(self.metrics._runs_by_state.items()):
             runs.add_metric([state], count)
         yield runs
         yield GaugeMetricFamily("apsis_unfinished_runs", "Runs the engine holds in memory.",
-                                value=len(engine.runs))
+                                value=counts["unfinished_runs"])
         yield GaugeMetricFamily("apsis_jobs", "Jobs loaded from the jobs directory.",
-                                value=len(engine.jobs_dir.jobs))
-        commits = sorted(engine.writer.commit_seconds)
+                                value=counts["jobs"])
         commit = GaugeMetricFamily("apsis_db_commit_seconds",
                                    "Database commit time over the recent commits.",
                                    labels=["quantile"])
-        if commits:
-            for q in (0.5, 0.9, 0.99, 1.0):
-                commit.add_metric([str(q)], commits[min(len(commits) - 1, int(len(commits) * q))])
+        for q, seconds in service.commit_quantiles().items():
+            commit.add_metric([str(q)], seconds)
         yield commit
         yield GaugeMetricFamily("apsis_events_last_seq", "Seq of the last event published.",
-                                value=engine.bus.last_seq)
+                                value=counts["last_seq"])
         yield GaugeMetricFamily("apsis_event_subscribers", "Live event subscribers (websockets, waiter).",
-                                value=engine.bus.subscriber_count)
+                                value=counts["event_subscribers"])
         yield CounterMetricFamily("apsis_event_clients_cut_off",
                                   "Event stream clients closed because they fell behind.",
                                   value=api.events_cut_off)
-        started = engine.started_at
+        started = service.started_at
         yield GaugeMetricFamily("apsis_start_time_seconds", "When the daemon started (Unix time).",
                                 value=started.timestamp() if isinstance(started, dt.datetime) else 0)
 

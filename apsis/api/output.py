@@ -32,16 +32,14 @@ async def output_ws(websocket: WebSocket) -> None:
         api.auth.check(websocket, "read", allow_query=True)
         start = Query(websocket, ("start", "token")).int("start", 0, 0)
         check_run_id(run_id)
-        if await api.engine.get_run_jso(run_id) is None:
+        if await api.service.get_run(run_id) is None:
             raise ApiError(404, "unknown_run", f"no run {run_id}")
     except ApiError as err:
         await deny(websocket, err)
         return
     assert start is not None
-    bus = api.engine.bus
-
     def subscribe() -> Any:
-        return bus.subscribe(64, lambda e: e.get("type") in ("output_appended", "run_transition")
+        return api.service.subscribe(64, lambda e: e.get("type") in ("output_appended", "run_transition")
                              and (e.get("run_id") or (e.get("run") or {}).get("run_id")) == run_id)
 
     sub = subscribe()
@@ -52,15 +50,15 @@ async def output_ws(websocket: WebSocket) -> None:
             nonlocal sub
             offset = start
             while True:
-                data = await api.engine.read_output(run_id, output_id, offset, offset + CHUNK)
+                data = await api.service.read_output(run_id, output_id, offset, offset + CHUNK)
                 if data:
                     await websocket.send_bytes(data)
                     offset += len(data)
                     continue
-                jso = await api.engine.get_run_jso(run_id)
+                jso = await api.service.get_run(run_id)
                 if jso is None or State(jso["state"]) in FINISHED:
                     # Finished: the store holds everything; read once more, it may just have moved.
-                    data = await api.engine.read_output(run_id, output_id, offset, offset + CHUNK)
+                    data = await api.service.read_output(run_id, output_id, offset, offset + CHUNK)
                     if data:
                         continue
                     await close_quietly(websocket, 1000, "run finished; all output sent")

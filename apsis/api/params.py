@@ -106,4 +106,30 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise bad_request(f"request body is not valid JSON: {exc}", "bad_json") from None
     if not isinstance(value, dict):
         raise bad_request(f"request body must be a JSON object, not {describe(value)}", "bad_body")
+    where = _not_unicode(value, "")
+    if where is not None:
+        # JSON may escape a lone surrogate (\ud800): it is no character, so it can be
+        # neither stored nor sent back.
+        raise ApiError(422, "bad_text", f"{where or 'the body'}: a string holds a lone "
+                       "surrogate (an escape such as \\ud800 that is no Unicode character)")
     return value
+
+
+def _not_unicode(value: Any, path: str) -> str | None:
+    """Where in a JSON value a string (or key) cannot be encoded as UTF-8, if anywhere."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = _not_unicode(key, path) or _not_unicode(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _not_unicode(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None

@@ -10,10 +10,8 @@ import asyncio
 import datetime as dt
 import functools
 import hashlib
-import heapq
 import itertools
 import json
-import statistics
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..lib.timefmt import format_time, now, parse_duration
-from ..model.job import Job, bind_args
+from ..model.job import Job
 from ..model.states import State
+from ..schedule.runs import job_runs
 from .errors import ApiError, bad_request, describe, error_for
 from .params import Query, check_run_id, json_body, parse_time_param
 
@@ -72,19 +71,19 @@ async def alive(api: Api, request: Request) -> Response:
     from .. import __version__
 
     Query(request, ())
-    engine = api.engine
-    problem = await engine.store.read_problem()
+    service = api.service
+    problem = await service.readable()
     if problem is not None:  # SPEC §1.10: alive means the daemon can use its database
         raise ApiError(503, "store_unavailable", problem)
     return JSONResponse({"status": "ok", "version": __version__,
-                         "started_at": format_time(engine.started_at),
-                         "seq": engine.bus.last_seq})
+                         "started_at": format_time(service.started_at),
+                         "seq": service.last_seq})
 
 
 @endpoint("read")
 async def list_jobs(api: Api, request: Request) -> Response:
     labels = Query(request, ("label",)).many("label")
-    jobs = sorted(api.engine.jobs_dir.jobs.values(), key=lambda j: j.job_id)
+    jobs = api.service.jobs()
     if labels:
         jobs = [j for j in jobs if set(labels) <= set(j.labels)]
     return JSONResponse({"jobs": [j.to_jso() for j in jobs]})
@@ -97,11 +96,12 @@ async def get_job(api: Api, request: Request) -> Response:
     An exact job id wins, so a job named `x/schedule` stays reachable.
     """
     job_id = request.path_params["job_id"]
-    jobs = api.engine.jobs_dir.jobs
-    if job_id not in jobs and job_id.endswith("/schedule") and job_id[: -len("/schedule")] in jobs:
-        return await _job_schedule(api, request, jobs[job_id[: -len("/schedule")]])
+    service = api.service
+    base = job_id[: -len("/schedule")]
+    if not service.has_job(job_id) and job_id.endswith("/schedule") and service.has_job(base):
+        return await _job_schedule(api, request, service.job(base))
     Query(request, ())
-    job = api.engine.get_job(job_id)
+    job = service.job(job_id)
     # The file's text only here: lists and events carry the parsed job alone.
     return JSONResponse({**job.to_jso(), "source": job.source})
 
@@ -131,27 +131,7 @@ def _plus(when: dt.datetime, delta: dt.timedelta) -> dt.datetime:
 def expected_runs(job: Job, start: dt.datetime, stop: dt.datetime,
                   limit: int) -> list[dict[str, Any]]:
     """The runs the job's enabled schedules ask for in [start, stop), in time order."""
-
-    def of(index: int, schedule: Any):
-        try:
-            for sr in schedule.times(start):
-                if sr.time >= stop:
-                    return
-                yield sr.time, index, sr
-        except OverflowError:  # the calendar's end (year 9999): nothing after it
-            return
-
-    streams = [of(i, s) for i, s in enumerate(job.schedules) if s.enabled]
-    out = []
-    for when, index, sr in itertools.islice(heapq.merge(*streams, key=lambda t: (t[0], t[1])), limit):
-        item: dict[str, Any] = {"job_id": job.job_id, "args": bind_args(job.params, sr.args),
-                                "time": format_time(when), "schedule_index": index}
-        if sr.stop_time is not None:
-            item["stop"] = format_time(sr.stop_time)
-        if sr.skip_reason:
-            item["skip_reason"] = sr.skip_reason
-        out.append(item)
-    return out
+    return [run.to_jso() for run in itertools.islice(job_runs(job, start, stop), limit)]
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -173,7 +153,7 @@ async def list_runs(api: Api, request: Request) -> Response:
             if not name[4:]:
                 raise bad_request("arg filters look like arg.NAME=VALUE", "bad_param")
             args[name[4:]] = value
-    page = await api.engine.store.query_runs(
+    page = await api.service.query_runs(
         job_id=q.one("job_id"), states=states or None, since=q.time("since"), until=q.time("until"),
         labels=q.many("label") or None, args=args or None,
         limit=q.int("limit", 100, 1, MAX_PAGE), cursor=q.one("cursor"))
@@ -203,16 +183,15 @@ async def create_runs(api: Api, request: Request) -> Response:
     count = body.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
         raise bad_request(f"count must be an integer from 1 to {MAX_COUNT}, not {count!r}", "bad_body")
-    engine = api.engine
+    service = api.service
     if "job_id" in body:
         if not isinstance(body["job_id"], str):
             raise bad_request(f"job_id must be a string, not {describe(body['job_id'])}", "bad_body")
-        job = engine.get_job(body["job_id"])
+        job = service.job(body["job_id"])
     else:
         api.auth.check(request, "admin")
         job = _inline_job(api, body["job"])
-    args = engine.check_args(job, args)
-    runs = await engine.create_runs(job, args, times=[when] * count, stop=stop)
+    runs = await service.create_runs(job, args, times=[when] * count, stop=stop)
     return JSONResponse({"runs": [run_out(r.to_jso()) for r in runs]}, status_code=201)
 
 
@@ -265,7 +244,7 @@ def _inline_job(api: Api, jso: Any) -> Job:
         # Job ids are paths inside the jobs directory: none escapes it or names a dot file.
         raise bad_request(f"job.job_id {job_id!r} is not a job id: no leading '/', no empty "
                           "or '.'-led parts such as '..'", "bad_body")
-    if job_id in api.engine.jobs_dir.jobs:
+    if api.service.has_job(job_id):
         raise ApiError(409, "job_exists",
                        f"job {job_id!r} is a job of the jobs directory; an inline job needs another id")
     metadata = jso.get("metadata")
@@ -280,7 +259,7 @@ def _inline_job(api: Api, jso: Any) -> Job:
     metadata = {**metadata, "labels": list(labels) + ([] if "ad-hoc" in labels else ["ad-hoc"])}
     jso["metadata"] = metadata
     jso["ad_hoc"] = True
-    return api.engine.inline_job(jso, job_id)
+    return api.service.inline_job(jso, job_id)
 
 
 @endpoint("read")
@@ -291,7 +270,7 @@ async def get_run(api: Api, request: Request) -> Response:
 
 async def _run_jso(api: Api, run_id: str) -> dict[str, Any]:
     check_run_id(run_id)
-    jso = await api.engine.get_run_jso(run_id)
+    jso = await api.service.get_run(run_id)
     if jso is None:
         raise ApiError(404, "unknown_run", f"no run {run_id}")
     return jso
@@ -302,7 +281,7 @@ async def run_log(api: Api, request: Request) -> Response:
     Query(request, ())
     run_id = request.path_params["run_id"]
     await _run_jso(api, run_id)
-    return JSONResponse({"run_id": run_id, "log": await api.engine.store.run_log(run_id)})
+    return JSONResponse({"run_id": run_id, "log": await api.service.run_log(run_id)})
 
 
 @endpoint("read")
@@ -310,7 +289,7 @@ async def run_outputs(api: Api, request: Request) -> Response:
     Query(request, ())
     run_id = request.path_params["run_id"]
     await _run_jso(api, run_id)
-    outputs = await api.engine.list_outputs(run_id)
+    outputs = await api.service.list_outputs(run_id)
     return JSONResponse({"run_id": run_id, "outputs": [_output_info(o) for o in outputs]})
 
 
@@ -331,7 +310,7 @@ async def output_range(api: Api, request: Request) -> Response:
     assert start is not None
     if end is not None and end < start:
         raise bad_request("end must not be before start", "bad_param")
-    data = await api.engine.read_output(run_id, output_id, start, end)
+    data = await api.service.read_output(run_id, output_id, start, end)
     if data is None:
         raise ApiError(404, "unknown_output", f"run {run_id} has no output {output_id!r}")
     return Response(data, media_type="application/octet-stream",
@@ -346,7 +325,7 @@ def _operation(name: str) -> Callable[[Request], Awaitable[Response]]:
     async def op(api: Api, request: Request) -> Response:
         Query(request, ())
         run_id = check_run_id(request.path_params["run_id"])
-        run = await getattr(api.engine, f"op_{name}")(run_id)
+        run = await getattr(api.service, name)(run_id)
         return JSONResponse(run_out(run.to_jso()))
 
     op.__name__ = f"op_{name}"
@@ -363,7 +342,7 @@ op_rerun = _operation("rerun")
 async def op_signal(api: Api, request: Request) -> Response:
     Query(request, ())
     run_id = check_run_id(request.path_params["run_id"])
-    run = await api.engine.op_signal(run_id, request.path_params["signal"])
+    run = await api.service.signal(run_id, request.path_params["signal"])
     return JSONResponse(run_out(run.to_jso()))
 
 
@@ -375,7 +354,8 @@ async def op_mark(api: Api, request: Request) -> Response:
     if state not in {s.value for s in State}:
         names = ", ".join(s.value for s in State)
         raise ApiError(422, "bad_state_name", f"unknown state {state!r}; states are: {names}")
-    return JSONResponse(run_out(await api.engine.op_mark(run_id, state)))
+    run = await api.service.mark(run_id, State(state))
+    return JSONResponse(run_out(run.to_jso()))
 
 
 # -- control ------------------------------------------------------------------------------
@@ -384,14 +364,14 @@ async def op_mark(api: Api, request: Request) -> Response:
 @endpoint("admin")
 async def control_reload(api: Api, request: Request) -> Response:
     dry_run = Query(request, ("dry_run",)).bool("dry_run")
-    result = await api.engine.reload_jobs(dry_run=dry_run)
+    result = await api.service.reload_jobs(dry_run=dry_run)
     return JSONResponse({**result, "dry_run": dry_run})
 
 
 @endpoint("admin")
 async def control_shutdown(api: Api, request: Request) -> Response:
     restart = Query(request, ("restart",)).bool("restart")
-    api.engine.request_shutdown(restart=restart)
+    api.service.request_shutdown(restart=restart)
     return JSONResponse({"status": "stopping", "restart": restart}, status_code=202)
 
 
@@ -408,9 +388,9 @@ async def control_archive(api: Api, request: Request) -> Response:
         cut = now() - dt.timedelta(seconds=age)
     except OverflowError:
         raise bad_request(f"older_than: {raw!r} is too long", "bad_param") from None
-    moved = await api.engine.archive_runs(cut)
+    moved = await api.service.archive_runs(cut)
     return JSONResponse({"moved": moved, "before": format_time(cut),
-                         "archive": str(api.engine.archive_path())})
+                         "archive": str(api.service.archive_path())})
 
 
 @endpoint("read")
@@ -418,27 +398,17 @@ async def control_stats(api: Api, request: Request) -> Response:
     from .. import __version__
 
     Query(request, ())
-    engine = api.engine
-    commits = list(engine.writer.commit_seconds)
+    service = api.service
+    commits = service.commit_quantiles()
     return JSONResponse({
         "version": __version__,
-        "started_at": format_time(engine.started_at),
-        "uptime_seconds": round((now() - engine.started_at).total_seconds(), 3),
-        "jobs": len(engine.jobs_dir.jobs),
-        "unfinished_runs": len(engine.runs),
-        "event_subscribers": engine.bus.subscriber_count,
-        "last_seq": engine.bus.last_seq,
-        "db_commit_seconds": _quantiles(commits),
-        "store": await engine.store.stats(),
+        "started_at": format_time(service.started_at),
+        "uptime_seconds": round((now() - service.started_at).total_seconds(), 3),
+        **service.counts(),
+        "db_commit_seconds": {"count": service.commit_count, "p50": commits.get(0.5),
+                              "p99": commits.get(0.99), "max": commits.get(1.0)},
+        "store": await service.store_stats(),
     })
-
-
-def _quantiles(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"count": 0, "p50": None, "p99": None, "max": None}
-    ordered = sorted(values)
-    return {"count": len(ordered), "p50": statistics.median(ordered),
-            "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], "max": ordered[-1]}
 
 
 async def websocket_only(request: Request) -> Response:

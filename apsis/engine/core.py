@@ -1,29 +1,42 @@
 """The engine: the one place where runs change state.
 
-Every state change goes through `transition`, which updates the in-memory run,
-commits the run, its log entry and its event in one transaction (through the
-group-commit writer), and only then lets the waiter and the actions react.
-Only unfinished runs live in memory; history is the store's.
+Every state change goes through `transition` (or `_record_new` for runs being
+created): it is checked against the table of transitions, written with its log
+entry and events in one transaction (the group-commit writer), and only after the
+commit does the run in memory change, the event go out, and the waiter and the
+actions react.  A change the database refuses leaves no trace but an error for
+its own caller.  Only unfinished runs live in memory; history is the store's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import logging
 import random
-from collections.abc import Awaitable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Diagnostics
-from ..jobs_dir import JobsDir
+from ..action import ActionContext
+from ..cond import BoundCondition, RunsView
+from ..errors import Diagnostics, JobError
+from ..jobs_dir import JobsDir, load_jobs_dir, parse_job
 from ..lib.timefmt import UTC, format_time
-from ..model.job import Job
-from ..model.run import Run, instance_key
+from ..model.job import Job, missing_params
+from ..model.run import Run, RunMeta
 from ..model.states import FINISHED, State, TransitionError, can_transition
+from ..store import default_archive_path
+from .actions import Actions
+from .binding import NewRun, bind_run, conditions_of
+from .errors import Invalid, NotFound, NotRecorded, Unavailable
 from .events import EventBus
+from .runbook import RunBook
+from .runner import Runner
+from .scheduler import TICK_SECONDS, Scheduler, Window
 from .timers import DueQueue, WallTimer
+from .waiter import Waiter
 from .writer import Writer
 
 log = logging.getLogger("apsis.engine")
@@ -33,36 +46,61 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-class RequestError(ValueError):
-    """A request the engine refuses; `code` maps to the API's status."""
+@dataclass(slots=True)
+class _Change:
+    """One run's transition: applied to a copy to be written, to the run once committed."""
 
-    def __init__(self, message: str, code: str = "invalid", status: int = 422) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
+    frm: State
+    to: State
+    ts: str
+    message: str | None
+    log_message: str
+    updates: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, run: Run) -> None:
+        # New containers, never mutated ones: a shallow copy of the run stays independent.
+        times = {**run.times, self.to.value: self.ts}
+        if self.frm == State.NEW:
+            times["new"] = self.ts
+        run.state = self.to
+        run.times = times
+        run.message = self.message
+        for key, value in self.updates.items():
+            setattr(run, key, value)
+
+    def record(self, run: Run) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """(run JSON, log entry, events) as they will be once committed."""
+        after = copy.copy(run)
+        self.apply(after)
+        entry = {"run_id": run.run_id, "ts": self.ts, "state": self.to.value,
+                 "message": self.log_message}
+        events = [
+            {"type": "run_transition", "ts": self.ts, "run": after.summary(),
+             "from": self.frm.value, "to": self.to.value},
+            {"type": "run_log", "ts": self.ts, "run_id": run.run_id, "entry": entry},
+        ]
+        return after.to_jso(with_job=self.frm == State.NEW), entry, events
 
 
 class Engine:
     def __init__(self, config: Any, store: Any, jobs_dir: JobsDir) -> None:
-        from .actions import Actions
-        from .runner import Runner
-        from .scheduler import Scheduler
-        from .waiter import Waiter
-
         self.config = config
         self.store = store
         self.jobs_dir = jobs_dir
         self.bus = EventBus()
         self.writer = Writer(store, self.bus)
-        self.runs: dict[str, Run] = {}  # unfinished runs only
-        self._by_instance: dict[tuple, set[str]] = {}
+        self.runs = RunBook()  # unfinished runs only
         self._timers: dict[str, WallTimer] = {}
         self.due = DueQueue(self._on_due_id)
         self._tasks: set[asyncio.Task] = set()
-        self.scheduler = Scheduler(self)
-        self.waiter = Waiter(self)
+        self.view: RunsView = _View(self)
+        self.context: ActionContext = _ActionContext(self)
+        self.scheduler = Scheduler(lambda: self.jobs_dir.jobs, horizon=config.horizon,
+                                   max_age=config.max_age)
+        self._scheduling = asyncio.Lock()
+        self.waiter = Waiter(self, max_time=config.waiting_max_time)
         self.runner = Runner(self)
-        self.actions = Actions(self)
+        self.actions = Actions(self, config.actions)
         self.started_at = utcnow()
         self.stopping = False
         self.url = ""  # the API's base URL, given to programs as APSIS_URL
@@ -82,8 +120,12 @@ class Engine:
         self.spawn(self.due.run(), "due-queue")
         self.bus.last_seq = await self.store.last_seq()
         await self.runner.start()
-        restored_missed = await self.restore()
-        await self.scheduler.start(since or self.config.since, restored_missed)
+        missed = await self.restore()
+        now = utcnow()
+        self.scheduler.begin(since or self.config.since, await self.store.get_clock(), now)
+        await self._advance(catching_up=True)
+        await self._catch_up_restored(missed, now)
+        self.spawn(self._schedule_loop(), "scheduler")
         self.spawn(self._trim_events_loop(), "trim-events")
         if self.config.archive is not None:
             self.spawn(self._archive_loop(), "archive")
@@ -94,7 +136,6 @@ class Engine:
         self.stopping = True
         for timer in self._timers.values():
             timer.cancel()
-        self.scheduler.stop()
         try:
             await self.emit([{"type": "daemon", "status": "stopping"}])
         except Exception:
@@ -130,48 +171,87 @@ class Engine:
         missed: list[Run] = []
         jsos = await self.store.load_unfinished_runs()
         for jso in jsos:
-            run = Run.from_jso(jso)
-            self._remember(run)
+            self.runs.remember(Run.from_jso(jso))
         log.info("restoring %d unfinished runs", len(jsos))
-        for run in list(self.runs.values()):
-            if run.state in (State.NEW,):
-                await self.transition(run, State.ERROR, "the daemon stopped before this run was scheduled")
+        errors: list[tuple[Run, str]] = []
+        for run in self.runs:
+            if run.state == State.NEW:
+                errors.append((run, "the daemon stopped before this run was scheduled"))
             elif run.state == State.SCHEDULED:
-                if run.expected and "catchup" in run.meta and self.due_time(run) < now:
+                if run.expected and run.meta.catchup is not None and self.due_time(run) < now:
                     missed.append(run)
                 else:
                     self.arm_due(run)
             elif run.state == State.WAITING:
-                self.waiter.add(run)
+                try:
+                    self.waiter.add(run, self.conditions_of(run))
+                except ValueError as exc:
+                    errors.append((run, str(exc)))
             elif run.state == State.STARTING:
-                await self.transition(
-                    run, State.ERROR,
-                    "the daemon stopped while this run was starting: the program may or may not "
-                    "have started, so it is not started again (rerun it if it is safe)")
+                errors.append((run, "the daemon stopped while this run was starting: the program "
+                                    "may or may not have started, so it is not started again "
+                                    "(rerun it if it is safe)"))
             elif run.state in (State.RUNNING, State.STOPPING):
                 await self.runner.reattach(run)
+        await asyncio.gather(*(self.transition(run, State.ERROR, message)
+                               for run, message in errors))
         return missed
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    async def _advance(self, *, catching_up: bool = False) -> None:
+        async with self._scheduling:
+            window = self.scheduler.next_window(utcnow(), catching_up=catching_up)
+            if window is not None:
+                await self.create_planned(window)
+                self.scheduler.advanced(window)
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                await self._advance()
+            except Exception:
+                log.exception("scheduling failed; retrying at the next tick")
+
+    async def _catch_up_restored(self, runs: Sequence[Run], now: dt.datetime) -> None:
+        skips = []
+        for run, reason in self.scheduler.catch_up_restored(runs, now):
+            if reason is None:
+                self.arm_due(run)
+            else:
+                skips.append(self.transition(run, State.SKIPPED, reason, expect={State.SCHEDULED}))
+        await asyncio.gather(*skips)
+
+    async def create_planned(self, window: Window) -> list[Run]:
+        """The runs of a window, recorded with the window's clock in one transaction."""
+        ids = await self.store.allocate_run_ids(len(window.runs))
+        new = []
+        for run_id, planned in zip(ids, window.runs):
+            p = planned.run
+            jitter = round(random.uniform(0, planned.jitter), 3) if planned.jitter else 0.0
+            meta = RunMeta(schedule=p.schedule_key, catchup=planned.catchup, jitter=jitter)
+            one = self._bind(p.job, p.args, run_id, p.time, stop=p.stop_time, expected=True,
+                             meta=meta)
+            missing = missing_params(p.job.params, p.args)
+            if missing:
+                one.error = (f"schedule of job {p.job.job_id!r} does not bind param(s) "
+                             f"{', '.join(missing)}")
+            one.skip_reason = planned.skip_reason
+            new.append(one)
+        await self._record_new(new, clock=window.clock)
+        return [n.run for n in new]
 
     # -- memory of unfinished runs ------------------------------------------------------
 
-    def _remember(self, run: Run) -> None:
-        self.runs[run.run_id] = run
-        self._by_instance.setdefault(run.instance, set()).add(run.run_id)
+    def conditions_of(self, run: Run) -> list[BoundCondition]:
+        return conditions_of(run, self._params_of)
 
-    def _forget(self, run: Run) -> None:
-        self.runs.pop(run.run_id, None)
-        ids = self._by_instance.get(run.instance)
-        if ids is not None:
-            ids.discard(run.run_id)
-            if not ids:
-                del self._by_instance[run.instance]
-        self.cancel_timer(run)
+    def _params_of(self, job_id: str) -> list[str] | None:
+        job = self.jobs_dir.jobs.get(job_id)
+        return None if job is None else job.params
 
-    def runs_of_instance(self, job_id: str, args: dict[str, str]) -> list[Run]:
-        """Unfinished runs of an instance."""
-        return [self.runs[i] for i in self._by_instance.get(instance_key(job_id, args), ())]
-
-    def set_timer(self, run: Run, when: dt.datetime, callback) -> None:
+    def set_timer(self, run: Run, when: dt.datetime, callback: Callable[[], object]) -> None:
         old = self._timers.pop(run.run_id, None)
         if old:
             old.cancel()
@@ -191,38 +271,85 @@ class Engine:
         await self.writer.write(events=[{"ts": ts, **e} for e in events])
 
     async def transition(self, run: Run, to: State, message: str | None = None, *,
-                         force: bool = False, outputs: Sequence[Any] = (),
-                         before: Sequence[dict[str, Any]] = (), **updates: Any) -> None:
-        """The one way a run changes state: checked, recorded, published, then reacted to.
+                         expect: Collection[State] | None = None, force: bool = False,
+                         small_outputs: Sequence[Any] = (),
+                         before: Sequence[dict[str, Any]] = (), **updates: Any) -> bool:
+        """The one way an existing run changes state: checked, committed, then applied.
 
-        `before` are events published just ahead of the transition, in the same commit
-        (the final `output_appended` of a run that finishes).
+        Transitions of one run queue up.  With `expect`, a run no longer in one of
+        those states (once earlier transitions committed) is left alone and False
+        returned: the caller lost a race.  `updates` are run fields set with the
+        state (`exit_code`, `signal`, `outputs`, `meta`).  `before` are events
+        published just ahead of the transition, in the same commit (the final
+        `output_appended` of a run that finishes).  Raises `TransitionError` for a
+        transition the table does not allow and `NotRecorded` if the database
+        refused it; then nothing changed.
         """
-        frm = run.state
-        if not force and not can_transition(frm, to):
-            raise TransitionError(f"run {run.run_id} is {frm.value}; it cannot become {to.value}")
-        now = utcnow()
-        ts = format_time(now)
-        run.state = to
-        run.times[to.value] = ts
-        run.message = message
-        for key, value in updates.items():
-            setattr(run, key, value)
-        entry = {"run_id": run.run_id, "ts": ts, "state": to.value, "message": message or to.value}
-        events = [
-            *({**e, "ts": ts} for e in before),
-            {"type": "run_transition", "ts": ts, "run": run.summary(), "from": frm.value, "to": to.value},
-            {"type": "run_log", "ts": ts, "run_id": run.run_id, "entry": entry},
-        ]
-        jso = run.to_jso(with_job=frm == State.NEW)
-        if to in FINISHED:
-            self._forget(run)
-        else:
-            self._remember(run)
-        await self.writer.write([jso], [entry], events, outputs=outputs)
+        async with self.runs.turn(run.run_id):
+            frm = run.state
+            if expect is not None and frm not in expect:
+                return False
+            if not force and not can_transition(frm, to):
+                raise TransitionError(f"run {run.run_id} is {frm.value}; it cannot become {to.value}")
+            if to == State.STARTING and self.stopping:
+                raise Unavailable(f"run {run.run_id} does not start: the daemon is shutting down")
+            change = _Change(frm, to, format_time(utcnow()), message, message or to.value, updates)
+            jso, entry, events = change.record(run)
+            ts = change.ts
+
+            def apply() -> None:
+                change.apply(run)
+                self.runs.settle(run)
+                if to in FINISHED:
+                    self.cancel_timer(run)
+
+            self.runs.becoming(run, to)
+            try:
+                await self.writer.write([jso], [entry], [*({**e, "ts": ts} for e in before), *events],
+                                        outputs=small_outputs, apply=apply)
+            except NotRecorded:
+                self.waiter.wake(run.instance)  # its claim on a slot is gone
+                raise
+            finally:
+                self.runs.becoming(run, None)
+        self._react(run, frm, to)
+        return True
+
+    async def _record_new(self, new: list[NewRun], *, clock: str | None = None) -> None:
+        """Records runs being created (one transaction, with the scheduling clock if given)
+        and arms the scheduled ones."""
+        ts = format_time(utcnow())
+        changes = []
+        jsos, entries, events = [], [], []
+        for one in new:
+            reason = one.skip_reason or one.error
+            to = State.SKIPPED if one.skip_reason else State.ERROR if one.error else State.SCHEDULED
+            change = _Change(State.NEW, to, ts, reason,
+                             reason or f"scheduled for {one.run.times['schedule']}")
+            jso, entry, evs = change.record(one.run)
+            changes.append(change)
+            jsos.append(jso)
+            entries.append(entry)
+            events.extend(evs)
+
+        def apply() -> None:
+            for one, change in zip(new, changes):
+                change.apply(one.run)
+                self.runs.settle(one.run)
+
+        await self.writer.write(jsos, entries, events, clock=clock, apply=apply)
+        for one in new:
+            if one.run.state == State.SCHEDULED:
+                self.arm_due(one.run)
+            else:
+                self.actions.on_transition(one.run, State.NEW, one.run.state)
+
+    def _react(self, run: Run, frm: State, to: State) -> None:
+        """What follows a committed transition: the runner lets go of a finished run,
+        runs waiting on this one's instance look again, actions fire."""
         if to in FINISHED and frm not in FINISHED:
             self.runner.forget(run)
-        self.waiter.on_transition(run, frm, to)
+        self.waiter.on_transition(run)
         self.actions.on_transition(run, frm, to)
 
     async def run_log(self, run: Run | str, message: str) -> None:
@@ -239,12 +366,12 @@ class Engine:
         try:
             return self.jobs_dir.get_job(job_id)
         except LookupError as exc:
-            raise RequestError(str(exc), "unknown_job", 404) from None
+            raise NotFound(str(exc), "unknown_job") from None
 
     def check_args(self, job: Job, args: dict[str, Any]) -> dict[str, str]:
         args = {str(k): str(v) for k, v in (args or {}).items()}
         extra = sorted(set(args) - set(job.params))
-        missing = [p for p in job.params if p not in args]
+        missing = missing_params(job.params, args)
         if extra or missing:
             parts = []
             if missing:
@@ -252,187 +379,38 @@ class Engine:
             if extra:
                 parts.append(f"unknown arg{'s' if len(extra) > 1 else ''} {', '.join(extra)}")
             params = ", ".join(job.params) or "none"
-            raise RequestError(f"job {job.job_id!r}: {'; '.join(parts)} (its params: {params})",
-                               "bad_args", 422)
+            raise Invalid(f"job {job.job_id!r}: {'; '.join(parts)} (its params: {params})", "bad_args")
         return args
 
     async def create_runs(self, job: Job, args: dict[str, str], *, times: Iterable[dt.datetime],
                           stop: dt.datetime | None = None, rerun_of: str | None = None,
-                          attempt: int = 1, expected: bool = False, skip_reason: str | None = None,
-                          jitter: float = 0.0) -> list[Run]:
-        """New runs of an instance, bound now (templates rendered), scheduled or skipped."""
+                          attempt: int = 1) -> list[Run]:
+        """New runs of an instance, bound now (templates rendered), scheduled or errors."""
         times = list(times)
         ids = await self.store.allocate_run_ids(len(times))
-        runs = [self.bind_run(job, args, run_id, when, stop=stop, rerun_of=rerun_of,
-                              attempt=attempt, expected=expected) for run_id, when in zip(ids, times)]
-        await self.schedule_new(runs, skip_reason=skip_reason, jitter=jitter)
-        return runs
+        new = [self._bind(job, args, run_id, when, stop=stop, rerun_of=rerun_of, attempt=attempt)
+               for run_id, when in zip(ids, times)]
+        await self._record_new(new)
+        return [n.run for n in new]
 
-    def bind_run(self, job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
-                 stop: dt.datetime | None = None, rerun_of: str | None = None, attempt: int = 1,
-                 expected: bool = False) -> Run:
-        from ..template import TemplateError, render_value
+    def _bind(self, job: Job, args: dict[str, str], run_id: str, when: dt.datetime,
+              **kwargs: Any) -> NewRun:
+        return bind_run(job, args, run_id, when, params_of=self._params_of,
+                        template_args=lambda j, a, r: self.jobs_dir.template_args(j, a, run_id=r),
+                        **kwargs)
 
-        run = Run(run_id=run_id, job_id=job.job_id, args=dict(args), labels=job.labels,
-                  rerun_of=rerun_of, attempt=attempt, ad_hoc=job.ad_hoc, expected=expected,
-                  job=job.to_jso())
-        run.set_time("schedule", when)
-        if stop is not None:
-            run.set_time("stop", stop)
-        try:
-            targs = self.jobs_dir.template_args(job, args, run_id=run_id)
-            run.program = render_value(job.program.to_jso(), targs)
-            run.conditions = [render_value(c.to_jso(), targs) for c in job.conditions]
-            run.actions = [render_value(a.to_jso(), targs) for a in job.actions]
-        except (TemplateError, ValueError, LookupError) as exc:
-            run.meta["bind_error"] = f"cannot bind job {job.job_id!r}: {exc}"
-        return run
-
-    async def schedule_new(self, runs: list[Run], *, skip_reason: str | None = None,
-                           jitter: float = 0.0, clock: str | None = None) -> None:
-        """Records new runs (one transaction for all of them) and arms their timers."""
-        now = utcnow()
-        ts = format_time(now)
-        jsos, entries, events = [], [], []
-        for run in runs:
-            bind_error = run.meta.pop("bind_error", None)
-            to = State.SKIPPED if skip_reason else State.ERROR if bind_error else State.SCHEDULED
-            message = skip_reason or bind_error or f"scheduled for {run.times['schedule']}"
-            run.state = to
-            run.times["new"] = ts
-            run.times[to.value] = ts
-            run.message = skip_reason or bind_error
-            if jitter and to == State.SCHEDULED:
-                run.meta["jitter"] = round(random.uniform(0, jitter), 3)
-            entry = {"run_id": run.run_id, "ts": ts, "state": to.value, "message": message or to.value}
-            jsos.append(run.to_jso(with_job=True))
-            entries.append(entry)
-            events.append({"type": "run_transition", "ts": ts, "run": run.summary(),
-                           "from": State.NEW.value, "to": to.value})
-            events.append({"type": "run_log", "ts": ts, "run_id": run.run_id, "entry": entry})
-            if to == State.SCHEDULED:
-                self._remember(run)
-        await self.writer.write(jsos, entries, events, clock=clock)
-        for run in runs:
-            if run.state == State.SCHEDULED:
-                self.arm_due(run)
-            else:
-                self.actions.on_transition(run, State.NEW, run.state)
-
-    def due_time(self, run: Run) -> dt.datetime:
-        return run.schedule_time + dt.timedelta(seconds=run.meta.get("jitter", 0.0))
-
-    def arm_due(self, run: Run) -> None:
-        self.due.add(run.run_id, self.due_time(run))
-
-    def _on_due_id(self, run_id: str) -> None:
-        run = self.runs.get(run_id)
-        if run is not None:
-            self.spawn(self._on_due(run), "due")
-
-    async def _on_due(self, run: Run) -> None:
-        if run.state != State.SCHEDULED:
-            return
-        if run.conditions:
-            await self.transition(run, State.WAITING)
-            self.waiter.add(run)
-        else:
-            await self.runner.start_run(run)
-
-    # -- operations (SPEC §1.1) ---------------------------------------------------------
-
-    def get_live_run(self, run_id: str) -> Run | None:
-        return self.runs.get(run_id)
-
-    async def _require(self, run_id: str, states: Iterable[State], op: str) -> Run:
-        run = self.runs.get(run_id)
-        if run is None:
-            jso = await self.store.get_run(run_id)
-            if jso is None:
-                raise RequestError(f"no run {run_id}", "unknown_run", 404)
-            state = jso["state"]
-        else:
-            state = run.state.value
-        states = set(states)
-        if run is None or run.state not in states:
-            allowed = ", ".join(sorted(s.value for s in states))
-            raise RequestError(f"cannot {op} run {run_id}: it is {state} (only {allowed} runs)",
-                               "bad_state", 409)
-        return run
-
-    async def op_skip(self, run_id: str) -> Run:
-        run = await self._require(run_id, {State.SCHEDULED, State.WAITING}, "skip")
-        self.cancel_timer(run)
-        self.waiter.remove(run)
-        await self.transition(run, State.SKIPPED, "skipped by request")
-        return run
-
-    async def op_start(self, run_id: str) -> Run:
-        run = await self._require(run_id, {State.SCHEDULED, State.WAITING}, "start")
-        self.cancel_timer(run)
-        self.waiter.remove(run)
-        await self.runner.start_run(run, message="started by request, ignoring its conditions")
-        return run
-
-    async def op_stop(self, run_id: str) -> Run:
-        run = await self._require(run_id, {State.RUNNING}, "stop")
-        await self.runner.stop_run(run, "stopped by request")
-        return run
-
-    async def op_signal(self, run_id: str, signal: str) -> Run:
-        from ..program import parse_signal
-
-        try:
-            name = parse_signal(signal)
-        except ValueError as exc:
-            raise RequestError(str(exc), "bad_signal", 422) from None
-        run = await self._require(run_id, {State.RUNNING, State.STOPPING}, "signal")
-        await self.runner.signal_run(run, name)
-        await self.run_log(run, f"sent {name} by request")
-        return run
-
-    async def op_mark(self, run_id: str, state: str) -> dict[str, Any]:
-        try:
-            to = State.parse(state)
-        except ValueError as exc:
-            raise RequestError(str(exc), "bad_state_name", 422) from None
-        if to not in FINISHED:
-            raise RequestError(f"can only mark a run success, failure, error or skipped, not {to.value}",
-                               "bad_state_name", 422)
-        jso = await self.store.get_run(run_id)
-        if jso is None:
-            raise RequestError(f"no run {run_id}", "unknown_run", 404)
-        run = Run.from_jso(jso)
-        if run.state not in FINISHED or run.state == to:
-            raise RequestError(f"cannot mark run {run_id} {to.value}: it is {run.state.value} "
-                               "(only finished runs can be marked, to another finished state)",
-                               "bad_state", 409)
-        await self.transition(run, to, f"marked {to.value} (was {run.state.value})")
-        return run.to_jso()
-
-    async def op_rerun(self, run_id: str) -> Run:
-        jso = await self.store.get_run(run_id)
-        if jso is None:
-            raise RequestError(f"no run {run_id}", "unknown_run", 404)
-        if State(jso["state"]) not in FINISHED:
-            raise RequestError(f"cannot rerun run {run_id}: it is {jso['state']} (only finished runs)",
-                               "bad_state", 409)
-        job = self.jobs_dir.jobs.get(jso["job_id"])
-        if job is None:
-            stored = await self.store.get_run_job(run_id)
-            if stored is None:
-                raise RequestError(f"job {jso['job_id']!r} of run {run_id} no longer exists",
-                                   "unknown_job", 404)
-            job = self.inline_job(stored, jso["job_id"])
-        [run] = await self.create_runs(job, jso["args"], times=[utcnow()], rerun_of=run_id,
-                                       attempt=int(jso.get("attempt") or 1) + 1)
-        return run
+    async def job_of_run(self, run: Run) -> Job:
+        """The job a run belongs to: the jobs directory's, else the copy stored with it."""
+        job = self.jobs_dir.jobs.get(run.job_id)
+        if job is not None:
+            return job
+        stored = run.job or await self.store.get_run_job(run.run_id)
+        if stored is None:
+            raise NotFound(f"job {run.job_id!r} of run {run.run_id} no longer exists", "unknown_job")
+        return self.inline_job(stored, run.job_id)
 
     def inline_job(self, jso: dict[str, Any], job_id: str) -> Job:
         """A job from its JSON (ad hoc jobs, and jobs whose file is gone)."""
-        from ..errors import JobError
-        from ..jobs_dir import parse_job
-
         ctx = self.jobs_dir.parse_context(Diagnostics())
         body = {k: v for k, v in jso.items() if k not in ("job_id",)}
         for key in ("schedule", "condition", "action"):
@@ -444,40 +422,51 @@ class Engine:
             return parse_job(body, job_id, ctx)
         except JobError as exc:
             problems = "; ".join(d.message for d in ctx.diags.errors) or exc.message
-            raise RequestError(f"invalid job: {problems}", "invalid_job", 422) from None
+            raise Invalid(f"invalid job: {problems}", "invalid_job") from None
 
-    # -- reading ------------------------------------------------------------------------
+    # -- due runs -----------------------------------------------------------------------
 
-    async def get_run_jso(self, run_id: str) -> dict[str, Any] | None:
+    def due_time(self, run: Run) -> dt.datetime:
+        return run.schedule_time + dt.timedelta(seconds=run.meta.jitter)
+
+    def arm_due(self, run: Run) -> None:
+        self.due.add(run.run_id, self.due_time(run))
+
+    def _on_due_id(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         if run is not None:
-            return run.to_jso()
-        return await self.store.get_run(run_id)
+            self.spawn(self._on_due(run), "due")
 
-    async def read_output(self, run_id: str, output_id: str, start: int = 0,
-                          end: int | None = None) -> bytes | None:
-        """Bytes of an output: from the spool while running, from the store after."""
-        live = self.runs.get(run_id)
-        if live is not None:
-            data = await self.runner.read_live_output(live, output_id, start, end)
-            if data is not None:
-                return data
-        return await self.store.get_output(run_id, output_id, start, end)
+    async def _on_due(self, run: Run) -> None:
+        if run.state != State.SCHEDULED or self.stopping:
+            return
+        if not run.conditions:
+            await self.start_run(run)
+            return
+        try:
+            conds = self.conditions_of(run)
+        except ValueError as exc:
+            await self.transition(run, State.ERROR, str(exc), expect={State.SCHEDULED})
+            return
+        if await self.transition(run, State.WAITING, expect={State.SCHEDULED}):
+            self.waiter.add(run, conds)
 
-    async def list_outputs(self, run_id: str) -> list[dict[str, Any]]:
-        live = self.runs.get(run_id)
-        if live is not None:
-            outputs = await self.runner.live_outputs(live)
-            if outputs is not None:
-                return outputs
-        return await self.store.list_outputs(run_id)
+    # -- what the waiter asks ------------------------------------------------------------
+
+    async def start_run(self, run: Run, message: str | None = None) -> None:
+        await self.runner.start_run(run, message)
+
+    async def end_waiting(self, run: Run, state: State, message: str) -> None:
+        # A condition may end a waiting run in any finished state (skip_duplicate's target).
+        await self.transition(run, state, message, force=True, expect={State.WAITING})
+
+    async def waiting_because(self, run: Run, reason: str | None) -> None:
+        """Why a waiting run still waits (the waiter tells on every check)."""
 
     # -- jobs ---------------------------------------------------------------------------
 
     async def reload_jobs(self, *, dry_run: bool = False) -> dict[str, Any]:
         """Reloads the jobs directory; a broken file keeps its job's previous version."""
-        from ..jobs_dir import load_jobs_dir
-
         new = await asyncio.to_thread(load_jobs_dir, self.jobs_dir.path)
         old = self.jobs_dir
         for job_id in new.broken:
@@ -502,13 +491,25 @@ class Engine:
                       "removed": removed, "errors": problems}])
         await self.emit(events)
         if added or changed or removed:
-            await self.scheduler.reschedule(set(changed) | set(removed) | set(added))
+            await self._reschedule(set(changed) | set(removed) | set(added))
         return result
 
-    def archive_path(self) -> Path:
-        """`runs.archive` from apsis.yaml, else the file beside the database."""
-        from ..store import default_archive_path
+    async def _reschedule(self, job_ids: set[str]) -> None:
+        """After a reload: future scheduled runs of changed jobs are replaced by fresh ones."""
+        async with self._scheduling:
+            stale, window = self.scheduler.replan(job_ids, utcnow(), self.runs)
+            for run, _ in stale:
+                self.cancel_timer(run)
+            await asyncio.gather(*(self.transition(run, State.SKIPPED, reason,
+                                                   expect={State.SCHEDULED})
+                                   for run, reason in stale))
+            if window is not None:
+                await self.create_planned(window)
 
+    # -- archive and trimming -----------------------------------------------------------
+
+    def archive_path(self) -> Any:
+        """`runs.archive` from apsis.yaml, else the file beside the database."""
         return self.config.archive or default_archive_path(self.config.database)
 
     async def archive_runs(self, cut: dt.datetime) -> int:
@@ -538,3 +539,41 @@ class Engine:
             except Exception:
                 log.exception("trimming old events failed")
             await asyncio.sleep(3600)
+
+
+class _View:
+    """The runs as conditions see them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def unfinished(self, job_id: str, args: dict[str, str]) -> list[tuple[str, State]]:
+        book = self._engine.runs
+        return [(run.run_id, book.state_of(run)) for run in book.of_instance(job_id, args)]
+
+    async def finished_in(self, job_id: str, args: dict[str, str], states: list[str]) -> bool:
+        page = await self._engine.store.query_runs(job_id=job_id, args=args, states=states, limit=1)
+        return bool(page.runs)
+
+
+class _ActionContext:
+    """What actions may ask of the engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def schedule(self, job_id: str, args: dict[str, str], *, inherit: dict[str, str]) -> Run:
+        engine = self._engine
+        job = engine.get_job(job_id)
+        args = {**{p: inherit[p] for p in job.params if p in inherit}, **args}
+        [new] = await engine.create_runs(job, engine.check_args(job, args), times=[utcnow()])
+        return new
+
+    async def retry(self, run: Run, *, when: dt.datetime) -> Run:
+        engine = self._engine
+        [new] = await engine.create_runs(await engine.job_of_run(run), run.args, times=[when],
+                                         rerun_of=run.run_id, attempt=run.attempt + 1)
+        return new
+
+    async def log(self, run: Run, message: str) -> None:
+        await self._engine.run_log(run, message)

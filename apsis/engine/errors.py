@@ -19,7 +19,7 @@ class EngineError(Exception):
             self.code = code
 
 
-class NotFound(EngineError):
+class NotFound(EngineError, LookupError):
     """No such run, job or output."""
 
     code = "not_found"

@@ -31,7 +31,7 @@ import aiosqlite
 from apsis.model.states import FINISHED, UNFINISHED, State
 from apsis.store import archive, keys, schema
 from apsis.store import outputs as out
-from apsis.store.errors import StoreError
+from apsis.store.errors import StoreError, UnknownRunError
 from apsis.store.keys import encode_cursor, json_list, run_sort_time, time_key
 from apsis.store.lock import DatabaseLock
 from apsis.store.query import SELECTIVE, RunQuery
@@ -836,7 +836,9 @@ class Store:
         writer = self._need_writer()
         cut = time_key(older_than)
         archive_path = os.fspath(archive_path)
-        if os.path.abspath(archive_path) == os.path.abspath(self.path):
+        if os.path.abspath(archive_path) == os.path.abspath(self.path) or (
+            os.path.exists(archive_path) and os.path.samefile(archive_path, self.path)
+        ):
             raise StoreError("the archive must be another file than the database")
         archive_lock = DatabaseLock(archive_path)
         archive_lock.acquire()
@@ -924,7 +926,7 @@ def _num(run_id: str) -> int:
     try:
         return keys.run_num(run_id)
     except ValueError as exc:
-        raise StoreError(str(exc)) from None
+        raise UnknownRunError(str(exc)) from None
 
 
 def _prepare_runs(runs: Sequence[Run]) -> tuple[list[tuple[Any, ...]], dict[str, str], int]:

@@ -11,6 +11,7 @@ import pytest
 
 from apsis.config import Config
 from apsis.engine.core import Engine, utcnow
+from apsis.engine.service import Service
 from apsis.jobs_dir import load_jobs_dir
 from apsis.model.states import FINISHED
 from apsis.store import Store
@@ -24,6 +25,7 @@ class EngineHarness:
         self.config = Config(jobs=self.jobs, database=tmp_path / "apsis.db")
         self.config.horizon = 3600.0
         self.engine: Engine | None = None
+        self.service: Service | None = None
         self.store: Store | None = None
 
     def write_jobs(self, files: dict[str, str]) -> None:
@@ -39,6 +41,7 @@ class EngineHarness:
         jobs_dir = load_jobs_dir(self.jobs)
         assert not jobs_dir.diags.errors, jobs_dir.diags.errors
         self.engine = Engine(self.config, self.store, jobs_dir)
+        self.service = Service(self.engine)
         self.engine.url = "http://127.0.0.1:0"
         await self.engine.start(since)
         return self.engine
@@ -67,7 +70,7 @@ class EngineHarness:
         states = {s.value if hasattr(s, "value") else s for s in states}
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            runs = {i: await self.engine.get_run_jso(i) for i in ids}
+            runs = {i: await self.service.get_run(i) for i in ids}
             if all(r is not None and r["state"] in states for r in runs.values()):
                 return runs
             if asyncio.get_running_loop().time() > deadline:

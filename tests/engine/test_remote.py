@@ -49,7 +49,7 @@ async def test_remote_success_with_output_env_and_host(remote):
     run = (await remote.wait(run_id))[run_id]
     assert run["state"] == "success" and run["exit_code"] == 0, run["message"]
     assert run["meta"]["proc"]["host"] == "h1"
-    data = await remote.engine.read_output(run_id, "output")
+    data = await remote.service.read_output(run_id, "output")
     assert data == f'{run_id} hello 7 bar\n{{"x": "7"}}\n'.encode()
     assert any("on h1" in m for m in await _run_log(remote, run_id))
 
@@ -64,8 +64,8 @@ async def test_remote_failure_exit_code_and_split_outputs(remote, sshd):
     run = (await remote.wait(run_id))[run_id]
     assert run["state"] == "failure" and run["exit_code"] == 3 and "exit code 3" in run["message"]
     assert run["meta"]["proc"]["user"] == sshd.user
-    assert await remote.engine.read_output(run_id, "stdout") == b"out\n"
-    assert await remote.engine.read_output(run_id, "stderr") == b"err\n"
+    assert await remote.service.read_output(run_id, "stdout") == b"out\n"
+    assert await remote.service.read_output(run_id, "stderr") == b"err\n"
 
 
 async def test_host_group_round_robin_alternates_hosts(remote):
@@ -107,13 +107,13 @@ async def test_stop_a_remote_run(remote):
     await remote.wait(run_id, states={"running"})
 
     async def started() -> bool:
-        return await remote.engine.read_output(run_id, "output") == b"up\n"
+        return await remote.service.read_output(run_id, "output") == b"up\n"
 
     await _wait_for(started)
-    await remote.engine.op_stop(run_id)
+    await remote.service.stop(run_id)
     run = (await remote.wait(run_id))[run_id]
     assert run["state"] == "failure" and "stopped" in run["message"]
-    assert await remote.engine.read_output(run_id, "output") == b"up\n"
+    assert await remote.service.read_output(run_id, "output") == b"up\n"
 
 
 async def test_remote_run_survives_a_daemon_restart(remote):
@@ -123,11 +123,10 @@ async def test_remote_run_survives_a_daemon_restart(remote):
     await remote.wait(run_id, states={"running"})
     await remote.stop()
     await remote.start()
-    engine = remote.engine
-    assert engine.runs[run_id].meta["proc"]["host"] == "h2"
+    assert remote.engine.runs[run_id].meta.proc.host == "h2"
     run = (await remote.wait(run_id))[run_id]
     assert run["state"] == "success", run["message"]
-    assert await engine.read_output(run_id, "output") == b"start\ndone\n"
+    assert await remote.service.read_output(run_id, "output") == b"start\ndone\n"
     assert "reattached after a daemon restart" in await _run_log(remote, run_id)
 
 
@@ -149,11 +148,11 @@ async def test_host_unreachable_at_restart_is_retried(remote, sshd, monkeypatch)
 
     await _wait_for(cut_off)
     await asyncio.sleep(1.5)  # the program ends meanwhile, unseen
-    assert (await remote.engine.get_run_jso(run_id))["state"] == "running"
+    assert (await remote.service.get_run(run_id))["state"] == "running"
     sshd.write_ssh_config(reachable=True)
     run = (await remote.wait(run_id))[run_id]
     assert run["state"] == "success", run["message"]
-    assert await remote.engine.read_output(run_id, "output") == b"x\ny\n"
+    assert await remote.service.read_output(run_id, "output") == b"x\ny\n"
 
 
 async def test_remote_run_survives_a_killed_ssh_connection(remote):
@@ -164,16 +163,16 @@ async def test_remote_run_survives_a_killed_ssh_connection(remote):
     await remote.wait(run_id, states={"running"})
 
     async def live_output() -> bool:  # read through the remote agent while it runs
-        return await engine.read_output(run_id, "output") == b"a\n"
+        return await remote.service.read_output(run_id, "output") == b"a\n"
 
     await _wait_for(live_output)
-    assert [o["length"] for o in await engine.list_outputs(run_id)] == [2]
+    assert [o["length"] for o in await remote.service.list_outputs(run_id)] == [2]
     client = engine.runner.hosts.connected("h1", None)
     old_pid = client.connect_pid
     os.kill(old_pid, signal.SIGKILL)
     run = (await remote.wait(run_id))[run_id]
     assert run["state"] == "success" and run["exit_code"] == 0, run["message"]
-    assert await engine.read_output(run_id, "output") == b"a\nb\n"
+    assert await remote.service.read_output(run_id, "output") == b"a\nb\n"
     assert client.connect_pid != old_pid
 
 
@@ -192,7 +191,7 @@ async def test_big_remote_output_is_fetched_in_chunks_and_capped(remote):
     expected = "".join(f"{i:09d}\n" for i in range(lines)).encode()
     [info] = await remote.store.list_outputs(run_id)
     assert info["original_length"] == len(expected)
-    data = await remote.engine.read_output(run_id, "output")
+    data = await remote.service.read_output(run_id, "output")
     assert data.startswith(expected[:2_500_000]) and data.endswith(expected[-2_500_000:])
     assert b"bytes cut" in data
     assert not list(remote.tmp_path.glob(".apsis-fetch-*"))  # the temp file is gone

@@ -6,7 +6,7 @@ import pytest
 
 from apsis.lib.timefmt import parse_time
 from apsis.model.states import State, TransitionError
-from apsis.engine.core import RequestError
+from apsis.engine.errors import Conflict, NotFound
 
 
 async def test_shell_success_and_output(harness):
@@ -15,7 +15,7 @@ async def test_shell_success_and_output(harness):
     [run_id] = await harness.run("hello", {"who": "bob"})
     run = (await harness.wait(run_id))[run_id]
     assert run["state"] == "success" and run["exit_code"] == 0
-    data = await harness.engine.read_output(run_id, "output")
+    data = await harness.service.read_output(run_id, "output")
     assert data == b"hi bob\n\x1b[31mred\x1b[0m\n"
     times = run["times"]
     assert parse_time(times["starting"]) <= parse_time(times["running"]) <= parse_time(times["success"])
@@ -27,7 +27,7 @@ async def test_failure_records_exit_code_and_env(harness):
     [run_id] = await harness.run("fail", {"x": "7"})
     run = (await harness.wait(run_id))[run_id]
     assert run["state"] == "failure" and run["exit_code"] == 3 and "exit code 3" in run["message"]
-    assert await harness.engine.read_output(run_id, "output") == f"{run_id} fail 7\n".encode()
+    assert await harness.service.read_output(run_id, "output") == f"{run_id} fail 7\n".encode()
 
 
 async def test_no_such_program_is_an_error(harness):
@@ -43,8 +43,8 @@ async def test_split_outputs(harness):
     await harness.start()
     [run_id] = await harness.run("split")
     await harness.wait(run_id)
-    assert await harness.engine.read_output(run_id, "stdout") == b"out\n"
-    assert await harness.engine.read_output(run_id, "stderr") == b"err\n"
+    assert await harness.service.read_output(run_id, "stdout") == b"out\n"
+    assert await harness.service.read_output(run_id, "stderr") == b"err\n"
 
 
 async def test_timeout_is_a_failure_that_says_so(harness):
@@ -67,28 +67,26 @@ async def test_noop_outcomes(harness):
 async def test_operations_and_their_409s(harness):
     harness.write_jobs({"later": "program: {type: no-op}\n", "long": "program: 'sleep 30'\n"})
     await harness.start()
-    engine = harness.engine
+    service = harness.service
     [a] = await harness.run("later", delay=3600)
-    await engine.op_skip(a)
-    assert (await engine.get_run_jso(a))["state"] == "skipped"
-    with pytest.raises(RequestError) as exc:
-        await engine.op_skip(a)
-    assert exc.value.status == 409
+    await service.skip(a)
+    assert (await service.get_run(a))["state"] == "skipped"
+    with pytest.raises(Conflict):
+        await service.skip(a)
     [b] = await harness.run("later", delay=3600)
-    await engine.op_start(b)
+    await service.start(b)
     await harness.wait(b)
     [c] = await harness.run("long")
     await harness.wait(c, states={"running"})
-    await engine.op_stop(c)
+    await service.stop(c)
     run = (await harness.wait(c))[c]
     assert run["state"] == "failure" and "stopped" in run["message"]
-    marked = await engine.op_mark(c, "success")
-    assert marked["state"] == "success"
-    new = await engine.op_rerun(c)
+    marked = await service.mark(c, State.SUCCESS)
+    assert marked.state == State.SUCCESS
+    new = await service.rerun(c)
     assert new.rerun_of == c and new.attempt == 2
-    with pytest.raises(RequestError) as exc:
-        await engine.op_skip("r999999")
-    assert exc.value.status == 404
+    with pytest.raises(NotFound):
+        await service.skip("r999999")
 
 
 async def test_dependencies_resolve_in_any_order(harness):
@@ -99,7 +97,7 @@ async def test_dependencies_resolve_in_any_order(harness):
     await harness.start()
     downs = [(await harness.run("down", {"n": str(i)}))[0] for i in range(200)]
     await asyncio.sleep(0.3)
-    states = {(await harness.engine.get_run_jso(d))["state"] for d in downs}
+    states = {(await harness.service.get_run(d))["state"] for d in downs}
     assert states == {"waiting"}
     ups = []
     for i in reversed(range(200)):

@@ -1,0 +1,66 @@
+"""Binding a job to one run: templates rendered once, every family's part checked.
+
+What a run will execute, wait for and fire is fixed when the run is created (the
+rendered JSON is stored with it); a value that only turns out wrong once rendered
+(a templated duration that is not one) makes the run an error, saying which.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..action import bind_action
+from ..cond import BindContext, BoundCondition, bind_condition
+from ..model.job import Job
+from ..model.run import Run, RunMeta
+from ..program import bind_program
+from ..template import TemplateError, render_value
+
+
+@dataclass(slots=True)
+class NewRun:
+    """A run about to be recorded, and why it cannot be scheduled, if it cannot."""
+
+    run: Run
+    error: str | None = None
+    skip_reason: str | None = None
+
+
+def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
+             template_args: Callable[[Job, dict[str, str], str], dict[str, Any]],
+             params_of: Callable[[str], list[str] | None],
+             stop: dt.datetime | None = None, rerun_of: str | None = None, attempt: int = 1,
+             expected: bool = False, meta: RunMeta | None = None) -> NewRun:
+    run = Run(run_id=run_id, job_id=job.job_id, args=dict(args), labels=job.labels,
+              rerun_of=rerun_of, attempt=attempt, ad_hoc=job.ad_hoc, expected=expected,
+              job=job.to_jso(), meta=meta or RunMeta())
+    run.set_time("schedule", when)
+    if stop is not None:
+        run.set_time("stop", stop)
+    try:
+        targs = template_args(job, args, run_id)
+        run.program = render_value(job.program.to_jso(), targs)
+        run.conditions = [render_value(c.to_jso(), targs) for c in job.conditions]
+        run.actions = [render_value(a.to_jso(), targs) for a in job.actions]
+        bind_program(run.program)
+        conditions_of(run, params_of)
+        for action in run.actions:
+            bind_action(action)
+    except (TemplateError, ValueError, LookupError) as exc:
+        return NewRun(run, error=f"cannot bind job {job.job_id!r}: {exc}")
+    return NewRun(run)
+
+
+def conditions_of(run: Run, params_of: Callable[[str], list[str] | None]) -> list[BoundCondition]:
+    """The run's conditions, bound; ValueError says which one cannot be."""
+    ctx = BindContext(run.run_id, run.job_id, run.args, params_of)
+    bound = []
+    for jso in run.conditions:
+        try:
+            bound.append(bind_condition(jso, ctx))
+        except NotImplementedError:
+            raise ValueError(f"condition type {jso.get('type')!r} cannot be checked") from None
+    return bound

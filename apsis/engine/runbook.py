@@ -1,0 +1,94 @@
+"""The unfinished runs the engine holds in memory, and the transitions in flight.
+
+A run's fields change only after its transition commits, so between deciding and
+committing a run is *becoming* its next state.  Conditions count what runs are
+becoming (two waiting runs must not both take the last `max_running` slot while
+the first one's `starting` is being written), and transitions of one run queue up
+behind each other instead of interleaving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from ..model.run import InstanceKey, Run, instance_key
+from ..model.states import FINISHED, State
+
+
+class RunBook:
+    def __init__(self) -> None:
+        self._runs: dict[str, Run] = {}
+        self._by_instance: dict[InstanceKey, set[str]] = {}
+        self._becoming: dict[str, State] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(list(self._runs.values()))
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._runs
+
+    def get(self, run_id: str) -> Run | None:
+        return self._runs.get(run_id)
+
+    def __getitem__(self, run_id: str) -> Run:
+        return self._runs[run_id]
+
+    def values(self) -> list[Run]:
+        return list(self._runs.values())
+
+    def of_instance(self, job_id: str, args: dict[str, str]) -> list[Run]:
+        """Unfinished runs of an instance."""
+        return [self._runs[i] for i in self._by_instance.get(instance_key(job_id, args), ())]
+
+    def state_of(self, run: Run) -> State:
+        """The state a run has, or is becoming while its transition commits."""
+        return self._becoming.get(run.run_id, run.state)
+
+    def remember(self, run: Run) -> None:
+        self._runs[run.run_id] = run
+        self._by_instance.setdefault(run.instance, set()).add(run.run_id)
+
+    def forget(self, run: Run) -> None:
+        self._runs.pop(run.run_id, None)
+        ids = self._by_instance.get(run.instance)
+        if ids is not None:
+            ids.discard(run.run_id)
+            if not ids:
+                del self._by_instance[run.instance]
+
+    def settle(self, run: Run) -> None:
+        """After a committed transition: unfinished runs are kept, finished ones dropped."""
+        if run.state in FINISHED:
+            self.forget(run)
+        else:
+            self.remember(run)
+
+    def becoming(self, run: Run, to: State | None) -> None:
+        if to is None:
+            self._becoming.pop(run.run_id, None)
+        else:
+            self._becoming[run.run_id] = to
+
+    @asynccontextmanager
+    async def turn(self, run_id: str) -> AsyncIterator[None]:
+        """One transition of a run at a time; the lock exists only while it is wanted."""
+        lock, users = self._locks.get(run_id, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[run_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[run_id]
+            if users <= 1:
+                del self._locks[run_id]
+            else:
+                self._locks[run_id] = (lock, users - 1)

@@ -1,0 +1,239 @@
+"""What the API can read and ask of the daemon: one typed facade over engine and store.
+
+The API talks only to this: it never reaches into the store, the writer, the
+event bus or the jobs directory.  Refusals are the engine's typed errors
+(engine/errors.py); the API picks their HTTP status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..model.job import Job
+from ..model.run import Run
+from ..model.states import FINISHED, State
+from ..program import parse_signal
+from .errors import Conflict, Invalid, NotFound
+
+if TYPE_CHECKING:
+    from .core import Engine
+    from .events import Event, Subscription
+
+
+class Service:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # -- the daemon ---------------------------------------------------------------------
+
+    @property
+    def config(self) -> Any:
+        return self._engine.config
+
+    @property
+    def started_at(self) -> dt.datetime:
+        return self._engine.started_at
+
+    @property
+    def last_seq(self) -> int:
+        return self._engine.bus.last_seq
+
+    def spawn(self, coro: Any, name: str) -> Any:
+        return self._engine.spawn(coro, name)
+
+    def request_shutdown(self, restart: bool = False) -> None:
+        self._engine.request_shutdown(restart)
+
+    async def readable(self) -> str | None:
+        """None if the store answers reads, else what is wrong (for /alive)."""
+        return await self._engine.store.read_problem()
+
+    def counts(self) -> dict[str, Any]:
+        """Cheap numbers for /control/stats and /metrics."""
+        engine = self._engine
+        return {"jobs": len(engine.jobs_dir.jobs), "unfinished_runs": len(engine.runs),
+                "event_subscribers": engine.bus.subscriber_count, "last_seq": engine.bus.last_seq}
+
+    def commit_quantiles(self, quantiles: Collection[float] = (0.5, 0.9, 0.99, 1.0)) -> dict[float, float]:
+        """Database commit times (s) of the last 1 000 writes at those quantiles (nearest
+        rank); empty before the first commit."""
+        ordered = sorted(self._engine.writer.commit_seconds)
+        if not ordered:
+            return {}
+        return {q: ordered[min(len(ordered) - 1, int(len(ordered) * q))] for q in quantiles}
+
+    @property
+    def commit_count(self) -> int:
+        return len(self._engine.writer.commit_seconds)
+
+    async def store_stats(self) -> dict[str, Any]:
+        return await self._engine.store.stats()
+
+    async def runs_by_state(self) -> dict[str, int]:
+        return await self._engine.store.count_runs_by_state()
+
+    # -- events -------------------------------------------------------------------------
+
+    def subscribe(self, maxsize: int, predicate: Callable[[Event], bool] | None) -> Subscription:
+        return self._engine.bus.subscribe(maxsize, predicate)
+
+    def listen(self, callback: Callable[[Event], None]) -> None:
+        self._engine.bus.listen(callback)
+
+    async def events_since(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._engine.store.events_since(*args, **kwargs)
+
+    async def last_stored_seq(self) -> int:
+        return await self._engine.store.last_seq()
+
+    async def first_retained_seq(self) -> int:
+        return await self._engine.store.first_retained_seq()
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def jobs(self) -> list[Job]:
+        return sorted(self._engine.jobs_dir.jobs.values(), key=lambda j: j.job_id)
+
+    def has_job(self, job_id: str) -> bool:
+        return job_id in self._engine.jobs_dir.jobs
+
+    def job(self, job_id: str) -> Job:
+        return self._engine.get_job(job_id)
+
+    def inline_job(self, jso: dict[str, Any], job_id: str) -> Job:
+        return self._engine.inline_job(jso, job_id)
+
+    async def reload_jobs(self, *, dry_run: bool = False) -> dict[str, Any]:
+        return await self._engine.reload_jobs(dry_run=dry_run)
+
+    # -- runs: reading ------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """A run's JSON: from memory while unfinished, else from the store."""
+        run = self._engine.runs.get(run_id)
+        if run is not None:
+            return run.to_jso()
+        return await self._engine.store.get_run(run_id)
+
+    async def query_runs(self, **filters: Any) -> Any:
+        return await self._engine.store.query_runs(**filters)
+
+    async def run_log(self, run_id: str) -> list[dict[str, Any]]:
+        return await self._engine.store.run_log(run_id)
+
+    async def read_output(self, run_id: str, output_id: str, start: int = 0,
+                          end: int | None = None) -> bytes | None:
+        """Bytes of an output: from the spool while running, from the store after."""
+        engine = self._engine
+        live = engine.runs.get(run_id)
+        if live is not None:
+            data = await engine.runner.read_live_output(live, output_id, start, end)
+            if data is not None:
+                return data
+        return await engine.store.get_output(run_id, output_id, start, end)
+
+    async def list_outputs(self, run_id: str) -> list[dict[str, Any]]:
+        engine = self._engine
+        live = engine.runs.get(run_id)
+        if live is not None:
+            outputs = await engine.runner.live_outputs(live)
+            if outputs is not None:
+                return outputs
+        return await engine.store.list_outputs(run_id)
+
+    # -- runs: commands (SPEC §1.1) -----------------------------------------------------
+
+    def check_args(self, job: Job, args: dict[str, Any]) -> dict[str, str]:
+        return self._engine.check_args(job, args)
+
+    async def create_runs(self, job: Job, args: dict[str, str], *, times: list[dt.datetime],
+                          stop: dt.datetime | None = None) -> list[Run]:
+        return await self._engine.create_runs(job, self.check_args(job, args), times=times,
+                                              stop=stop)
+
+    async def _unfinished(self, run_id: str, states: Collection[State], op: str) -> Run:
+        """The run, if it is in one of `states`; else the error that says why not."""
+        engine = self._engine
+        run = engine.runs.get(run_id)
+        if run is not None and run.state in states:
+            return run
+        if run is None:
+            jso = await engine.store.get_run(run_id)
+            if jso is None:
+                raise NotFound(f"no run {run_id}", "unknown_run")
+            state = jso["state"]
+        else:
+            state = run.state.value
+        allowed = ", ".join(sorted(s.value for s in states))
+        raise Conflict(f"cannot {op} run {run_id}: it is {state} (only {allowed} runs)")
+
+    async def skip(self, run_id: str) -> Run:
+        waiting = {State.SCHEDULED, State.WAITING}
+        run = await self._unfinished(run_id, waiting, "skip")
+        await self._take_back(run)
+        await self._engine.transition(run, State.SKIPPED, "skipped by request", expect=waiting)
+        return run
+
+    async def start(self, run_id: str) -> Run:
+        run = await self._unfinished(run_id, {State.SCHEDULED, State.WAITING}, "start")
+        await self._take_back(run)
+        await self._engine.start_run(run, message="started by request, ignoring its conditions")
+        return run
+
+    async def _take_back(self, run: Run) -> None:
+        """A scheduled or waiting run taken out of the engine's hands by a request."""
+        self._engine.cancel_timer(run)
+        self._engine.waiter.remove(run)
+
+    async def stop(self, run_id: str) -> Run:
+        run = await self._unfinished(run_id, {State.RUNNING}, "stop")
+        await self._engine.runner.stop_run(run, "stopped by request")
+        return run
+
+    async def signal(self, run_id: str, signal: str) -> Run:
+        try:
+            name = parse_signal(signal)
+        except ValueError as exc:
+            raise Invalid(str(exc), "bad_signal") from None
+        run = await self._unfinished(run_id, {State.RUNNING, State.STOPPING}, "signal")
+        await self._engine.runner.signal_run(run, name)
+        await self._engine.run_log(run, f"sent {name} by request")
+        return run
+
+    async def mark(self, run_id: str, to: State) -> Run:
+        """A finished run moved to another finished state (history corrected, no actions)."""
+        if to not in FINISHED:
+            raise Invalid(f"can only mark a run success, failure, error or skipped, not {to.value}",
+                          "bad_state_name")
+        jso = await self._engine.store.get_run(run_id)
+        if jso is None:
+            raise NotFound(f"no run {run_id}", "unknown_run")
+        run = Run.from_jso(jso)
+        if run.state not in FINISHED or run.state == to:
+            raise Conflict(f"cannot mark run {run_id} {to.value}: it is {run.state.value} "
+                           "(only finished runs can be marked, to another finished state)")
+        await self._engine.transition(run, to, f"marked {to.value} (was {run.state.value})")
+        return run
+
+    async def rerun(self, run_id: str) -> Run:
+        engine = self._engine
+        jso = await engine.store.get_run(run_id)
+        if jso is None:
+            raise NotFound(f"no run {run_id}", "unknown_run")
+        if State(jso["state"]) not in FINISHED:
+            raise Conflict(f"cannot rerun run {run_id}: it is {jso['state']} (only finished runs)")
+        job = await engine.job_of_run(Run.from_jso(jso))
+        [run] = await engine.create_runs(job, jso["args"], times=[dt.datetime.now(dt.UTC)],
+                                         rerun_of=run_id, attempt=int(jso.get("attempt") or 1) + 1)
+        return run
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def archive_path(self) -> Path:
+        return Path(self._engine.archive_path())
+
+    async def archive_runs(self, cut: dt.datetime) -> int:
+        return await self._engine.archive_runs(cut)
