@@ -8,7 +8,6 @@ or `schedule` action points at a job that exists with matching params.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from typing import Any
 from collections.abc import Iterator
 
@@ -17,8 +16,9 @@ from .cond import DependencyCondition, MaxRunningCondition
 from .errors import Diagnostics, Location
 from .jobs_dir import JobsDir
 from .lib.timefmt import UTC
-from .model.job import Job, bind_args
+from .model.job import Job, bind_args, missing_params
 from .program import ShellProgram
+from .schedule.runs import job_runs
 
 # Templates are rendered with the args of each schedule's first run after this.
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -52,7 +52,7 @@ def sample_args(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostic
         for name in sorted(set(schedule.args) - set(job.params)):
             diags.warning(f"schedule arg {name!r} is not a param of this job and is ignored", loc)
         args = bind_args(job.params, first.args)
-        missing = [p for p in job.params if p not in args]
+        missing = missing_params(job.params, args)
         if missing:
             provided = ", ".join(sorted(first.args)) or "nothing"
             diags.error(
@@ -172,7 +172,7 @@ def _check_target(jobs_dir: JobsDir, job: Job, target_id: str, given: dict[str, 
                     f"{', '.join(extra)} that it does not take (its params: "
                     f"{', '.join(target.params) or 'none'})", loc)
     # Args not given are taken from this run's args of the same name.
-    missing = [p for p in target.params if p not in given and p not in run_args]
+    missing = missing_params(target.params, {**run_args, **given})
     if missing:
         diags.error(f"{what} on {target_id!r} does not bind its param"
                     f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}; give "
@@ -222,14 +222,8 @@ def list_runs(jobs_dir: JobsDir, start: dt.datetime, stop: dt.datetime) -> list[
     """Every run the schedules would create in [start, stop), sorted by time."""
     from .lib.timefmt import format_time
 
-    runs = []
-    for job in jobs_dir.jobs.values():
-        for schedule in job.schedules:
-            if not schedule.enabled:
-                continue
-            for sr in itertools.takewhile(lambda r: r.time < stop, schedule.times(start)):
-                if sr.skip_reason:  # a DST-skipped time creates no run to list
-                    continue
-                runs.append((sr.time, job.job_id, bind_args(job.params, sr.args)))
-    runs.sort(key=lambda r: (r[0], r[1]))
-    return [{"job_id": j, "args": a, "time": format_time(t)} for t, j, a in runs]
+    # A DST-skipped time (`dst_gap: skip`) creates no run to list.
+    runs = [run for job in jobs_dir.jobs.values() for run in job_runs(job, start, stop)
+            if not run.skip_reason]
+    runs.sort(key=lambda r: (r.time, r.job.job_id))
+    return [{"job_id": r.job.job_id, "args": r.args, "time": format_time(r.time)} for r in runs]

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from apsis.model.job import missing_params
+
 from . import fmt
 from .common import UserError
 from .connect import call
@@ -97,7 +99,7 @@ def _check_params(job: dict[str, Any], args: dict[str, str]) -> None:
         return
     params = [params] if isinstance(params, str) else list(params)
     unknown = [a for a in args if a not in params]
-    missing = [p for p in params if p not in args]
+    missing = missing_params(params, args)
     usage = " ".join(f"{p}=…" for p in params) or "no args"
     if unknown:
         raise UserError(f"job {job['job_id']} has no param {', '.join(unknown)}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,5 +59,6 @@ def bind_args(params: list[str], args: dict[str, Any]) -> dict[str, str]:
     return {p: str(args[p]) for p in params if p in args}
 
 
-def missing_params(params: list[str], args: dict[str, Any]) -> list[str]:
+def missing_params(params: list[str], args: Mapping[str, Any]) -> list[str]:
+    """The params `args` gives no value, in the job's order: a run without them cannot start."""
     return [p for p in params if p not in args]

@@ -31,7 +31,6 @@ class ScheduledRun:
     args: dict[str, str]
     skip_reason: str | None = None
     stop_time: dt.datetime | None = None
-    schedule_index: int = 0
 
 
 CATCHUP_MODES = ("all", "latest", "none")
