@@ -176,3 +176,23 @@ async def test_failed_migration_leaves_the_old_version(
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'extra'").fetchall()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("link", ["symlink", "hard link"])
+async def test_another_name_of_the_file_meets_the_same_lock(db_path: Path, link: str) -> None:
+    store = await Store.open(db_path)
+    alias = db_path.parent / "other" / "alias.db"
+    alias.parent.mkdir()
+    alias.symlink_to(db_path) if link == "symlink" else os.link(db_path, alias)
+    try:
+        with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}"):
+            await Store.open(alias)
+        with pytest.raises(StoreError, match="another file than the database"):
+            await store.archive("2100-01-01T00:00:00Z", alias)
+        # The refused open left the holder's connections alone.
+        await store.write([make_run("r1")])
+    finally:
+        await store.close()
+    again = await Store.open(alias)
+    assert (await again.get_run("r1"))["run_id"] == "r1"
+    await again.close()
