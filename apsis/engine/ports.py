@@ -1,0 +1,88 @@
+"""What the runner needs from the engine, as a protocol instead of the whole Engine.
+
+The engine satisfies it; a test could hand the runner something smaller. Nothing here
+changes a run except `transition`, the engine's one state-change path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..model.run import Run
+from ..model.states import State
+
+
+class RunnerConfig(Protocol):
+    """The daemon settings the runner reads."""
+
+    database: Path  # big remote outputs are fetched to a temp file beside it
+    output_max_bytes: int
+    remote_ssh: str | None
+    remote_agent_dir: str | None
+
+    @property
+    def agent_dir(self) -> Path:
+        """The local agent's state dir."""
+        ...
+
+
+class OutputStore(Protocol):
+    """Where finished outputs go: big ones now, small ones with the final transition."""
+
+    @staticmethod
+    def prepare_small_output(run_id: str, output_id: str, data: bytes,
+                             max_bytes: int | None = None) -> Any: ...
+
+    async def store_output_from_file(self, run_id: str, output_id: str,
+                                     path: str | os.PathLike[str], *,
+                                     max_bytes: int | None) -> dict[str, Any]: ...
+
+
+class JobsConfigView(Protocol):
+    @property
+    def host_groups(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+
+class JobsDirView(Protocol):
+    """What the runner reads of the jobs directory: its `host_groups`."""
+
+    @property
+    def config(self) -> JobsConfigView: ...
+
+
+class LiveRuns(Protocol):
+    """The unfinished runs in memory."""
+
+    def get(self, run_id: str) -> Run | None: ...
+
+    def __iter__(self) -> Iterator[Run]: ...
+
+
+class RunnerHost(Protocol):
+    """The engine, as the runner sees it."""
+
+    config: RunnerConfig
+    store: OutputStore
+    url: str  # the API's base URL, given to programs as APSIS_URL
+
+    @property
+    def jobs_dir(self) -> JobsDirView:
+        """The jobs directory as loaded now (it is replaced on reload)."""
+        ...
+
+    @property
+    def runs(self) -> LiveRuns: ...
+
+    async def transition(self, run: Run, to: State, message: str | None = None, *,
+                         expect: set[State] | frozenset[State] | None = None,
+                         force: bool = False, small_outputs: Sequence[Any] = (),
+                         before: Sequence[dict[str, Any]] = (), **updates: Any) -> bool: ...
+
+    async def run_log(self, run: Run | str, message: str) -> None: ...
+
+    async def emit(self, events: list[dict[str, Any]]) -> None: ...
+
+    def spawn(self, coro: Awaitable[Any], name: str = "task") -> Any: ...
