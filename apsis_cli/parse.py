@@ -10,7 +10,7 @@ import datetime as dt
 import re
 
 from apsis.lib.timefmt import parse_duration as _parse_duration
-from apsis.present import FINISHED_STATES, STATES
+from apsis.present import STATES
 
 from .common import UserError
 

@@ -17,8 +17,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from apsis.present import FINISHED_STATES
+
 from .exitcodes import STATE_EXIT, ExitStatus
-from .parse import FINISHED_STATES
 
 if TYPE_CHECKING:
     from apsis.client import Client

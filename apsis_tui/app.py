@@ -1,9 +1,10 @@
 """The Apsis TUI application: one client, one event stream, many screens.
 
 The App owns the connection. It loads runs page by page (newest first) and follows
-the event stream from the first page's ``seq``, so nothing is missed or repeated;
-screens read ``app.runs`` and subscribe to the App's signals for changes. All
-network work happens in Textual workers, one exclusive group per kind of work.
+the event stream from the first page's ``seq``, so nothing is missed or repeated,
+feeding what arrives to ``app.model`` (`apsis_tui.model`), which the screens read and
+observe. All network work happens in Textual workers, one exclusive group per kind
+of work.
 
     run_tui("http://127.0.0.1:5000", token=None)
 """
@@ -11,43 +12,26 @@ network work happens in Textual workers, one exclusive group per kind of work.
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.signal import Signal
 from textual.worker import get_current_worker
 
-from apsis_tui.messages import ConnectionChanged, ConnectionState, JobsChanged, RunLogged
-from apsis_tui.runstore import ACTIVE_STATES, parse_time
+from apsis_tui.model import TuiModel
 from apsis_tui.state import TuiState
 
 PAGE_SIZE = 1000
 MAX_RUNS = 100_000
 HEALTH_INTERVAL = 2.0
-FAILED_WINDOW = 3600.0  # the title counts failures of the last hour
 HANGUP_GRACE = 3.0  # seconds to exit cleanly after SIGHUP before exiting hard
-FAILED_STATES = frozenset({"failure", "error"})
-
-# What a run keeps in memory for the tables; the Run screen fetches the full run.
-# 100 000 full runs (programs, conditions, actions) would cost hundreds of MB.
-SUMMARY_KEYS = (
-    "run_id", "job_id", "args", "state", "labels", "times", "message", "rerun_of",
-    "attempt", "exit_code", "signal", "ad_hoc", "expected",
-)
-
-
-def summarize(run: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a run the tables and the title need."""
-    return {key: run[key] for key in SUMMARY_KEYS if key in run}
 
 
 def make_clients(url: str, token: str | None) -> tuple[Any, Any, Any]:
@@ -58,8 +42,6 @@ def make_clients(url: str, token: str | None) -> tuple[Any, Any, Any]:
     return (Client(url, token, retry_for=10.0), Client(url, token, retry_for=None),
             Client(url, token, timeout=3.0, retry_for=0.0))
 
-
-REFREEZE_AFTER = 20_000  # runs changed by events before they are frozen out of the GC too
 
 
 class ApsisApp(App[int]):
@@ -118,31 +100,8 @@ class ApsisApp(App[int]):
         self.page_size = page_size
         self.health_interval = health_interval
         self._ansi = ansi
-        # run id -> summary: everything loaded, unfiltered (the Runs table filters).
-        self.runs: dict[str, dict[str, Any]] = {}
-        self._run_seq: dict[str, int] = {}  # the seq of the event that last set a run
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.connection: ConnectionState = "connecting"
-        self.connection_detail = ""
-        # The indicator is live only when both agree: the event socket is open (as the
-        # client reports it) and /alive answers. Either one alone can be wrong: the
-        # probe answers while the socket is still reconnecting, and a half-open socket
-        # looks open until its ping times out.
-        self._stream_state = "connecting"
-        self._stream_error = ""
-        self._probe_error: str | None = None
-        self.version: str | None = None
-        self.last_seq: int | None = None
-        self.loaded = False  # the first page is in
-        self._unfrozen = 0  # runs stored since the GC last froze them
-        self._active: set[str] = set()
-        self._failed: dict[str, float] = {}  # run id -> when it failed
+        self.model = TuiModel(clock)
         self._title_shown = ""
-        self.runs_signal: Signal[list[dict[str, Any]]] = Signal(self, "runs")
-        self.log_signal: Signal[RunLogged] = Signal(self, "run-log")
-        self.connection_signal: Signal[ConnectionChanged] = Signal(self, "connection")
-        self.jobs_signal: Signal[JobsChanged] = Signal(self, "jobs")
-        self.reset_signal: Signal[None] = Signal(self, "reset")
 
     # -- screens -------------------------------------------------------------------
 
@@ -201,14 +160,13 @@ class ApsisApp(App[int]):
         try:
             page = await self.client.runs(limit=self.page_size)
         except ApsisError as exc:
-            self._set_connection("down", str(exc))
+            self.model.unreachable(str(exc))
             await asyncio.sleep(2.0)
             if not worker.is_cancelled:
                 self.call_later(self.load_runs)
             return
         self.follow_events(page["seq"])
-        self.apply_page(page["runs"], page["seq"])
-        self.loaded = True
+        self.model.apply_page(page["runs"], page["seq"])
         loaded = len(page["runs"])
         cursor = page.get("cursor")
 
@@ -230,121 +188,35 @@ class ApsisApp(App[int]):
                 cursor = page.get("cursor")
                 # Ask for the next page first: the daemon reads it while this one is applied.
                 next_page = fetch(cursor)
-                self.apply_page(page["runs"], page["seq"])
+                self.model.apply_page(page["runs"], page["seq"])
                 await asyncio.sleep(0)  # let the screen paint and keys through between pages
         finally:
             if next_page is not None:
                 next_page.cancel()
         if not worker.is_cancelled:
-            self._freeze_runs()
-
-    def apply_page(self, runs: Iterable[Mapping[str, Any]], seq: int) -> None:
-        """Runs as of event ``seq``; a run an event changed later keeps that change."""
-        batch = []
-        for run in runs:
-            run_id = run["run_id"]
-            if self._run_seq.get(run_id, -1) > seq:
-                continue
-            batch.append(self._store_run(summarize(run)))
-        if batch:
-            self.runs_signal.publish(batch)
-
-    def apply_run(self, run: Mapping[str, Any], seq: int | None = None) -> dict[str, Any]:
-        """One run's new summary (from an event, or an operation's answer)."""
-        run_id = run["run_id"]
-        if seq is not None:
-            self._run_seq[run_id] = seq
-        merged = self._store_run({**self.runs.get(run_id, {}), **summarize(run)})
-        self.runs_signal.publish([merged])
-        self._unfrozen += 1
-        if self._unfrozen >= REFREEZE_AFTER:  # a dashboard left open for days
-            self._freeze_runs()
-        return merged
-
-    def _freeze_runs(self) -> None:
-        """Moves what exists now (the runs loaded or changed) out of the cyclic GC's reach.
-
-        They live as long as the app, yet every full collection walked them all: a pause
-        of ~90 ms per 20 000 runs, felt as a stuck cursor. Refcounting still frees them.
-        """
-        gc.collect(1)  # young garbage first, so little is frozen that a collection would free
-        gc.freeze()
-        self._unfrozen = 0
-
-    def _store_run(self, run: dict[str, Any]) -> dict[str, Any]:
-        run_id = run["run_id"]
-        self.runs[run_id] = run
-        state = run.get("state")
-        if state in ACTIVE_STATES:
-            self._active.add(run_id)
-        else:
-            self._active.discard(run_id)
-        if state in FAILED_STATES:
-            when = parse_time((run.get("times") or {}).get(state))
-            self._failed[run_id] = when if when is not None else self.clock()
-        else:
-            self._failed.pop(run_id, None)
-        return run
+            self.model.freeze()
 
     @work(exclusive=True, group="events")
     async def follow_events(self, since: int) -> None:
         """Apply every event after ``since``; the client reconnects and resumes."""
         from apsis.client import ApsisError
 
-        self.last_seq = since
-        self._stream_error = ""
+        model = self.model
+        model.stream_started(since)
         try:
             async for event in self.events_client.events(since=since,
-                                                         on_state=self._stream_changed):
-                self.handle_event(event)
-                if event.get("type") == "reset":
+                                                         on_state=model.stream_changed):
+                model.apply_event(event)
+                kind = event.get("type")
+                if kind == "jobs_reloaded":
+                    self.load_jobs()
+                elif kind == "reset":
+                    self.notify("The daemon no longer has the events since we last saw it: "
+                                "reloading.")
+                    self.load_runs()
                     return
         except ApsisError as exc:  # refused (401/403): retrying cannot help
-            self._stream_error = str(exc)
-            self._stream_changed("disconnected")
-
-    def _stream_changed(self, state: str) -> None:
-        """The client's report on the event socket: connecting, live or disconnected."""
-        self._stream_state = state
-        self._show_connection()
-
-    def _show_connection(self) -> None:
-        if self._probe_error is not None:
-            self._set_connection("down", self._probe_error)
-        elif self._stream_state == "disconnected":
-            self._set_connection("down", self._stream_error or "the event stream is reconnecting")
-        elif self._stream_state == "live":
-            self._set_connection("live")
-        else:
-            self._set_connection("connecting")
-
-    def handle_event(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("type")
-        seq = event.get("seq")
-        if isinstance(seq, int):
-            self.last_seq = seq
-        if kind == "run_transition":
-            self.apply_run(event["run"], seq if isinstance(seq, int) else None)
-        elif kind == "run_log":
-            self.log_signal.publish(RunLogged(event["run_id"], event.get("entry") or {}))
-        elif kind in ("job_added", "job_changed", "job_removed", "jobs_reloaded"):
-            job = event.get("job") or {}
-            job_id = job.get("job_id")
-            if kind == "job_removed" and job_id:
-                self.jobs.pop(job_id, None)
-            elif job_id:
-                self.jobs[job_id] = job
-            self.jobs_signal.publish(JobsChanged(job_id))
-            if kind == "jobs_reloaded":
-                self.load_jobs()
-        elif kind == "reset":
-            self.notify("The daemon no longer has the events since we last saw it: reloading.")
-            self.runs.clear()
-            self._run_seq.clear()
-            self._active.clear()
-            self._failed.clear()
-            self.reset_signal.publish(None)
-            self.load_runs()
+            model.stream_changed("disconnected", str(exc))
 
     @work(exclusive=True, group="jobs")
     async def load_jobs(self) -> None:
@@ -354,8 +226,7 @@ class ApsisApp(App[int]):
             jobs = await self.client.jobs()
         except ApsisError:
             return
-        self.jobs = {job["job_id"]: job for job in jobs}
-        self.jobs_signal.publish(JobsChanged(None))
+        self.model.set_jobs(jobs)
 
     @work(exclusive=True, group="health")
     async def watch_health(self) -> None:
@@ -368,38 +239,16 @@ class ApsisApp(App[int]):
             try:
                 alive = await self.health_client.alive()
             except ApsisError as exc:
-                self._probe_error = exc.message
+                self.model.probe_failed(exc.message)
             else:
-                self.version = alive.get("version") or self.version
-                self._probe_error = None
-            self._show_connection()
+                self.model.probe_answered(alive.get("version"))
             await asyncio.sleep(self.health_interval)
 
-    def _set_connection(self, state: ConnectionState, detail: str = "") -> None:
-        changed = (state, detail) != (self.connection, self.connection_detail)
-        if state == "down" and self.connection != "down":
-            self._down_since = self.clock()
-        self.connection = state
-        self.connection_detail = detail
-        if changed:
-            self.connection_signal.publish(ConnectionChanged(state, self.version, detail))
-
-    @property
-    def down_since(self) -> float | None:
-        return getattr(self, "_down_since", None) if self.connection == "down" else None
-
-    # -- counts and the terminal's title ----------------------------------------------
-
-    def counts(self) -> tuple[int, int]:
-        """(runs running now, runs that failed in the last hour)."""
-        horizon = self.clock() - FAILED_WINDOW
-        for run_id in [r for r, when in self._failed.items() if when < horizon]:
-            del self._failed[run_id]
-        return len(self._active), len(self._failed)
+    # -- the terminal's title -----------------------------------------------------------
 
     def title_text(self) -> str:
-        running, failed = self.counts()
-        mark = "" if self.connection == "live" else " (disconnected)"
+        running, failed = self.model.counts()
+        mark = "" if self.model.connection == "live" else " (disconnected)"
         return f"Apsis: {running} running, {failed} failed/1h{mark}"
 
     def _update_title(self) -> None:
@@ -428,7 +277,7 @@ class ApsisApp(App[int]):
             refusal,
         )
 
-        run = self.runs.get(run_id) or {"run_id": run_id}
+        run = self.model.runs.get(run_id) or {"run_id": run_id}
         why_not = refusal(run, operation)
         if why_not:
             self.notify(why_not, severity="warning")
@@ -468,11 +317,10 @@ class ApsisApp(App[int]):
                         severity="error", timeout=8)
             return
         if isinstance(result, dict) and "run_id" in result:
+            self.model.apply_run(result)
             if operation == "rerun":
-                self.apply_run(result)
                 self.notify(f"{run_id} rerun as {result['run_id']}", title="Rerun")
                 return
-            self.apply_run(result)
             self.notify(f"{run_id} is now {result.get('state', '?')}", title=operation.title())
         else:
             self.notify(f"{operation} {run_id}: done", title=operation.title())

@@ -24,14 +24,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from apsis.model.states import FINISHED, State
+from apsis.present import ACTIVE_STATES, FAILED_STATES, FINISHED_STATES, PENDING_STATES, STATES
 
-STATES: tuple[str, ...] = tuple(state.value for state in State)
 STATE_GROUPS: dict[str, frozenset[str]] = {
-    "finished": frozenset(state.value for state in FINISHED),
-    "active": frozenset({"starting", "running", "stopping"}),
-    "pending": frozenset({"new", "scheduled", "waiting"}),
-    "failed": frozenset({"failure", "error"}),
+    "finished": FINISHED_STATES,
+    "active": ACTIVE_STATES,
+    "pending": PENDING_STATES,
+    "failed": FAILED_STATES,
 }
 KINDS = ("job", "state", "label")
 

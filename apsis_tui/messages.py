@@ -1,8 +1,8 @@
-"""What the App tells its screens, as plain data carried by Textual signals.
+"""What the model tells the screens that observe it: plain data, no Textual.
 
-The App owns the one event stream; screens subscribe to the signals they care about
-(``app.run_signal``, ``app.log_signal``, ...) instead of opening streams of their own,
-so a dozen open Run screens cost one websocket, not a dozen.
+The App owns the one event stream and feeds `apsis_tui.model.TuiModel`; screens
+subscribe to its topics (``model.runs_changed``, ``model.run_logged``, ...) instead of
+opening streams of their own, so a dozen open Run screens cost one websocket, not a dozen.
 """
 
 from __future__ import annotations
@@ -11,13 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 ConnectionState = Literal["connecting", "live", "down"]
-
-
-@dataclass(frozen=True, slots=True)
-class RunChanged:
-    """A run's summary after a transition (or after a reload)."""
-
-    run: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,33 +24,13 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
+from apsis.present import parse_time
+
 Run = Mapping[str, Any]
 RunPredicate = Callable[[Run], bool]
 SortKey = tuple[float, int, str]
 
-FINISHED_STATES = frozenset({"success", "failure", "error", "skipped"})
-ACTIVE_STATES = frozenset({"starting", "running", "stopping"})
-
 _BULK_FRACTION = 8  # a batch bigger than 1/8 of the store is merged by re-sorting
-
-
-def parse_time(value: object) -> float | None:
-    """Parse an ISO 8601 time into epoch seconds; naive times are taken as UTC."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def finished_at(times: Mapping[str, Any]) -> float | None:
-    """When the run ended: its first finished state's time (a later `mark` adds another)."""
-    ends = [t for t in (parse_time(times.get(s)) for s in FINISHED_STATES) if t is not None]
-    return min(ends, default=None)
 
 
 def run_number(run_id: str) -> int:

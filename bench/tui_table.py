@@ -250,7 +250,7 @@ async def drive_app(url: str, state_path: Path, count: int, presses: int) -> dic
     with clock.installed():
         start = time.perf_counter()
         app = ApsisApp(url, state=TuiState(state_path), ansi=False)
-        original_handle = app.handle_event
+        original_handle = app.model.apply_event
 
         def counting(event: Any) -> None:
             if event.get("type") == "run_transition":
@@ -258,7 +258,7 @@ async def drive_app(url: str, state_path: Path, count: int, presses: int) -> dic
                 transitions[run_id] = transitions.get(run_id, 0) + 1
             original_handle(event)
 
-        app.handle_event = counting  # type: ignore[method-assign]
+        app.model.apply_event = counting  # type: ignore[method-assign]
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_for(lambda: clock.first_row_at is not None, 120, "the first rows")
             assert clock.first_row_at is not None
@@ -277,7 +277,7 @@ async def drive_app(url: str, state_path: Path, count: int, presses: int) -> dic
             sample = await app.client.create_runs("noop", count=5)
             ids = [r["run_id"] for r in sample]
             await wait_for(
-                lambda: all(app.runs.get(i, {}).get("state") == "success" for i in ids),
+                lambda: all(app.model.runs.get(i, {}).get("state") == "success" for i in ids),
                 60,
                 "the sample runs",
             )

@@ -19,6 +19,8 @@ from textual.validation import Function, Length, ValidationResult
 from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
+from apsis_tui.observe import observe
+
 if TYPE_CHECKING:
     from apsis_tui.app import ApsisApp
 
@@ -175,7 +177,7 @@ class NewRunDialog(ModalScreen[None]):
             yield Label("New run", classes="dialog-title")
             yield Label("job")
             yield Select(self._job_options(), prompt="pick a job (type to search)", id="job",
-                         value=self.job_id if self.job_id in self.apsis.jobs else Select.NULL,
+                         value=self.job_id if self.job_id in self.apsis.model.jobs else Select.NULL,
                          compact=True)
             yield VerticalScroll(id="params")
             yield Label("when: now, +10m, 2026-01-02T09:30 (local time)")
@@ -188,11 +190,11 @@ class NewRunDialog(ModalScreen[None]):
                 yield Button("Cancel (Esc)", id="cancel", compact=True)
 
     def _job_options(self) -> list[tuple[str, str]]:
-        return [(job_id, job_id) for job_id in sorted(self.apsis.jobs)]
+        return [(job_id, job_id) for job_id in sorted(self.apsis.model.jobs)]
 
     def on_mount(self) -> None:
-        self.apsis.jobs_signal.subscribe(self, lambda _: self._jobs_changed())
-        if self.job_id in self.apsis.jobs:
+        observe(self, self.apsis.model.jobs_changed, lambda _: self._jobs_changed())
+        if self.job_id in self.apsis.model.jobs:
             self._show_params(self.job_id)
             self.call_after_refresh(self._focus_first_empty)
         else:
@@ -202,7 +204,7 @@ class NewRunDialog(ModalScreen[None]):
         select = self.query_one("#job", Select)
         value = select.value
         select.set_options(self._job_options())
-        if isinstance(value, str) and value in self.apsis.jobs:
+        if isinstance(value, str) and value in self.apsis.model.jobs:
             select.value = value
 
     @on(Select.Changed, "#job")
@@ -219,7 +221,7 @@ class NewRunDialog(ModalScreen[None]):
         self.query_one("#when", Input).focus()
 
     def _show_params(self, job_id: str) -> None:
-        job = self.apsis.jobs.get(job_id) or {}
+        job = self.apsis.model.jobs.get(job_id) or {}
         params = self.query_one("#params", VerticalScroll)
         params.remove_children()
         widgets: list[Any] = []
@@ -286,7 +288,7 @@ class NewRunDialog(ModalScreen[None]):
             self._error(exc.message)
             return
         for run in runs:
-            self.apsis.apply_run(run)
+            self.apsis.model.apply_run(run)
         ids = ", ".join(run["run_id"] for run in runs)
         self.apsis.notify(f"created {ids} of {job_id}", title="New run")
         self.dismiss(None)

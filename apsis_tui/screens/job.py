@@ -16,9 +16,10 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from apsis_tui.app import summarize
+from apsis.present import parse_time
 from apsis_tui.filter import format_term
-from apsis_tui.runstore import parse_time
+from apsis_tui.model import summarize
+from apsis_tui.observe import observe
 from apsis_tui.screens.runs import OPERATION_BINDINGS
 from apsis_tui.widgets.run_table import RunTable
 from apsis_tui.widgets.status_bar import StatusBar
@@ -92,8 +93,9 @@ class JobScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.apsis.runs_signal.subscribe(self, self._runs_changed)
-        self.apsis.jobs_signal.subscribe(self, lambda changed: self._job_changed(changed.job_id))
+        model = self.apsis.model
+        observe(self, model.runs_changed, self._runs_changed)
+        observe(self, model.jobs_changed, lambda changed: self._job_changed(changed.job_id))
         self._render_job()
         self.load()
 
@@ -103,7 +105,7 @@ class JobScreen(Screen[None]):
             self.load_source()  # the file may have changed with it
 
     def _render_job(self) -> None:
-        job = self.apsis.jobs.get(self.job_id)
+        job = self.apsis.model.jobs.get(self.job_id)
         widget = self.query_one("#job-yaml", Static)
         if job is None:
             widget.update(Text(f"{self.job_id}: loading…"))
@@ -126,7 +128,7 @@ class JobScreen(Screen[None]):
         try:
             await self._fetch_job()
         except ApsisError as exc:
-            if self.job_id not in self.apsis.jobs:
+            if self.job_id not in self.apsis.model.jobs:
                 self.query_one("#job-yaml", Static).update(Text(f"{self.job_id}: {exc.message}"))
                 return
             # Known from the job list: its parsed definition stays on screen.
@@ -144,7 +146,7 @@ class JobScreen(Screen[None]):
         """The job with its file's text; the App's job list keeps the parsed job only."""
         job = await self.apsis.client.job(self.job_id)
         self.source = job.get("source")
-        self.apsis.jobs.setdefault(self.job_id, {k: v for k, v in job.items() if k != "source"})
+        self.apsis.model.remember_job(job)
         self._render_job()
 
     @work(exclusive=True, group="job-source")

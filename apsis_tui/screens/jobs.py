@@ -16,9 +16,17 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Sparkline, Static, Tree
 
+from apsis.present import (
+    FINISHED_STATES,
+    finished_at,
+    format_elapsed,
+    job_labels,
+    parse_time,
+    started_at,
+    state_symbol,
+)
 from apsis_tui.filter import format_term
-from apsis_tui.runstore import FINISHED_STATES, parse_time
-from apsis_tui.widgets.run_table import STATE_SYMBOLS, format_elapsed
+from apsis_tui.observe import observe
 from apsis_tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
@@ -33,8 +41,7 @@ def durations(runs: list[Mapping[str, Any]]) -> list[float]:
     out = []
     for run in reversed(runs):
         times = run.get("times") or {}
-        start = parse_time(times.get("running"))
-        end = parse_time(times.get(str(run.get("state"))))
+        start, end = started_at(times), finished_at(times)
         if start is not None and end is not None and run.get("state") in FINISHED_STATES:
             out.append(max(0.0, end - start))
     return out
@@ -50,8 +57,9 @@ def job_summary(job: Mapping[str, Any], next_times: list[str], runs: list[Mappin
         text.append(f"{str(meta['description']).strip()}\n", style="italic")
     if job.get("params"):
         text.append(f"params  {', '.join(job['params'])}\n")
-    if meta.get("labels"):
-        text.append(f"labels  {', '.join(map(str, meta['labels']))}\n")
+    labels = job_labels(job)
+    if labels:
+        text.append(f"labels  {', '.join(labels)}\n")
     text.append("next    ")
     if next_times:
         shown = []
@@ -64,7 +72,7 @@ def job_summary(job: Mapping[str, Any], next_times: list[str], runs: list[Mappin
     if runs:
         counts = Counter(str(run.get("state")) for run in runs)
         text.append(f"last {len(runs)} runs  ")
-        text.append("  ".join(f"{STATE_SYMBOLS.get(s, ('?', '?'))[0]} {n} {s}"
+        text.append("  ".join(f"{state_symbol(s)} {n} {s}"
                               for s, n in counts.most_common()) + "\n")
         spans = durations(runs)
         if spans:
@@ -104,7 +112,7 @@ class JobsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.apsis.jobs_signal.subscribe(self, lambda _: self._fill())
+        observe(self, self.apsis.model.jobs_changed, lambda _: self._fill())
         self._fill()
         self.query_one("#jobs-tree", Tree).focus()
 
@@ -116,16 +124,17 @@ class JobsScreen(Screen[None]):
         tree.clear()
         folders: dict[str, Any] = {"": tree.root}
         target_line = 0
-        for job_id in sorted(self.apsis.jobs):
+        jobs = self.apsis.model.jobs
+        for job_id in sorted(jobs):
             parts = job_id.split("/")
             for depth in range(1, len(parts)):
                 path = "/".join(parts[:depth])
                 if path not in folders:
                     parent = folders["/".join(parts[:depth - 1])]
                     folders[path] = parent.add(parts[depth - 1] + "/", data=None, expand=True)
-            job = self.apsis.jobs[job_id]
+            job = jobs[job_id]
             label = Text(parts[-1])
-            labels = (job.get("metadata") or {}).get("labels") or []
+            labels = job_labels(job)
             if labels:
                 label.append("  " + " ".join(f"#{x}" for x in labels), style="dim")
             leaf = folders["/".join(parts[:-1])].add_leaf(label, data=job_id)
@@ -149,7 +158,7 @@ class JobsScreen(Screen[None]):
         from apsis.client import ApsisError
 
         client = self.apsis.client
-        job = self.apsis.jobs.get(job_id, {"job_id": job_id})
+        job = self.apsis.model.jobs.get(job_id, {"job_id": job_id})
         try:
             schedule = await client.job_schedule(job_id, limit=NEXT)
             page = await client.runs(job_id=job_id, limit=RECENT)

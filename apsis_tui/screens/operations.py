@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from apsis_tui.runstore import FINISHED_STATES
+from apsis.model.states import FINISHED, State
+from apsis.present import FINISHED_STATES, PENDING_STATES
 
-MARK_STATES = ("success", "failure", "error", "skipped")
+MARK_STATES = tuple(state.value for state in State if state in FINISHED)
 SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
 
 ALLOWED: dict[str, frozenset[str]] = {
-    "skip": frozenset({"new", "scheduled", "waiting"}),
+    "skip": PENDING_STATES,
     "start": frozenset({"scheduled", "waiting"}),
     "stop": frozenset({"running"}),
     "signal": frozenset({"running", "stopping"}),

@@ -21,23 +21,29 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from apsis.model.states import State
+from apsis.present import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    STATE_LOOKS,
+    STATES,
+    format_elapsed,
+    parse_time,
+    run_elapsed,
+    state_label,
+    state_look,
+)
 from apsis_tui.messages import RunLogged
-from apsis_tui.runstore import ACTIVE_STATES, FINISHED_STATES, finished_at, parse_time
+from apsis_tui.observe import observe
 from apsis_tui.screens.runs import OPERATION_BINDINGS
 from apsis_tui.widgets.output_view import OutputPane
-from apsis_tui.widgets.run_table import STATE_SYMBOLS, format_elapsed
 from apsis_tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
     from apsis_tui.app import ApsisApp
 
-STARTED_STATES = ACTIVE_STATES | {"success", "failure", "error"}
-TIME_ORDER = ("schedule", "new", "scheduled", "waiting", "starting", "running", "stopping",
-              "success", "failure", "error", "skipped", "stop")
-STATE_STYLES = {
-    "running": "bold", "starting": "bold", "stopping": "bold",
-    "success": "green", "failure": "bold red", "error": "bold red", "skipped": "dim",
-}
+STARTED_STATES = ACTIVE_STATES | (FINISHED_STATES - {State.SKIPPED.value})
+TIME_ORDER = ("schedule", *STATES, "stop")
 
 
 def relative(seconds: float) -> str:
@@ -96,17 +102,6 @@ def times_table(run: Mapping[str, Any], zone: str | None, now: float) -> Table:
         row.append(relative(now - epoch))
         table.add_row(*row)
     return table
-
-
-def run_elapsed(run: Mapping[str, Any], now: float) -> str | None:
-    """How long the run has run (live while it runs)."""
-    times = run.get("times") or {}
-    start = parse_time(times.get("running")) or parse_time(times.get("starting"))
-    if start is None:
-        return None
-    state = run.get("state")
-    end = finished_at(times) if state in FINISHED_STATES else None
-    return format_elapsed((end if end is not None else now) - start)
 
 
 def expected_outputs(run: Mapping[str, Any]) -> list[str]:
@@ -178,13 +173,13 @@ class RunScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        app = self.apsis
-        known = app.runs.get(self.run_id)
+        model = self.apsis.model
+        known = model.runs.get(self.run_id)
         if known:
             self.run_data = dict(known)
             self._render_all()
-        app.runs_signal.subscribe(self, self._runs_changed)
-        app.log_signal.subscribe(self, self._logged)
+        observe(self, model.runs_changed, self._runs_changed)
+        observe(self, model.run_logged, self._logged)
         self.set_interval(1.0, self._tick)
         self.load()
 
@@ -207,9 +202,9 @@ class RunScreen(Screen[None]):
         self.run_data = {**self.run_data, **run}
         self.log_entries = log
         self._set_outputs(expected_outputs(run))
-        if self.apsis.jobs.get(run.get("job_id", "")) is None:
+        if self.apsis.model.jobs.get(run.get("job_id", "")) is None:
             try:
-                self.apsis.jobs[run["job_id"]] = await client.job(run["job_id"])
+                self.apsis.model.remember_job(await client.job(run["job_id"]))
             except ApsisError:
                 pass
         tabs = self.query_one("#run-tabs", TabbedContent)
@@ -300,16 +295,15 @@ class RunScreen(Screen[None]):
         if not run:
             return
         state = str(run.get("state", "?"))
-        symbol = STATE_SYMBOLS.get(state, ("?", "?"))[0]
         line = Text(" ")
         line.append(f"{self.run_id} ", style="bold")
-        line.append(f"{symbol} {state}", style=STATE_STYLES.get(state, ""))
+        line.append(state_label(state), style=state_look(state).style)
         line.append(f"  {run.get('job_id', '')}", style="bold")
         args = run.get("args") or {}
         if args:
             line.append("  " + " ".join(f"{k}={v}" for k, v in args.items()))
         second = Text(" ")
-        elapsed = run_elapsed(run, self.apsis.clock())
+        elapsed = format_elapsed(run_elapsed(run, self.apsis.clock()))
         parts = []
         if elapsed:
             parts.append(f"elapsed {elapsed}")
@@ -332,7 +326,7 @@ class RunScreen(Screen[None]):
         run = self.run_data
         if not run:
             return
-        job = self.apsis.jobs.get(str(run.get("job_id", "")))
+        job = self.apsis.model.jobs.get(str(run.get("job_id", "")))
         now = self.apsis.clock()
         blocks: list[Any] = [Text("Instance", style="bold underline")]
         blocks.append(Text(f"  job   {run.get('job_id', '')}"))
@@ -364,7 +358,7 @@ class RunScreen(Screen[None]):
             deps.append((f"rerun of {run['rerun_of']}", ("run", run["rerun_of"])))
         for condition in conditions:
             if isinstance(condition, dict) and condition.get("type") == "dependency":
-                target = self.apsis.jobs.get(str(condition.get("job_id")))
+                target = self.apsis.model.jobs.get(str(condition.get("job_id")))
                 params = list(target.get("params") or []) if target else None
                 args = dependency_args(run, condition, params)
                 states = ",".join(condition.get("states") or ["success"])
@@ -387,7 +381,7 @@ class RunScreen(Screen[None]):
             stamp = f"{datetime.fromtimestamp(when):%m-%d %H:%M:%S}" if when else "?"
             text.append(f"{stamp}  ", style="dim")
             state = entry.get("state") or ""
-            text.append(f"{state:<10}", style=STATE_STYLES.get(state, ""))
+            text.append(f"{state:<10}", style=STATE_LOOKS[state].style if state in STATE_LOOKS else "")
             text.append(f" {entry.get('message') or ''}\n")
         self.query_one("#log-text", Static).update(text if self.log_entries else "no log yet")
 

@@ -13,6 +13,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
 from apsis_tui.filter import add_term, format_term
+from apsis_tui.observe import observe
 from apsis_tui.widgets.run_table import RunTable
 from apsis_tui.widgets.status_bar import StatusBar
 
@@ -81,14 +82,14 @@ class RunsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        app = self.apsis
+        model = self.apsis.model
         table = self.table
         table.set_filter(self.query_one("#filter", Input).value)
-        app.runs_signal.subscribe(self, self._runs_changed)
-        app.reset_signal.subscribe(self, lambda _: self._reset())
-        app.connection_signal.subscribe(self, lambda _: self._update_count())
-        if app.runs:
-            table.load(list(app.runs.values()))
+        observe(self, model.runs_changed, self._runs_changed)
+        observe(self, model.runs_reset, lambda _: self._reset())
+        observe(self, model.connection_changed, lambda _: self._update_count())
+        if model.runs:
+            table.load(list(model.runs.values()))
             self._received = True
         self._update_count()
         self.set_interval(0.5, self._update_count)
@@ -111,15 +112,16 @@ class RunsScreen(Screen[None]):
 
     def _update_count(self) -> None:
         table = self.table
-        app = self.apsis
+        model = self.apsis.model
         empty = "no runs"
-        if not app.loaded:
-            empty = ("loading runs…" if app.connection != "down" else
-                     f"{app.connection_detail or f'cannot reach Apsis at {app.url}'}; retrying")
+        if not model.loaded:
+            empty = ("loading runs…" if model.connection != "down" else
+                     f"{model.connection_detail or f'cannot reach Apsis at {self.apsis.url}'}"
+                     "; retrying")
         if empty != table.empty_message:
             table.empty_message = empty
             table.refresh()
-        if not self._received and not (app.loaded and not app.runs):
+        if not self._received and not (model.loaded and not model.runs):
             self.query_one("#run-count", Static).update("loading…")
             return
         total = table.store.total

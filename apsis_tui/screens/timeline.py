@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from apsis_tui.filter import format_term
+from apsis_tui.observe import observe
 from apsis_tui.widgets.status_bar import StatusBar
 from apsis_tui.widgets.timeline import TimelineView
 
@@ -35,15 +36,15 @@ class TimelineScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusBar("Timeline")
-        yield TimelineView(lambda: self.apsis.runs.values(), clock=self.apsis.clock,
+        yield TimelineView(lambda: self.apsis.model.runs.values(), clock=self.apsis.clock,
                            id="timeline")
         yield Static(LEGEND, id="timeline-legend")
         yield Footer()
 
     def on_mount(self) -> None:
         view = self.query_one(TimelineView)
-        self.apsis.runs_signal.subscribe(self, lambda _: view.mark_dirty())
-        self.apsis.reset_signal.subscribe(self, lambda _: view.mark_dirty())
+        observe(self, self.apsis.model.runs_changed, lambda _: view.mark_dirty())
+        observe(self, self.apsis.model.runs_reset, lambda _: view.mark_dirty())
         view.focus()
 
     @on(TimelineView.JobSelected)

@@ -28,34 +28,47 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from apsis_tui.filter import RunFilter
-from apsis_tui.filter import parse as parse_filter
-from apsis_tui.runstore import (
+from apsis.model.states import State
+from apsis.present import (
     ACTIVE_STATES,
     FINISHED_STATES,
-    finished_at,
-    Run,
-    RunPredicate,
-    RunStore,
+    STATE_LOOKS,
+    Tone,
+    format_elapsed,
     parse_time,
+    run_elapsed,
+    started_at,
+    state_symbol,
 )
+from apsis_tui.filter import RunFilter
+from apsis_tui.filter import parse as parse_filter
+from apsis_tui.runstore import Run, RunPredicate, RunStore
 
-# state -> (symbol, ASCII fallback). Shapes from the common "geometric shapes" and
-# dingbat blocks, all one cell wide and never drawn as emoji; colour adds meaning,
-# it is not the only carrier of it (NO_COLOR keeps the symbols).
-STATE_SYMBOLS: dict[str, tuple[str, str]] = {
-    "new": ("·", "."),
-    "scheduled": ("○", "o"),
-    "waiting": ("◊", "~"),
-    "starting": ("▷", ">"),
-    "running": ("▶", ">"),
-    "stopping": ("■", "="),
-    "success": ("✓", "+"),
-    "failure": ("✗", "x"),
-    "error": ("!", "!"),
-    "skipped": ("–", "-"),
+# A state's tone (apsis.present) as a theme colour, so it follows the theme (ansi-dark
+# gives the 16 standard colours); the symbols carry the state without colour.
+TONE_THEME: dict[Tone, str] = {
+    "disabled": "$text-disabled",
+    "muted": "$text-muted",
+    "warning": "$warning",
+    "primary": "$primary",
+    "success": "$success",
+    "error": "$error",
 }
-UNKNOWN_SYMBOL = ("?", "?")
+
+
+def state_css(component: str, *, reverse: bool = True) -> str:
+    """CSS rules colouring ``{component}-{state}`` by each state's tone (``reverse``:
+    keep the reverse video of the states that have it)."""
+    rules = []
+    for state, look in STATE_LOOKS.items():
+        styles = [s for s, on in (("bold", look.bold), ("reverse", look.reverse and reverse))
+                  if on]
+        text_style = f" text-style: {' '.join(styles)};" if styles else ""
+        rules.append(f"& > .{component}-{state} {{ color: {TONE_THEME[look.tone]};{text_style} }}")
+    return "\n        ".join(rules)
+
+
+NOT_YET = frozenset({State.NEW.value, State.SCHEDULED.value})  # rows drawn muted
 LATE_MARK = "*"
 ELLIPSIS = "…"
 WIDE_WIDTH = 100  # from this width on, states are spelled out
@@ -131,17 +144,6 @@ def fit(text: str, width: int, align_right: bool = False, ellipsis: str = ELLIPS
     return text + " " * (width - length)
 
 
-def format_elapsed(seconds: float) -> str:
-    """H:MM:SS; past 99 hours, days and hours (``12d03h``) to stay narrow."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    if hours >= 100:
-        days, hours = divmod(hours, 24)
-        return f"{days}d{hours:02d}h"
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
 def format_local(epoch: float | None, pattern: str) -> str:
     if epoch is None:
         return ""
@@ -170,7 +172,7 @@ class RunTable(ScrollView, can_focus=True):
         "run-table--now",
         "run-table--muted",
         "run-table--late",
-        *(f"run-table--state-{state}" for state in STATE_SYMBOLS),
+        *(f"run-table--state-{state}" for state in STATE_LOOKS),
     }
 
     DEFAULT_CSS = """
@@ -194,18 +196,9 @@ class RunTable(ScrollView, can_focus=True):
         & > .run-table--now { color: $accent; text-style: bold; }
         & > .run-table--muted { color: $text-muted; }
         & > .run-table--late { color: $warning; text-style: bold; }
-        & > .run-table--state-new { color: $text-disabled; }
-        & > .run-table--state-scheduled { color: $text-muted; }
-        & > .run-table--state-waiting { color: $warning; }
-        & > .run-table--state-starting { color: $primary; }
-        & > .run-table--state-running { color: $primary; text-style: bold; }
-        & > .run-table--state-stopping { color: $warning; text-style: bold; }
-        & > .run-table--state-success { color: $success; }
-        & > .run-table--state-failure { color: $error; text-style: bold; }
-        & > .run-table--state-error { color: $error; text-style: bold reverse; }
-        & > .run-table--state-skipped { color: $text-muted; }
+        STATE_RULES
     }
-    """
+    """.replace("STATE_RULES", state_css("run-table--state"))
 
     class RunHighlighted(Message):
         """The cursor moved to another run (``run_id`` is None when the table empties)."""
@@ -487,35 +480,30 @@ class RunTable(ScrollView, can_focus=True):
             self._row_cache.clear()
 
     def _symbol(self, state: str) -> str:
-        pair = STATE_SYMBOLS.get(state, UNKNOWN_SYMBOL)
-        return pair[1] if self.ascii_symbols else pair[0]
+        return state_symbol(state, self.ascii_symbols)
 
     def _cells(self, run: Run, now: float) -> dict[str, tuple[str, str | None]]:
         """Text and component style of each cell of a run's row."""
         state = str(run.get("state", ""))
         times = run.get("times") or {}
         schedule = parse_time(times.get("schedule"))
-        started = parse_time(times.get("starting")) or parse_time(times.get("running"))
-        running = parse_time(times.get("running"))
-        elapsed = ""
-        if running is not None:
-            if state in ACTIVE_STATES:
-                elapsed = format_elapsed(now - running)
-            elif state in FINISHED_STATES:
-                end = finished_at(times)
-                if end is not None:
-                    elapsed = format_elapsed(end - running)
+        started = started_at(times)
+        elapsed = format_elapsed(run_elapsed(run, now), narrow=True)
         late = False
         if schedule is not None:
-            if started is not None:
-                late = started - schedule > self.late_after
+            # Late is about when the scheduler acted: the run's `starting` time.
+            began = parse_time(times.get("starting"))
+            if began is None:
+                began = started
+            if began is not None:
+                late = began - schedule > self.late_after
             elif state == "scheduled":
                 late = now - schedule > self.late_after
-        state_style = f"run-table--state-{state}" if state in STATE_SYMBOLS else None
+        state_style = f"run-table--state-{state}" if state in STATE_LOOKS else None
         wide = any(c.key == "state" and c.width > 1 for c in self._columns)
         symbol = self._symbol(state)
         args = run.get("args") or {}
-        muted = "run-table--muted" if state in ("new", "scheduled") else None
+        muted = "run-table--muted" if state in NOT_YET else None
         cells: dict[str, tuple[str, str | None]] = {
             "id": (str(run.get("run_id", "")), None),
             "state": (f"{symbol} {state}" if wide else symbol, state_style),

@@ -15,6 +15,9 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.widget import Widget
 
+from apsis.present import state_symbol
+from apsis_tui.observe import observe
+
 if TYPE_CHECKING:
     from apsis_tui.app import ApsisApp
 
@@ -61,31 +64,32 @@ class StatusBar(Widget):
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.refresh)
-        self.apsis.connection_signal.subscribe(self, lambda _: self.refresh())
+        observe(self, self.apsis.model.connection_changed, lambda _: self.refresh())
 
     def _style(self, name: str) -> Any:
         return self.get_component_rich_style(name, partial=True)
 
     def render(self) -> Text:
         app = self.apsis
+        model = app.model
         width = self.size.width or 80
         now = app.clock()
-        symbol, word, style = INDICATORS[app.connection]
-        if app.connection == "down":
-            since = app.down_since
+        symbol, word, style = INDICATORS[model.connection]
+        if model.connection == "down":
+            since = model.down_since
             when = datetime.fromtimestamp(since).strftime("%H:%M:%S") if since else ""
             word = f"disconnected since {when}, retrying" if width >= 90 else f"down {when}"
-        running, failed = app.counts()
+        running, failed = model.counts()
         left = Text()
         left.append(" Apsis", self._style("status-bar--title"))
-        if app.version:
-            left.append(f" {app.version}")
+        if model.version:
+            left.append(f" {model.version}")
         left.append("  ")
         left.append(f"{symbol} {word}", self._style(style))
         left.append("  ")
-        left.append(f"▶ {running}", self._style("status-bar--running"))
+        left.append(f"{state_symbol('running')} {running}", self._style("status-bar--running"))
         left.append(" running  " if width >= 80 else " ")
-        left.append(f"✗ {failed}", self._style("status-bar--failed"))
+        left.append(f"{state_symbol('failure')} {failed}", self._style("status-bar--failed"))
         left.append(" failed/1h" if width >= 80 else "")
         right = Text(f"{self.screen_name}  {datetime.fromtimestamp(now):%H:%M:%S} ")
         if width >= 110 and app.url:

@@ -22,8 +22,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from apsis_tui.runstore import parse_time
-from apsis_tui.widgets.run_table import fit
+from apsis.present import FINISHED_STATES, STATE_LOOKS, finished_at, parse_time, started_at
+from apsis_tui.widgets.run_table import fit, state_css
 
 SPANS_HOURS = (1.0, 3.0, 6.0, 12.0, 24.0, 72.0)
 TICKS = (300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)  # seconds
@@ -51,14 +51,14 @@ def collect_bars(runs: Iterable[Mapping[str, Any]], start: float,
     for run in runs:
         times = run.get("times") or {}
         state = str(run.get("state", ""))
-        begin = parse_time(times.get("running")) or parse_time(times.get("starting"))
+        begin = started_at(times)
         if begin is None:
             when = parse_time(times.get("schedule"))
             if when is None or not start <= when <= end or state not in ("scheduled", "waiting"):
                 continue
             bars.setdefault(str(run.get("job_id")), []).append(Bar(when, None, state))
             continue
-        finish = parse_time(times.get(state))
+        finish = finished_at(times) if state in FINISHED_STATES else None
         if finish is not None and finish < start or begin > end:
             continue
         bars.setdefault(str(run.get("job_id")), []).append(
@@ -85,7 +85,7 @@ class TimelineView(ScrollView, can_focus=True):
         "timeline--cursor",
         "timeline--now",
         "timeline--empty",
-        *(f"timeline--state-{state}" for state in PRIORITY),
+        *(f"timeline--state-{state}" for state in STATE_LOOKS),
     }
 
     DEFAULT_CSS = """
@@ -100,18 +100,9 @@ class TimelineView(ScrollView, can_focus=True):
                                       color: $block-cursor-foreground; }
         & > .timeline--now { color: $accent; }
         & > .timeline--empty { color: $text-disabled; }
-        & > .timeline--state-success { color: $success; }
-        & > .timeline--state-failure { color: $error; }
-        & > .timeline--state-error { color: $error; text-style: bold; }
-        & > .timeline--state-skipped { color: $text-muted; }
-        & > .timeline--state-running { color: $primary; text-style: bold; }
-        & > .timeline--state-starting { color: $primary; }
-        & > .timeline--state-stopping { color: $warning; }
-        & > .timeline--state-scheduled { color: $text-muted; }
-        & > .timeline--state-waiting { color: $warning; }
-        & > .timeline--state-new { color: $text-muted; }
+        STATE_RULES
     }
-    """
+    """.replace("STATE_RULES", state_css("timeline--state", reverse=False))
 
     class JobSelected(Message):
         def __init__(self, job_id: str) -> None:

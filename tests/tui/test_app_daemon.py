@@ -55,7 +55,7 @@ async def test_table_fills_goes_live_and_filters(daemon, tmp_path) -> None:  # n
         app = make_app(daemon.url, tmp_path)
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_until(pilot, lambda: first[0]["run_id"] in table_of(app).store)
-            assert app.connection == "live" and app.version
+            assert app.model.connection == "live" and app.model.version
             # A run created now appears without any reload.
             new = await client.create_runs("hello")
             await wait_until(pilot, lambda: (table_of(app).store.get(new[0]["run_id"]) or {})
@@ -74,7 +74,7 @@ async def test_run_output_streams_with_colours(daemon, tmp_path) -> None:  # noq
     async with Client(daemon.url) as client:
         app = make_app(daemon.url, tmp_path)
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_until(pilot, lambda: app.loaded)
+            await wait_until(pilot, lambda: app.model.loaded)
             run = (await client.create_runs("colors"))[0]
             await wait_until(pilot, lambda: run["run_id"] in table_of(app).store)
             table_of(app).move_to_run(run["run_id"])
@@ -95,7 +95,7 @@ async def test_run_with_split_outputs_switches_between_them(daemon, tmp_path) ->
     async with Client(daemon.url) as client:
         app = make_app(daemon.url, tmp_path)
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_until(pilot, lambda: app.loaded)
+            await wait_until(pilot, lambda: app.model.loaded)
             run = (await client.create_runs("split"))[0]
             await wait_until(pilot, lambda: run["run_id"] in table_of(app).store)
             table_of(app).move_to_run(run["run_id"])
@@ -133,7 +133,7 @@ async def test_skip_through_confirmation(daemon, tmp_path) -> None:  # noqa: ANN
             await pilot.press("k")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
             await pilot.press("y")
-            await wait_until(pilot, lambda: app.runs[run["run_id"]]["state"] == "skipped")
+            await wait_until(pilot, lambda: app.model.runs[run["run_id"]]["state"] == "skipped")
             assert (await client.run(run["run_id"]))["state"] == "skipped"
 
 
@@ -141,15 +141,15 @@ async def test_reconnects_after_restart(apsis_daemon, tmp_path) -> None:  # noqa
     daemon = apsis_daemon(JOBS)
     app = make_app(daemon.url, tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.loaded and app.connection == "live")
+        await wait_until(pilot, lambda: app.model.loaded and app.model.connection == "live")
         daemon.kill()
-        await wait_until(pilot, lambda: app.connection == "down")
+        await wait_until(pilot, lambda: app.model.connection == "down")
         daemon.start()
-        await wait_until(pilot, lambda: app.connection == "live", timeout=15)
+        await wait_until(pilot, lambda: app.model.connection == "live", timeout=15)
         async with Client(daemon.url) as client:
             new = (await client.create_runs("hello"))[0]
         # The stream resumed from the last seq: the new run arrives live, finished.
-        await wait_until(pilot, lambda: (app.runs.get(new["run_id"]) or {}).get("state")
+        await wait_until(pilot, lambda: (app.model.runs.get(new["run_id"]) or {}).get("state")
                          == "success", timeout=15)
         await wait_until(pilot, lambda: new["run_id"] in table_of(app).store)
 
@@ -159,7 +159,7 @@ async def test_job_screen_shows_the_job_file(daemon, tmp_path) -> None:  # noqa:
 
     app = make_app(daemon.url, tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.loaded)
+        await wait_until(pilot, lambda: app.model.loaded)
         await app.push_screen(JobScreen("colors"))
         await wait_until(pilot, lambda: app.screen.source == JOBS["colors"])
         assert JOBS["colors"] in app.screen.query_one("#job-yaml").content.code

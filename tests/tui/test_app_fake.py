@@ -52,8 +52,8 @@ async def test_runs_table_fills_and_focus(fake_app) -> None:
         table = app.screen.query_one(RunTable)
         assert table.row_count == 12
         assert app.focused is table
-        assert app.version == "0.1.0"
-        assert app.connection == "live"
+        assert app.model.version == "0.1.0"
+        assert app.model.connection == "live"
 
 
 @pytest.mark.parametrize(("max_runs", "loaded", "pages"), [(100, 12, 3), (7, 10, 2)])
@@ -63,7 +63,7 @@ async def test_runs_load_page_by_page_up_to_max_runs(fake_app, max_runs, loaded,
         await wait_until(pilot, lambda: not any(
             w.group == "runs" and not w.is_finished for w in app.workers))
         await settle(pilot)
-        assert len(app.runs) == loaded
+        assert len(app.model.runs) == loaded
         assert app.client.pages_served == pages  # none asked for beyond max_runs
         table = app.screen.query_one(RunTable)
         table.flush()
@@ -87,9 +87,9 @@ async def test_an_unreachable_daemon_is_said_in_the_empty_table(fake_app) -> Non
 
 
 async def test_runs_changed_by_events_are_frozen_out_of_the_gc_too(fake_app, monkeypatch) -> None:
-    import apsis_tui.app
+    import apsis_tui.model
 
-    monkeypatch.setattr(apsis_tui.app, "REFREEZE_AFTER", 3)
+    monkeypatch.setattr(apsis_tui.model, "REFREEZE_AFTER", 3)
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
@@ -112,9 +112,9 @@ async def test_event_updates_row_and_title(fake_app) -> None:
         await settle(pilot)
         table = app.screen.query_one(RunTable)
         table.flush()
-        assert app.runs["r10"]["state"] == "failure"
+        assert app.model.runs["r10"]["state"] == "failure"
         assert table.store.get("r10")["state"] == "failure"
-        running, failed = app.counts()
+        running, failed = app.model.counts()
         assert (running, failed) == (2, 1)
         assert "1 failed" in app.title_text()
 
@@ -198,9 +198,9 @@ async def test_skip_through_confirmation(fake_app) -> None:
         await settle(pilot)
         assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("y")
-        await wait_until(pilot, lambda: app.runs["r12"]["state"] == "skipped")
+        await wait_until(pilot, lambda: app.model.runs["r12"]["state"] == "skipped")
         assert app.client.calls == [("skip", "r12")]
-        assert app.runs["r12"]["state"] == "skipped"
+        assert app.model.runs["r12"]["state"] == "skipped"
 
 
 async def test_help_lists_keys(fake_app) -> None:
@@ -279,10 +279,10 @@ async def test_indicator_is_never_live_while_the_event_socket_is_down(fake_app) 
     client = SocketDown()
     app = fake_app(client=client)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.version is not None and client.report is not None)
+        await wait_until(pilot, lambda: app.model.version is not None and client.report is not None)
         await settle(pilot)
-        assert app.connection == "down"  # though /alive answered
+        assert app.model.connection == "down"  # though /alive answered
         client.report("live")
-        assert app.connection == "live"
+        assert app.model.connection == "live"
         client.report("disconnected")
-        assert app.connection == "down" and "disconnected" in app.title_text()
+        assert app.model.connection == "down" and "disconnected" in app.title_text()

@@ -7,10 +7,10 @@ from functools import cache
 
 from textual.app import App, ComposeResult
 
+from apsis.present import format_elapsed
 from apsis_tui.widgets.run_table import (
     RunTable,
     fit,
-    format_elapsed,
     layout_columns,
 )
 from tests.tui.factory import BASE, make_run, make_runs
@@ -311,6 +311,6 @@ def test_fit_and_elapsed() -> None:
     assert fit("ab", 4) == "ab  "
     assert fit("ab", 4, align_right=True) == "  ab"
     assert fit("日本語", 4) == "日 …"  # a wide char never splits
-    assert format_elapsed(0) == "0:00:00"
-    assert format_elapsed(3725) == "1:02:05"
-    assert format_elapsed(100 * 3600) == "4d04h"
+    assert format_elapsed(0, narrow=True) == "0:00:00"
+    assert format_elapsed(3725, narrow=True) == "1:02:05"
+    assert format_elapsed(100 * 3600, narrow=True) == "4d04h"

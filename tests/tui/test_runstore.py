@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
+from apsis.present import parse_time
 from apsis_tui.filter import parse
-from apsis_tui.runstore import RunStore, parse_time, sort_key
+from apsis_tui.runstore import RunStore, sort_key
 from tests.tui.factory import BASE, make_run, make_runs
 
 
@@ -127,7 +128,7 @@ def test_run_without_schedule_sorts_by_earliest_time() -> None:
 
 
 def test_a_marked_run_ended_when_it_first_finished() -> None:
-    from apsis_tui.runstore import finished_at
+    from apsis.present import finished_at
 
     times = {"running": "2026-01-02T09:00:00Z", "success": "2026-01-02T09:00:05Z",
              "failure": "2026-01-03T10:00:00Z"}  # marked failure a day later
