@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..lib.timefmt import format_time
-from ..model.job import bind_args, missing_params
+from ..model.job import bind_args
 
 if TYPE_CHECKING:
     from ..model.job import Job
-    from .base import Schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +37,9 @@ class PlannedRun:
     skip_reason: str | None = None
 
     @property
-    def schedule(self) -> Schedule:
-        return self.job.schedules[self.schedule_index]
-
-    @property
     def schedule_key(self) -> str:
         """Names the schedule stably across restarts: `job_id#index`."""
         return schedule_key(self.job.job_id, self.schedule_index)
-
-    @property
-    def missing_params(self) -> list[str]:
-        """The job's params this schedule gives no value (the run cannot start)."""
-        return missing_params(self.job.params, self.args)
 
     def to_jso(self) -> dict[str, Any]:
         """As the API lists expected runs: `stop` and `skip_reason` only when set."""
