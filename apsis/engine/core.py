@@ -247,6 +247,10 @@ class Engine:
     def conditions_of(self, run: Run) -> list[BoundCondition]:
         return conditions_of(run, self._params_of)
 
+    def host_groups(self) -> Any:
+        """The jobs directory's `host_groups`, as loaded now (the runner picks hosts)."""
+        return self.jobs_dir.config.host_groups
+
     def _params_of(self, job_id: str) -> list[str] | None:
         job = self.jobs_dir.jobs.get(job_id)
         return None if job is None else job.params

@@ -118,7 +118,7 @@ class Run:
     job: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
-    def instance(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+    def instance(self) -> InstanceKey:
         return instance_key(self.job_id, self.args)
 
     @property
@@ -196,5 +196,8 @@ SUMMARY_KEYS = ("run_id", "job_id", "args", "state", "labels", "times", "message
                 "attempt", "exit_code", "signal", "ad_hoc")
 
 
-def instance_key(job_id: str, args: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+InstanceKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def instance_key(job_id: str, args: dict[str, str]) -> InstanceKey:
     return job_id, tuple(sorted(args.items()))
