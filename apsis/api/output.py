@@ -1,6 +1,12 @@
-"""WS /runs/{id}/output/{oid}: live output as binary frames, driven by events.
+"""Output bytes: `GET /runs/{id}/output/{oid}` and the live websocket.
 
-Each `output_appended` or transition event of the run wakes the stream to read on
+GET streams the range a block at a time, so memory stays bounded whatever range is
+asked for. A running program's output is read from its spool and capped at
+`output.max_bytes` as stored outputs are (the head and the tail, with a line saying
+how many bytes were cut between; `X-Apsis-Output-Cut` says it too); a finished run's
+comes from the store, capped when it was stored.
+
+WS: each `output_appended` or transition event of the run wakes the stream to read on
 from its offset; there is no polling loop. The socket closes with 1000 once the run
 is finished and every byte is sent.
 """
@@ -8,8 +14,10 @@ is finished and every byte is sent.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from starlette.responses import StreamingResponse
 from starlette.websockets import WebSocket
 
 from ..model.states import FINISHED, State
@@ -22,6 +30,37 @@ if TYPE_CHECKING:
 
 CHUNK = 64 * 1024
 WAKE_TIMEOUT = 15.0  # a safety net only: events wake the stream
+STORED_PIECE = 1 << 20  # a stored output is read (and decompressed) this much at a time
+
+
+async def output_response(api: Api, run_id: str, output_id: str, start: int,
+                          end: int | None) -> StreamingResponse | None:
+    """The bytes [start, end) of an output as a streamed response; None if there is no
+    such output."""
+    headers = {"X-Apsis-Output-Start": str(start)}
+    live = await api.service.open_live_output(run_id, output_id, start, end)
+    if live is not None:
+        if live.cut:
+            headers["X-Apsis-Output-Cut"] = str(live.cut)
+        return StreamingResponse(live.chunks, media_type="application/octet-stream", headers=headers)
+    first = await api.service.read_output(run_id, output_id, start, _piece_end(start, end))
+    if first is None:
+        return None
+
+    async def stored() -> AsyncIterator[bytes]:
+        data, offset = first, start
+        while data:
+            yield data
+            offset += len(data)
+            if end is not None and offset >= end:
+                return
+            data = await api.service.read_output(run_id, output_id, offset, _piece_end(offset, end)) or b""
+
+    return StreamingResponse(stored(), media_type="application/octet-stream", headers=headers)
+
+
+def _piece_end(offset: int, end: int | None) -> int:
+    return offset + STORED_PIECE if end is None else min(end, offset + STORED_PIECE)
 
 
 async def output_ws(websocket: WebSocket) -> None:

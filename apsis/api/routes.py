@@ -301,7 +301,10 @@ def _output_info(info: dict[str, Any]) -> dict[str, Any]:
 
 @endpoint("read")
 async def output_range(api: Api, request: Request) -> Response:
-    """Raw bytes [start, end) of an output, clamped to what exists."""
+    """Raw bytes [start, end) of an output, clamped to what exists, streamed; a running
+    program's capped at `output.max_bytes` (see output.py)."""
+    from .output import output_response
+
     q = Query(request, ("start", "end"))
     start = q.int("start", 0, 0)
     end = q.int("end", None, 0)
@@ -310,11 +313,10 @@ async def output_range(api: Api, request: Request) -> Response:
     assert start is not None
     if end is not None and end < start:
         raise bad_request("end must not be before start", "bad_param")
-    data = await api.service.read_output(run_id, output_id, start, end)
-    if data is None:
+    response = await output_response(api, run_id, output_id, start, end)
+    if response is None:
         raise ApiError(404, "unknown_output", f"run {run_id} has no output {output_id!r}")
-    return Response(data, media_type="application/octet-stream",
-                    headers={"X-Apsis-Output-Start": str(start)})
+    return response
 
 
 # -- operations ---------------------------------------------------------------------------

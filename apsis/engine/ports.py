@@ -41,18 +41,6 @@ class OutputStore(Protocol):
                                      max_bytes: int | None) -> dict[str, Any]: ...
 
 
-class JobsConfigView(Protocol):
-    @property
-    def host_groups(self) -> Mapping[str, Mapping[str, Any]]: ...
-
-
-class JobsDirView(Protocol):
-    """What the runner reads of the jobs directory: its `host_groups`."""
-
-    @property
-    def config(self) -> JobsConfigView: ...
-
-
 class LiveRuns(Protocol):
     """The unfinished runs in memory."""
 
@@ -68,9 +56,8 @@ class RunnerHost(Protocol):
     store: OutputStore
     url: str  # the API's base URL, given to programs as APSIS_URL
 
-    @property
-    def jobs_dir(self) -> JobsDirView:
-        """The jobs directory as loaded now (it is replaced on reload)."""
+    def host_groups(self) -> Mapping[str, Mapping[str, Any]]:
+        """The jobs directory's `host_groups`, as loaded now (it is replaced on reload)."""
         ...
 
     @property

@@ -255,7 +255,7 @@ class Runner:
         if not spec.host:
             assert self.agent is not None
             return self.agent, None, None, None
-        host, group = self._picker.pick(spec.host, self.host.jobs_dir.config.host_groups)
+        host, group = self._picker.pick(spec.host, self.host.host_groups())
         try:
             agent = await self.hosts.get(host, spec.user)
             if not agent.connected:

@@ -21,6 +21,7 @@ from .errors import Conflict, Invalid, NotFound
 if TYPE_CHECKING:
     from .core import Engine
     from .events import Event, Subscription
+    from .spools import OutputStream
 
 
 class Service:
@@ -134,6 +135,14 @@ class Service:
             if data is not None:
                 return data
         return await engine.store.get_output(run_id, output_id, start, end)
+
+    async def open_live_output(self, run_id: str, output_id: str, start: int,
+                               end: int | None) -> OutputStream | None:
+        """A running program's output streamed from its spool, capped at `output.max_bytes`;
+        None when the store is where to read it."""
+        live = self._engine.runs.get(run_id)
+        return None if live is None else await self._engine.runner.open_live_output(
+            live, output_id, start, end)
 
     async def list_outputs(self, run_id: str) -> list[dict[str, Any]]:
         engine = self._engine
