@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
         log.error("could not listen on %s", config.bind)
         code = 1
     log.info("shutting down")
+    deadline = ExitDeadline(SHUTDOWN_BOUND)
     engine.stopping = True  # from here on no run starts; due ones are caught up next time
     if watcher:
         watcher.cancel()
@@ -115,7 +118,39 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     await engine.stop()
     await store.close()
     log.info("stopped")
-    return RESTART if engine.restart_requested and code == 0 else code
+    code = RESTART if engine.restart_requested and code == 0 else code
+    deadline.code = code
+    return code
+
+
+SHUTDOWN_BOUND = 10.0  # seconds from "shutting down" to the process's end, whatever hangs
+
+
+class ExitDeadline:
+    """Ends the process if stopping takes longer than `seconds`.
+
+    A worker thread stuck in a blocking call (an open of a FIFO, a hung network mount)
+    would otherwise keep the process, and the database lock with it, until kill -9:
+    asyncio.run waits for the default executor's threads, and so does the interpreter.
+    The timer's thread is a daemon one, so a normal exit does not wait for it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.code = 1  # a failure, until serve() has closed everything and knows its code
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        stuck = sorted(t.name for t in threading.enumerate()
+                       if t is not threading.current_thread() and t is not threading.main_thread()
+                       and not t.daemon)
+        log.error("not stopped %gs after the stop request (threads still busy: %s); exiting now",
+                  self.seconds, ", ".join(stuck) or "none")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(self.code)
 
 
 RESTART = 75  # serve()'s answer to `apsisctl shutdown --restart`: the caller re-executes

@@ -8,6 +8,7 @@ can report every problem of a directory in one pass.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,34 @@ def iter_job_files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISDIR, "a directory"))
+
+
+def _not_regular(path: Path) -> str | None:
+    """What `path` is (symlinks followed) when it is no regular file, like "a FIFO".
+
+    Opening a FIFO for reading blocks until a writer comes, for good: it would stop the
+    loading, job-file watching and then the daemon's exit. None for a regular file and
+    for one that cannot be examined (reading it then says why).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((kind for test, kind in _NOT_REGULAR if test(mode)), None)
+
+
+def _read_text(path: Path) -> str:
+    """The text of a job file, by an open that cannot block: a FIFO put in place since
+    the directory was walked is refused, not waited on."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        return file.read()
+
+
 def find_jobs_dir(path: Path) -> Path:
     """The jobs directory a file belongs to: the nearest ancestor with `.apsis-jobs.yaml`."""
     start = path.parent if path.is_file() else path
@@ -123,11 +152,14 @@ def _display(root: Path, display_root: str | None, file: Path) -> str:
 def load_config(root: Path, diags: Diagnostics, display_root: str | None = None) -> JobsDirConfig:
     config = JobsDirConfig()
     path = root / CONFIG_NAME
+    shown = _display(root, display_root, path)
+    kind = _not_regular(path)
+    if kind is not None:
+        diags.warning(f"skipped: {kind}, not a regular file", Location(shown))
     if not path.is_file():
         return config
-    shown = _display(root, display_root, path)
     with diags.collect():
-        node = load_yaml(path.read_text(encoding="utf-8"), shown)
+        node = load_yaml(_read_text(path), shown)
         if node is None:
             return config
         f = Fields(node, CONFIG_NAME, diags, Location(shown))
@@ -286,7 +318,7 @@ def _parse_metadata(value: Any, loc: Location | None) -> dict[str, Any]:
 
 def load_job_file(path: Path, job_id: str, ctx: ParseContext, shown: str) -> Job:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except UnicodeDecodeError as exc:
         raise JobError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", Location(shown)) from None
     except OSError as exc:
@@ -320,12 +352,16 @@ def load_jobs_dir(path: str | Path, *, display_root: str | None = None,
         job_id = job_id_for(os.path.relpath(file, root))
         shown = _display(root, display_root, file)
         before = len(diags.errors)
-        try:
-            jobs[job_id] = load_job_file(file, job_id, ctx, shown)
-        except JobError as exc:
-            if len(diags.errors) == before:  # not yet reported by the parser itself
-                diags.add(exc)
-            broken[job_id] = [str(d) for d in diags.errors[before:]]
+        kind = _not_regular(file)
+        if kind is not None:
+            diags.warning(f"skipped: {kind}, not a regular file", Location(shown))
+        else:
+            try:
+                jobs[job_id] = load_job_file(file, job_id, ctx, shown)
+            except JobError as exc:
+                if len(diags.errors) == before:  # not yet reported by the parser itself
+                    diags.add(exc)
+                broken[job_id] = [str(d) for d in diags.errors[before:]]
         if progress:
             progress(i + 1, len(files))
     return JobsDir(root, config, jobs, diags, broken)
