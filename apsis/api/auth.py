@@ -10,6 +10,7 @@ import hmac
 import logging
 import re
 from collections.abc import Mapping
+from urllib.parse import unquote_plus
 
 from starlette.requests import HTTPConnection
 
@@ -64,18 +65,36 @@ def _bearer(header: str | None) -> str | None:
     return value.strip() or None
 
 
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*")
+_QUERY = re.compile(r"\?([^\s\"'#]*)")
+
+
+def redact_query_tokens(text: str) -> str:
+    """`text` with the value of each `token` query parameter masked.
+
+    By the parameter's decoded name, as the server reads it: `?%74oken=...` is a
+    token too, and a match on the literal `token=` let it into the logs.
+    """
+    def mask(query: re.Match[str]) -> str:
+        pairs = query.group(1).split("&")
+        for i, pair in enumerate(pairs):
+            name, eq, _ = pair.partition("=")
+            if eq and unquote_plus(name) == "token":
+                pairs[i] = f"{name}=***"
+        return "?" + "&".join(pairs)
+
+    return _QUERY.sub(mask, text)
 
 
 class RedactTokens(logging.Filter):
-    """Masks `?token=...` in log records: uvicorn logs websocket paths with their query."""
+    """Masks tokens in query strings in log records: uvicorn logs websocket paths with
+    their query, and a browser's websocket can only send its token there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any("token=" in str(a) for a in record.args):
-            record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query_tokens(a) if isinstance(a, str) and "?" in a else a
                                 for a in record.args)
-        if isinstance(record.msg, str) and "token=" in record.msg:
-            record.msg = _TOKEN_IN_QUERY.sub(r"\1***", record.msg)
+        if isinstance(record.msg, str) and "?" in record.msg:
+            record.msg = redact_query_tokens(record.msg)
         return True
 
 
