@@ -180,22 +180,6 @@ class Program:
         program = cls.from_jso(fields, ParseContext(diags=diags))  # type: ignore[attr-defined]
         return InLoopProgram(program, str(jso.get("type")))
 
-    @property
-    def templates(self) -> list[str]:
-        """Every template string in the program (for checks)."""
-        return list(_strings(self.to_jso()))
-
-
-def _strings(value: Any):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
 
 PROGRAMS: Registry[Program] = Registry("program")
 
