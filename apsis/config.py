@@ -73,6 +73,18 @@ class Config:
                 "api.tls in the config (or --insecure if the network is trusted)"
             )
 
+    def exposure_warning(self) -> str | None:
+        """What `--insecure` leaves open on a non-loopback bind, to say at start; else None."""
+        if is_loopback_bind(self.bind) or not self.insecure:
+            return None
+        missing = [name for name, have in (("api.tokens", self.tokens),
+                                           ("api.tls", self.tls_cert and self.tls_key)) if not have]
+        if not missing:
+            return None
+        return (f"--insecure: serving on {self.bind} without {' and '.join(missing)}: "
+                + ("anyone who can reach it can read and run jobs" if "api.tokens" in missing
+                   else "tokens and runs cross the network in clear text"))
+
 
 def is_loopback_bind(bind: str) -> bool:
     if bind.startswith("unix:"):

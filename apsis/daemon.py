@@ -55,6 +55,9 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     from .jobs_dir import load_jobs_dir
     from .store import Store
 
+    exposure = config.exposure_warning()
+    if exposure:
+        log.warning("%s", exposure)
     store = await Store.open(config.database)
     try:
         sock = listen(config.bind)

@@ -1,7 +1,8 @@
-"""Issue 11.9: a token in a query string never reaches the log, however it is spelled.
+"""What the daemon gives away: tokens in its log (issue 11.9), an open API (11.12).
 
 Redaction matched the literal `token=`; `?%74oken=...` authenticates just the same
-(the server decodes the name) and was logged in clear.
+(the server decodes the name) and was logged in clear. `--insecure` on a network
+address started without a word.
 """
 
 from __future__ import annotations
@@ -37,3 +38,13 @@ def test_percent_encoded_token_names_are_redacted_too(apsis_daemon):
     log = daemon.log_text()
     assert "WebSocket /api/v1/events?%74oken=***" in log, log[-3000:]
     assert TOKEN not in log, [line for line in log.splitlines() if TOKEN in line]
+
+
+def test_insecure_on_a_network_address_says_so_at_start(apsis_daemon):
+    daemon = apsis_daemon({}, start=False, args=["--insecure"])
+    daemon.bind = f"0.0.0.0:{daemon.port}"
+    daemon.start()
+    daemon.stop()
+    warnings = [line for line in daemon.log_text().splitlines() if "WARNING" in line]
+    assert any(f"--insecure: serving on 0.0.0.0:{daemon.port} without api.tokens and api.tls"
+               in line for line in warnings), warnings
