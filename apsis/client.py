@@ -20,8 +20,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Self
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ API = "/api/v1"
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 CLOSE_DONE = 1000
+
+T = TypeVar("T")
 
 # What `Client.events(on_state=...)` reports about its websocket.
 StreamState = Literal["connecting", "live", "disconnected"]
@@ -351,23 +353,25 @@ class Client:
             pass
         return (ApsisNotFound if status == 404 else ApsisError)(message, status, code)
 
-    async def events(self, since: int | None = None, *, run_id: str | None = None,
-                     job_id: str | None = None, types: Iterable[str] | None = None,
-                     min_lifetime: float = 1.0,
-                     on_state: Callable[[StreamState], None] | None = None,
-                     ) -> AsyncIterator[dict[str, Any]]:
-        """Events after `since` (omitted: from now), forever, across reconnections.
+    async def _reconnecting(self, path: str, params: Callable[[], list[tuple[str, Any]]],
+                            decode: Callable[[str | bytes], T | None], *,
+                            prepare: Callable[[], Awaitable[None]] | None = None,
+                            min_lifetime: float = 1.0, until_done: bool = False,
+                            on_state: Callable[[StreamState], None] | None = None,
+                            ) -> AsyncIterator[T]:
+        """A websocket stream across reconnections: what ``decode`` makes of each message
+        (None: skip it), forever, or with ``until_done`` until the daemon closes with
+        CLOSE_DONE. ``params`` is asked before each connection, so the caller resumes
+        where it is (its last seq, its offset); ``prepare`` runs once, first.
 
-        Resumes from the last seq it yielded, so nothing is lost or repeated; yields
-        `{"type": "reset"}` when the daemon no longer has the events asked for (reload
-        your state). A connection that lives less than `min_lifetime` seconds does not
-        reset the backoff, so a daemon that accepts and hangs up cannot cause a storm.
-        Raises ApsisUnavailable only after `retry_for` seconds without a connection.
+        A connection that lives less than `min_lifetime` seconds does not reset the
+        backoff, so a daemon that accepts and hangs up cannot cause a storm. A refused
+        handshake that retrying cannot fix is raised at once; no connection for
+        `retry_for` seconds raises ApsisUnavailable. ``on_state`` hears "connecting",
+        then "live" and "disconnected" as they change.
 
-        `on_state` hears how the websocket is, when that changes: "connecting" before
-        the first attempt, "live" once it is open, "disconnected" when it closes or an
-        attempt fails (retries stay "disconnected" until one succeeds). A display can
-        trust it: while it says "live", events are arriving as they happen.
+        One generator, not one wrapped in another: closing the caller's iterator closes
+        the socket at once, as a nested generator left to the loop's finalizer would not.
         """
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -379,37 +383,28 @@ class Client:
                 on_state(state)
 
         report("connecting")
-        try:
-            last = since if since is not None else (await self.alive())["seq"]
-        except ApsisError:
-            report("disconnected")
-            raise
-        types = list(types or [])
+        if prepare is not None:
+            try:
+                await prepare()
+            except ApsisError:
+                report("disconnected")
+                raise
         backoff = BACKOFF_MIN
         down_since: float | None = None
         while True:
             connected_at: float | None = None
             error: BaseException | None = None
-            params = [("since", last), ("run_id", run_id), ("job_id", job_id)]
-            params += [("type", t) for t in types]
             try:
-                async with self._ws_connect("/events", params) as ws:
+                async with self._ws_connect(path, params()) as ws:
                     connected_at = time.monotonic()
                     down_since = None
                     report("live")
                     async for message in ws:
-                        event = json.loads(message)
-                        seq = event.get("seq")
-                        if event.get("type") == "reset":
-                            if isinstance(seq, int):
-                                last = seq
-                            yield event
-                            continue
-                        if isinstance(seq, int):
-                            if seq <= last:
-                                continue
-                            last = seq
-                        yield event
+                        item = decode(message)
+                        if item is not None:
+                            yield item
+                    if until_done and ws.close_code == CLOSE_DONE:
+                        return
             except InvalidStatus as exc:
                 report("disconnected")
                 refused = self._refused(exc)
@@ -438,42 +433,74 @@ class Client:
             backoff = min(backoff * 2, BACKOFF_MAX)
         return backoff, down_since
 
-    async def output(self, run_id: str, output_id: str = "output", *, start: int = 0,
-                     follow: bool = True) -> AsyncIterator[bytes]:
+    def events(self, since: int | None = None, *, run_id: str | None = None,
+               job_id: str | None = None, types: Iterable[str] | None = None,
+               min_lifetime: float = 1.0,
+               on_state: Callable[[StreamState], None] | None = None,
+               ) -> AsyncIterator[dict[str, Any]]:
+        """Events after `since` (omitted: from now), forever, across reconnections.
+
+        Resumes from the last seq it yielded, so nothing is lost or repeated; yields
+        `{"type": "reset"}` when the daemon no longer has the events asked for (reload
+        your state). A connection that lives less than `min_lifetime` seconds does not
+        reset the backoff, so a daemon that accepts and hangs up cannot cause a storm.
+        Raises ApsisUnavailable only after `retry_for` seconds without a connection.
+
+        `on_state` hears how the websocket is, when that changes: "connecting" before
+        the first attempt, "live" once it is open, "disconnected" when it closes or an
+        attempt fails (retries stay "disconnected" until one succeeds). A display can
+        trust it: while it says "live", events are arriving as they happen.
+        """
+        last = since if since is not None else -1
+        wanted = list(types or [])
+
+        async def prepare() -> None:
+            nonlocal last
+            if since is None:
+                last = (await self.alive())["seq"]
+
+        def params() -> list[tuple[str, Any]]:
+            return [("since", last), ("run_id", run_id), ("job_id", job_id),
+                    *(("type", t) for t in wanted)]
+
+        def decode(message: str | bytes) -> dict[str, Any] | None:
+            nonlocal last
+            event = json.loads(message)
+            seq = event.get("seq")
+            if event.get("type") == "reset":
+                if isinstance(seq, int):
+                    last = seq
+                return event
+            if isinstance(seq, int):
+                if seq <= last:
+                    return None
+                last = seq
+            return event
+
+        return self._reconnecting("/events", params, decode, prepare=prepare,
+                                  min_lifetime=min_lifetime, on_state=on_state)
+
+    def output(self, run_id: str, output_id: str = "output", *, start: int = 0,
+               follow: bool = True) -> AsyncIterator[bytes]:
         """The output's bytes from `start`; with `follow`, live until the run is finished
         and every byte is sent, resuming from its offset after a dropped connection."""
         if not follow:
-            data = await self.output_bytes(run_id, output_id, start)
-            if data:
-                yield data
-            return
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
+            return self._output_once(run_id, output_id, start)
         offset = start
-        backoff = BACKOFF_MIN
-        down_since: float | None = None
-        while True:
-            connected_at: float | None = None
-            error: BaseException | None = None
-            try:
-                async with self._ws_connect(f"/runs/{_q(run_id)}/output/{_q(output_id)}",
-                                            [("start", offset)]) as ws:
-                    connected_at = time.monotonic()
-                    down_since = None
-                    async for message in ws:
-                        data = message.encode() if isinstance(message, str) else bytes(message)
-                        offset += len(data)
-                        yield data
-                    if ws.close_code == CLOSE_DONE:
-                        return
-            except InvalidStatus as exc:
-                refused = self._refused(exc)
-                if refused is not None:
-                    raise refused from None
-                error = exc
-            except (TimeoutError, OSError, InvalidHandshake, ConnectionClosed) as exc:
-                error = exc
-            backoff, down_since = await self._pause(backoff, connected_at, down_since, 1.0, error)
+
+        def decode(message: str | bytes) -> bytes:
+            nonlocal offset
+            data = message.encode() if isinstance(message, str) else bytes(message)
+            offset += len(data)
+            return data
+
+        return self._reconnecting(f"/runs/{_q(run_id)}/output/{_q(output_id)}",
+                                  lambda: [("start", offset)], decode, until_done=True)
+
+    async def _output_once(self, run_id: str, output_id: str, start: int) -> AsyncIterator[bytes]:
+        data = await self.output_bytes(run_id, output_id, start)
+        if data:
+            yield data
 
 
 def _q(part: str) -> str:
