@@ -95,17 +95,18 @@ class Spool:
             return None
         stop = length if end is None else min(end, length)
         start = min(start, stop)
-        reader = await self.reader(output_id)
         cap = split_cap(stop - start, max_bytes)
         if cap is None:
-            return OutputStream(start, stop - start, 0, self._chunks(reader, [(start, stop)], b""))
+            return OutputStream(start, stop - start, 0, self._chunks(output_id, [(start, stop)], b""))
         head, tail = cap
         cut = stop - start - head - tail
-        chunks = self._chunks(reader, [(start, start + head), (stop - tail, stop)], cut_marker(cut))
+        chunks = self._chunks(output_id, [(start, start + head), (stop - tail, stop)], cut_marker(cut))
         return OutputStream(start, stop - start, cut, chunks)
 
-    async def _chunks(self, reader: Reader, ranges: list[tuple[int, int]],
+    async def _chunks(self, output_id: str, ranges: list[tuple[int, int]],
                       marker: bytes) -> AsyncIterator[bytes]:
+        # Opened on the first read: a stream never read holds nothing open.
+        reader = await self.reader(output_id)
         try:
             for i, (offset, stop) in enumerate(ranges):
                 if i:
@@ -156,7 +157,7 @@ class LocalSpool(Spool):
             return 0  # not created yet, or cleaned: the store has the rest
 
     async def reader(self, output_id: str) -> Reader:
-        # Opened now: a stream already under way still reads once the file is cleaned.
+        # Held open: a stream under way still reads once the file is cleaned.
         try:
             return _FileReader(await asyncio.to_thread(os.open, self.paths[output_id], os.O_RDONLY))
         except FileNotFoundError:
@@ -242,17 +243,17 @@ class RemoteSpool(Spool):
         The temp file is sparse: over the cap only the head and the tail that the store
         keeps are fetched, so neither memory nor ssh carries the middle of a huge output.
         """
-        reader = await self.reader(output_id)
         length = await self.length(output_id)
         if length is None:
             raise RuntimeError(f"cannot read output {output_id!r} of {self.run_id} on {self.host}")
         if length <= SMALL_OUTPUT_BYTES:
-            data = await OutputStream(0, length, 0, self._chunks(reader, [(0, length)], b"")).read()
+            data = await OutputStream(0, length, 0, self._chunks(output_id, [(0, length)], b"")).read()
             prepared = await asyncio.to_thread(store.prepare_small_output, self.run_id, output_id,
                                                data, max_bytes)
             return prepared.length, prepared
         cap = split_cap(length, max_bytes)
         ranges = [(0, length)] if cap is None else [(0, cap[0]), (length - cap[1], length)]
+        reader = await self.reader(output_id)
         fd, name = tempfile.mkstemp(prefix=f".apsis-fetch-{self.run_id}-{output_id}-", dir=temp_dir)
         path = Path(name)
         try:
