@@ -797,7 +797,8 @@ class Store:
         """Sizes and counts for `/control/stats` and `apsisctl db check`; no full scans."""
         by_state = {s.value: 0 for s in State}
         async with self._snapshot() as conn:
-            by_state.update(await conn.execute_fetchall("SELECT state, n FROM run_counts"))
+            for state, n in await conn.execute_fetchall("SELECT state, n FROM run_counts"):
+                by_state[state] = n
             ((page_size,),) = await conn.execute_fetchall("PRAGMA page_size")
             ((page_count,),) = await conn.execute_fetchall("PRAGMA page_count")
             ((freelist,),) = await conn.execute_fetchall("PRAGMA freelist_count")
