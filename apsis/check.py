@@ -17,7 +17,7 @@ from .errors import Diagnostics, Location
 from .jobs_dir import JobsDir
 from .lib.timefmt import UTC
 from .model.job import Job, bind_args, missing_params
-from .program import ShellProgram
+from .program import ShellProgram, bind_program
 from .schedule.runs import job_runs
 
 # Templates are rendered with the args of each schedule's first run after this.
@@ -116,7 +116,14 @@ def _check_job(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostics
             diags.error(f"expanding args {args}: {exc}", job.locs.get("program"))
             continue
         render = _Renderer(targs, what, seen, diags)
-        render(job.program.to_jso(), "program", job.locs.get("program"))
+        program = render(job.program.to_jso(), "program", job.locs.get("program"))
+        if program is not None:  # templated durations and signals, as this run would bind them
+            try:
+                bind_program(program)
+            except ValueError as exc:
+                if ("program", str(exc)) not in seen:
+                    seen.add(("program", str(exc)))
+                    diags.error(f"{exc}{what}", job.locs.get("program"))
         for i, cond in enumerate(job.conditions):
             loc = job.locs.get(f"condition.{i}")
             if isinstance(cond, DependencyCondition):
