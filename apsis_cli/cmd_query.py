@@ -533,11 +533,14 @@ def events(obj: dict[str, Any], since: int | None, types: tuple[str, ...], run_i
     rid = parse_run_id(run_id) if run_id else None
 
     async def main(client: Client) -> None:
-        out = sys.stdout
-        async for event in client.events(since=since, run_id=rid, job_id=job_id,
-                                         types=list(types) or None):
-            out.write(fmt.dumps(event) + "\n")
-            out.flush()
+        from .common import follow_while_read
+
+        def write(event: dict[str, Any]) -> None:
+            sys.stdout.write(fmt.dumps(event) + "\n")
+            sys.stdout.flush()
+
+        await follow_while_read(client.events(since=since, run_id=rid, job_id=job_id,
+                                              types=list(types) or None), write)
 
     call(obj, main)
 

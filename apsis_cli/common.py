@@ -75,6 +75,38 @@ def run_main(group: click.Group, prog_name: str) -> NoReturn:
     sys.exit(int(result) if isinstance(result, int) else 0)
 
 
+async def follow_while_read(stream: Any, write: Any, *, every: float = 0.5) -> None:
+    """Writes each item of an endless stream until it ends or stdout's reader goes away.
+
+    A follower that waits for the next event would only learn at its next write that
+    `| head -n 1` has exited, which may be never; like `tail -f`, it watches the pipe
+    (POLLERR once its reader is gone) and ends then, as a broken pipe, closing the
+    stream's socket on the way out.
+    """
+    import asyncio
+    import select
+    from contextlib import aclosing
+
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)  # only POLLERR/POLLHUP/POLLNVAL are reported
+
+    async def copy() -> None:
+        async with aclosing(stream) as items:
+            async for item in items:
+                write(item)
+
+    task = asyncio.ensure_future(copy())
+    try:
+        while not task.done():
+            if poller.poll(0):
+                raise BrokenPipeError
+            await asyncio.wait({task}, timeout=every)
+        task.result()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def _quiet_broken_pipe() -> NoReturn:
     # Python flushes stdout at exit and would complain again; point it at devnull.
     devnull = os.open(os.devnull, os.O_WRONLY)
