@@ -57,9 +57,9 @@ class DatabaseLock:
     def release(self) -> None:
         """Unlocks; call it after closing the database's connections."""
         with _held_guard:
-            if self._fd is not None:
+            if self._fd is not None and self._key is not None:
                 fd, self._fd = self._fd, None
-                _held.discard(self._key)  # type: ignore[arg-type]
+                _held.discard(self._key)
                 os.close(fd)  # closing the only descriptor of the open file drops the flock
 
 
