@@ -11,7 +11,6 @@ its own caller.  Only unfinished runs live in memory; history is the store's.
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as dt
 import logging
 import random
@@ -25,7 +24,7 @@ from ..errors import Diagnostics, JobError
 from ..jobs_dir import JobsDir, load_jobs_dir, parse_job
 from ..lib.timefmt import UTC, format_time
 from ..model.job import Job, missing_params
-from ..model.run import Run, RunMeta
+from ..model.run import SUMMARY_KEYS, Run, RunMeta
 from ..model.states import FINISHED, State, TransitionError, can_transition
 from ..store import default_archive_path
 from .actions import Actions
@@ -58,28 +57,34 @@ class _Change:
     updates: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, run: Run) -> None:
-        # New containers, never mutated ones: a shallow copy of the run stays independent.
-        times = {**run.times, self.to.value: self.ts}
-        if self.frm == State.NEW:
-            times["new"] = self.ts
         run.state = self.to
-        run.times = times
+        run.times = self._times(run)
         run.message = self.message
         for key, value in self.updates.items():
             setattr(run, key, value)
 
+    def _times(self, run: Run) -> dict[str, str]:
+        times = {**run.times, self.to.value: self.ts}
+        if self.frm == State.NEW:
+            times["new"] = self.ts
+        return times
+
     def record(self, run: Run) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-        """(run JSON, log entry, events) as they will be once committed."""
-        after = copy.copy(run)
-        self.apply(after)
+        """(run JSON, log entry, events) as they will be once committed; the run itself
+        is left as it is until then."""
+        jso = run.to_jso(with_job=self.frm == State.NEW)
+        jso.update(state=self.to.value, times=self._times(run), message=self.message)
+        for key, value in self.updates.items():
+            jso[key] = value.to_jso() if hasattr(value, "to_jso") else value
         entry = {"run_id": run.run_id, "ts": self.ts, "state": self.to.value,
                  "message": self.log_message}
         events = [
-            {"type": "run_transition", "ts": self.ts, "run": after.summary(),
+            {"type": "run_transition", "ts": self.ts,
+             "run": {key: jso[key] for key in SUMMARY_KEYS},
              "from": self.frm.value, "to": self.to.value},
             {"type": "run_log", "ts": self.ts, "run_id": run.run_id, "entry": entry},
         ]
-        return after.to_jso(with_job=self.frm == State.NEW), entry, events
+        return jso, entry, events
 
 
 class Engine:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from ..model.run import InstanceKey, Run, instance_key
 from ..model.states import FINISHED, State
@@ -76,19 +74,39 @@ class RunBook:
         else:
             self._becoming[run.run_id] = to
 
-    @asynccontextmanager
-    async def turn(self, run_id: str) -> AsyncIterator[None]:
-        """One transition of a run at a time; the lock exists only while it is wanted."""
-        lock, users = self._locks.get(run_id, (None, 0))
+    def turn(self, run_id: str) -> _Turn:
+        """One transition of a run at a time (`async with book.turn(run_id):`)."""
+        return _Turn(self._locks, run_id)
+
+
+class _Turn:
+    """A per-run lock that exists only while someone holds or wants it."""
+
+    __slots__ = ("_locks", "_run_id", "_lock")
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], run_id: str) -> None:
+        self._locks = locks
+        self._run_id = run_id
+
+    async def __aenter__(self) -> None:
+        lock, users = self._locks.get(self._run_id, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
-        self._locks[run_id] = (lock, users + 1)
+        self._locks[self._run_id] = (lock, users + 1)
+        self._lock = lock
         try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[run_id]
-            if users <= 1:
-                del self._locks[run_id]
-            else:
-                self._locks[run_id] = (lock, users - 1)
+            await lock.acquire()
+        except BaseException:
+            self._release_user()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._release_user()
+
+    def _release_user(self) -> None:
+        lock, users = self._locks[self._run_id]
+        if users <= 1:
+            del self._locks[self._run_id]
+        else:
+            self._locks[self._run_id] = (lock, users - 1)

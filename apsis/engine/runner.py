@@ -105,8 +105,11 @@ class Runner:
         self._spools: dict[str, Spool] = {}
         self._timed_out: dict[str, float] = {}
         self._finishing: set[str] = set()
-        # Exits reported before the run was recorded as running (a quick program).
+        # Exits reported before the agent answered the start (a quick program).
         self._early_exits: dict[str, ProcStatus] = {}
+        # Processes the agent started whose `running` is being committed: an exit that
+        # comes meanwhile is finished at once (its transition queues behind `running`).
+        self._spawned: dict[str, ProcInfo] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -136,7 +139,8 @@ class Runner:
         """Drops what the runner holds for a run that is finished."""
         for timer in self._timers.pop(run.run_id, {}).values():
             timer.cancel()
-        for per_run in (self._programs, self._spools, self._timed_out, self._early_exits):
+        for per_run in (self._programs, self._spools, self._timed_out, self._early_exits,
+                        self._spawned):
             per_run.pop(run.run_id, None)
         self.outputs.forget(run.run_id)
 
@@ -237,11 +241,15 @@ class Runner:
         info = ProcInfo(pid=proc.pid or 0, outputs=dict(proc.outputs), host=host,
                         user=user if host else None, host_group=group)
         via = f" (host group {group!r})" if group else ""
-        if not await self.host.transition(
-                run, State.RUNNING, f"pid {proc.pid}{where}{via}", expect={State.STARTING},
-                meta=run.meta.but(proc=info),
-                outputs=[{"output_id": oid, "length": 0} for oid in proc.outputs]):
-            return False
+        self._spawned[run.run_id] = info
+        try:
+            if not await self.host.transition(
+                    run, State.RUNNING, f"pid {proc.pid}{where}{via}", expect={State.STARTING},
+                    meta=run.meta.but(proc=info),
+                    outputs=[{"output_id": oid, "length": 0} for oid in proc.outputs]):
+                return False
+        finally:
+            self._spawned.pop(run.run_id, None)
         early = self._early_exits.pop(run.run_id, None)
         if early is not None:  # after the program has armed its limits: finishing drops them
             self.host.spawn(self._finish(run, early), "finish")
@@ -331,15 +339,16 @@ class Runner:
             run = self.host.runs.get(proc.proc_id)
             if run is None:
                 continue
-            if run.state == State.STARTING:
-                self._early_exits[run.run_id] = proc
-            elif run.state in LIVE:
+            if run.state in LIVE or run.run_id in self._spawned:
                 self.host.spawn(self._finish(run, proc), "finish")
+            elif run.state == State.STARTING:
+                self._early_exits[run.run_id] = proc
 
     async def _finish(self, run: Run, status: ProcStatus) -> None:
         """Stores the outputs and records the end; an exit is reported at least once
         (and reattach and reconcile ask too): this finishes once."""
-        if run.run_id in self._finishing or run.state not in LIVE:
+        if run.run_id in self._finishing or (run.state not in LIVE
+                                             and run.run_id not in self._spawned):
             return
         self._finishing.add(run.run_id)
         try:
@@ -352,11 +361,13 @@ class Runner:
                                                    config.database.parent)
             timed_out = self._timed_out.get(run.run_id) or run.meta.timed_out
             to, message = exit_outcome(run, status, timed_out)
+            # A timeout fires only once `running` is committed, so run.meta is current
+            # then; otherwise `running` may still be on its way with the process's meta.
+            updates = {"meta": run.meta.but(timed_out=timed_out)} if timed_out else {}
             done = await self.host.transition(
                 run, to, message, expect=LIVE, exit_code=status.exit_code,
                 signal=_signal_name(status.signal), outputs=outputs, small_outputs=small,
-                before=self.outputs.final_growth(run.run_id, outputs),
-                meta=run.meta.but(timed_out=timed_out))
+                before=self.outputs.final_growth(run.run_id, outputs), **updates)
             if done and spool is not None:
                 try:
                     await spool.clean()
@@ -371,7 +382,7 @@ class Runner:
         """Where the outputs of the run's process are, if it has one."""
         spool = self._spools.get(run.run_id)
         if spool is None:
-            proc = run.meta.proc
+            proc = run.meta.proc or self._spawned.get(run.run_id)
             if proc is None:
                 return None
             if proc.remote:
