@@ -12,6 +12,8 @@ from .lib.strict import Fields, as_bool, as_str
 from .lib.timefmt import parse_duration
 from .yamlload import load_yaml
 
+MIN_TOKEN_LENGTH = 16  # SPEC §1.11: a shorter token could be guessed by trying
+
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 
@@ -196,6 +198,13 @@ def _api(f: Fields, cfg: Config, rel) -> None:
     for role in tokens.values():
         if role not in ("read", "operate", "admin"):
             raise JobError(f"token role must be read, operate or admin, not {role!r}", f.loc_of("tokens"))
+    short = [k for k in tokens if len(str(k)) < MIN_TOKEN_LENGTH]
+    if short:
+        # The token itself is never printed: it may be a real, if weak, secret.
+        raise JobError(f"api.tokens: {len(short)} token(s) shorter than {MIN_TOKEN_LENGTH} characters, "
+                       "which can be guessed; use long random ones, e.g. "
+                       "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`",
+                       f.loc_of("tokens"))
     cfg.tokens = {str(k): str(v) for k, v in tokens.items()}
     if f.has("tls"):
         tf = Fields(f.get("tls"), "api.tls", f.diags, f.loc_of("tls"))

@@ -117,6 +117,15 @@ def _not_regular(path: Path) -> str | None:
     return next((kind for test, kind in _NOT_REGULAR if test(mode)), None)
 
 
+def _escapes(root: Path, path: Path) -> str | None:
+    """Where `path` really is, when a symlink takes it outside `root`, else None.
+
+    Job ids cannot escape the jobs directory (SPEC §1.11), nor can the files behind them.
+    """
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    return None if os.path.commonpath([real_root, real]) == real_root else real
+
+
 def _read_text(path: Path) -> str:
     """The text of a job file, by an open that cannot block: a FIFO put in place since
     the directory was walked is refused, not waited on."""
@@ -353,7 +362,12 @@ def load_jobs_dir(path: str | Path, *, display_root: str | None = None,
         shown = _display(root, display_root, file)
         before = len(diags.errors)
         kind = _not_regular(file)
-        if kind is not None:
+        target = _escapes(root, file)
+        if target is not None:
+            diags.error(f"refused: a symlink to {target}, outside the jobs directory; "
+                        "copy the file in, or link to a file inside", Location(shown))
+            broken[job_id] = [str(d) for d in diags.errors[before:]]
+        elif kind is not None:
             diags.warning(f"skipped: {kind}, not a regular file", Location(shown))
         else:
             try:

@@ -2,16 +2,21 @@
 
 Redaction matched the literal `token=`; `?%74oken=...` authenticates just the same
 (the server decodes the name) and was logged in clear. `--insecure` on a network
-address started without a word.
+address started without a word. A two-letter token was accepted; a job file that is
+a symlink to anywhere (`/etc/...`, another user's jobs) was loaded and run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 import websockets
 from websockets.asyncio.client import connect
+
+from tests.integration.helpers import http
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
@@ -48,3 +53,29 @@ def test_insecure_on_a_network_address_says_so_at_start(apsis_daemon):
     warnings = [line for line in daemon.log_text().splitlines() if "WARNING" in line]
     assert any(f"--insecure: serving on 0.0.0.0:{daemon.port} without api.tokens and api.tls"
                in line for line in warnings), warnings
+
+
+def test_short_tokens_are_refused_at_start(apsis_daemon):
+    daemon = apsis_daemon({}, start=False, config="api:\n  tokens: {abc123: admin}\n")
+    done = subprocess.run(daemon.command(), cwd=daemon.root, capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "api.tokens: 1 token(s) shorter than 16 characters" in done.stderr, done.stderr
+    assert "abc123" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_job_file_symlinked_from_outside_the_jobs_directory_is_refused(apsis_daemon, tmp_path):
+    secret = tmp_path / "elsewhere.yaml"
+    secret.write_text("program: 'echo from outside'\n")
+    daemon = apsis_daemon({"inside": "program: 'echo inside'\n"}, start=False)
+    (daemon.jobs_dir / "evil.yaml").symlink_to(secret)
+    (daemon.jobs_dir / "alias.yaml").symlink_to(daemon.jobs_dir / "inside.yaml")
+    daemon.start()
+    with http(daemon) as api:
+        jobs = [j["job_id"] for j in api.get("/jobs").json()["jobs"]]
+        assert "evil" not in jobs and {"inside", "alias"} <= set(jobs)
+        assert api.post("/runs", json={"job_id": "evil"}).status_code == 404
+    assert f"evil.yaml: refused: a symlink to {secret}, outside the jobs directory" in daemon.log_text()
+    check = subprocess.run([sys.executable, "-m", "apsis_cli.apsisctl", "check-job", str(daemon.jobs_dir)],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert check.returncode != 0 and "outside the jobs directory" in check.stdout + check.stderr

@@ -273,15 +273,18 @@ async def test_unavailable_after_retry_for():
     await client.close()
 
 
+RT = "read-token-0123456789"  # at least 16 characters, or the daemon refuses it
+
+
 async def test_event_stream_needs_a_token(apsis_daemon):
-    daemon = apsis_daemon(NOOP, config="api: {tokens: {rt: read}}\n", token="rt")
+    daemon = apsis_daemon(NOOP, config=f"api: {{tokens: {{{RT}: read}}}}\n", token=RT)
     uri = f"ws://127.0.0.1:{daemon.port}/api/v1/events"
     with pytest.raises(websockets.InvalidStatus) as info:
         async with connect(uri):
             pass
     assert info.value.response.status_code == 401
     assert json.loads(info.value.response.body)["error"]["code"] == "unauthorized"
-    async with connect(uri + "?token=rt&since=0") as ws:
+    async with connect(uri + f"?token={RT}&since=0") as ws:
         first = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert first["seq"] >= 1
     with pytest.raises(ApsisError) as refused:
@@ -293,7 +296,7 @@ async def test_event_stream_needs_a_token(apsis_daemon):
         with pytest.raises(ApsisError) as forbidden:
             await client.create_runs("noop")
         assert forbidden.value.status == 403 and forbidden.value.code == "forbidden"
-    assert "token=rt" not in daemon.log_text()
+    assert f"token={RT}" not in daemon.log_text()
     assert "token=***" in daemon.log_text()
 
 

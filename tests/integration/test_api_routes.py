@@ -321,15 +321,15 @@ def test_shutdown_and_restart_code(apsis_daemon):
 TOKENS_CONFIG = """
 api:
   tokens:
-    r-token: read
-    o-token: operate
-    a-token: admin
+    r-token-0123456789abcdef: read
+    o-token-0123456789abcdef: operate
+    a-token-0123456789abcdef: admin
 """
 
 
 def test_tokens_and_roles(apsis_daemon):
     daemon = apsis_daemon({"noop": "program: {type: no-op}\n"}, config=TOKENS_CONFIG,
-                          token="r-token")
+                          token="r-token-0123456789abcdef")
 
     def call(token, method, path, **kw):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -338,21 +338,21 @@ def test_tokens_and_roles(apsis_daemon):
     for path in ("/alive", "/jobs", "/runs", "/control/stats", "/metrics"):
         assert_error(call(None, "GET", path), 401, "unauthorized")
         assert_error(call("wrong", "GET", path), 401, "unauthorized")
-        assert call("r-token", "GET", path).status_code == 200
+        assert call("r-token-0123456789abcdef", "GET", path).status_code == 200
     assert call(None, "GET", "/openapi.json").status_code == 200
-    assert_error(call("Basic r-token", "GET", "/jobs"), 401)
+    assert_error(call("Basic r-token-0123456789abcdef", "GET", "/jobs"), 401)
     new_run = {"json": {"job_id": "noop"}}
     inline = {"json": {"job": {"program": {"type": "no-op"}}}}
-    assert_error(call("r-token", "POST", "/runs", **new_run), 403, "forbidden")
-    assert call("o-token", "POST", "/runs", **new_run).status_code == 201
-    assert_error(call("o-token", "POST", "/runs", **inline), 403, "forbidden")
-    assert call("a-token", "POST", "/runs", **inline).status_code == 201
-    assert_error(call("r-token", "POST", "/runs/r1/skip"), 403)
-    assert_error(call("o-token", "POST", "/control/reload"), 403)
-    assert call("a-token", "POST", "/control/reload").status_code == 200
-    assert_error(call("o-token", "POST", "/control/shutdown"), 403)
+    assert_error(call("r-token-0123456789abcdef", "POST", "/runs", **new_run), 403, "forbidden")
+    assert call("o-token-0123456789abcdef", "POST", "/runs", **new_run).status_code == 201
+    assert_error(call("o-token-0123456789abcdef", "POST", "/runs", **inline), 403, "forbidden")
+    assert call("a-token-0123456789abcdef", "POST", "/runs", **inline).status_code == 201
+    assert_error(call("r-token-0123456789abcdef", "POST", "/runs/r1/skip"), 403)
+    assert_error(call("o-token-0123456789abcdef", "POST", "/control/reload"), 403)
+    assert call("a-token-0123456789abcdef", "POST", "/control/reload").status_code == 200
+    assert_error(call("o-token-0123456789abcdef", "POST", "/control/shutdown"), 403)
     # The token never appears in the log.
-    assert "r-token" not in daemon.log_text() and "a-token" not in daemon.log_text()
+    assert "r-token-0123456789abcdef" not in daemon.log_text() and "a-token-0123456789abcdef" not in daemon.log_text()
 
 
 def test_unknown_paths_do_not_leak_500(api):

@@ -153,7 +153,8 @@ async def test_events_report_the_state_of_their_connection(apsis_daemon):
 
 
 async def test_events_refused_report_disconnected(apsis_daemon):
-    daemon = apsis_daemon({}, config="api:\n  tokens: {s3cret: read}\n", token="s3cret")
+    daemon = apsis_daemon({}, config="api:\n  tokens: {s3cret-0123456789abcdef: read}\n",
+                          token="s3cret-0123456789abcdef")
     states: list[str] = []
     async with Client(daemon.url, "wrong") as client:
         with pytest.raises(ApsisError) as info:

@@ -208,16 +208,16 @@ output: {max_bytes: 64MiB}
 waiting: {max_time: null}
 action: []
 api:
-  tokens: {t-read: read, t-operate: operate, t-admin: admin}
+  tokens: {t-read-0123456789abcdef: read, t-operate-0123456789abcdef: operate, t-admin-0123456789abcdef: admin}
 watch_jobs: true
 log: {file: apsis.log, level: info}
 """
 
 
 def test_every_config_key_is_accepted_and_since_is_checked(apsis_daemon):
-    daemon = apsis_daemon({"noop": JOBS["noop"]}, config=FULL_CONFIG, token="t-read",
+    daemon = apsis_daemon({"noop": JOBS["noop"]}, config=FULL_CONFIG, token="t-read-0123456789abcdef",
                           args=["--since", "-1d"])
-    with http(daemon, token="t-read") as api:
+    with http(daemon, token="t-read-0123456789abcdef") as api:
         assert api.get("/alive").status_code == 200
     assert (daemon.root / "apsis.log").exists()
     # A bad `schedule.since` is a config error: one message, exit 2, no traceback.
@@ -244,7 +244,7 @@ def test_non_loopback_bind_needs_tokens_and_tls_or_insecure(tmp_path, apsis_daem
     refused = _serve(tmp_path, "--bind", f"0.0.0.0:{port}")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "0.0.0.0" in refused.stderr and "--insecure" in refused.stderr
-    (tmp_path / "tokens.yaml").write_text("api: {tokens: {t: admin}}\n")
+    (tmp_path / "tokens.yaml").write_text("api: {tokens: {t-admin-0123456789abcdef: admin}}\n")
     tokens_only = _serve(tmp_path, "--bind", f"0.0.0.0:{port}", "--config",
                          str(tmp_path / "tokens.yaml"))
     assert tokens_only.returncode != 0 and "tls" in tokens_only.stderr.lower()
