@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +43,10 @@ class ActionContext(Protocol):
 
     async def log(self, run: Run, message: str) -> None:
         """A line in the run's log."""
+
+    @property
+    def url(self) -> str:
+        """The API's base URL, for a command that wants to call back (`APSIS_URL`)."""
 
 
 class Action:
@@ -164,7 +169,7 @@ class CommandAction(Action):
         argv = self.argv if self.argv is not None else ["/bin/bash", "-c", str(self.command)]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=command_env(run, ctx))
         try:
             out, _ = await asyncio.wait_for(proc.communicate(json.dumps(run.to_jso()).encode()),
                                             COMMAND_TIMEOUT)
@@ -174,6 +179,13 @@ class CommandAction(Action):
             return
         tail = out.decode("utf-8", "replace").strip()[-500:]
         await ctx.log(run, f"command action exited {proc.returncode}" + (f": {tail}" if tail else ""))
+
+
+def command_env(run: Run, ctx: ActionContext) -> dict[str, str]:
+    """The daemon's environment plus the run's `APSIS_*`, so a command needs no JSON
+    parsing to know which run it is about (docs/jobs.md)."""
+    return {**os.environ, "APSIS_RUN_ID": run.run_id, "APSIS_JOB_ID": run.job_id,
+            "APSIS_STATE": run.state.value, "APSIS_URL": ctx.url}
 
 
 @ACTIONS.register("webhook")

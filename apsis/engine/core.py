@@ -586,3 +586,7 @@ class _ActionContext:
 
     async def log(self, run: Run, message: str) -> None:
         await self._engine.run_log(run, message)
+
+    @property
+    def url(self) -> str:
+        return self._engine.url
