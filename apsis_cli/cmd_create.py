@@ -51,11 +51,12 @@ async def _follow_created(client: Client, created: list[dict[str, Any]], *, wait
         if as_json:
             click.echo(fmt.dumps(created))
         return int(ExitStatus.SUCCESS)
-    from .cmd_wait import deadline, report_finish
+    from .cmd_wait import deadline, report_finish, report_waiting
 
     ref: list[RunWatcher] = []
     async with deadline(timeout, ref):
-        watcher = RunWatcher(client, ids, on_finish=report_finish(quiet=as_json or show_output))
+        watcher = RunWatcher(client, ids, on_finish=report_finish(quiet=as_json or show_output),
+                             on_waiting=report_waiting(quiet=as_json))
         ref.append(watcher)
         try:
             await watcher.start(seq, created if seq is not None else None)

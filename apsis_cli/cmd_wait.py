@@ -40,6 +40,16 @@ def report_finish(quiet: bool) -> Any:
     return report
 
 
+def report_waiting(quiet: bool) -> Any:
+    """A callback printing `r123 waiting: why` on stderr whenever the reason changes."""
+
+    def report(run: dict[str, Any]) -> None:
+        if not quiet:
+            click.echo(f"{run.get('run_id')} waiting: {run.get('message')}", err=True)
+
+    return report
+
+
 @contextlib.asynccontextmanager
 async def deadline(timeout: float | None, watcher_ref: list[RunWatcher]) -> AsyncIterator[None]:
     """Exit 124 with the unfinished runs named when `timeout` expires."""
@@ -61,7 +71,8 @@ async def wait_runs(client: Client, run_ids: Sequence[str], timeout: float | Non
     """Waits until every run has finished; returns the watcher with their final runs."""
     ref: list[RunWatcher] = []
     async with deadline(timeout, ref):
-        watcher = RunWatcher(client, run_ids, on_finish=report_finish(quiet))
+        watcher = RunWatcher(client, run_ids, on_finish=report_finish(quiet),
+                             on_waiting=report_waiting(quiet))
         ref.append(watcher)
         try:
             await watcher.start()

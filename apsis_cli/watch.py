@@ -41,11 +41,13 @@ class RunWatcher:
     """The latest known state of a set of runs, kept current from the event stream."""
 
     def __init__(self, client: Client, run_ids: Sequence[str],
-                 on_finish: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_finish: Callable[[dict[str, Any]], None] | None = None,
+                 on_waiting: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.client = client
         self.run_ids = list(dict.fromkeys(run_ids))
         self.runs: dict[str, dict[str, Any]] = {}
         self._on_finish = on_finish
+        self._on_waiting = on_waiting  # called as a waiting run's reason changes
         self._announced: set[str] = set()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -69,7 +71,12 @@ class RunWatcher:
         run_id = run.get("run_id")
         if run_id not in self.runs:
             return
-        self.runs[run_id] = {**self.runs[run_id], **run}
+        before = self.runs[run_id]
+        self.runs[run_id] = {**before, **run}
+        now = self.runs[run_id]
+        if (self._on_waiting and now.get("state") == "waiting" and now.get("message")
+                and (now.get("message"), "waiting") != (before.get("message"), before.get("state"))):
+            self._on_waiting(now)
         if self.finished(run_id) and run_id not in self._announced:
             self._announced.add(run_id)
             if self._on_finish:
@@ -109,7 +116,7 @@ class RunWatcher:
         try:
             while not self.all_finished():
                 pending = [r for r in self.run_ids if not self.finished(r)]
-                filters: dict[str, Any] = {"types": ["run_transition"]}
+                filters: dict[str, Any] = {"types": ["run_transition", "run_log"]}
                 if len(pending) == 1:
                     filters["run_id"] = pending[0]
                 async for event in self.client.events(since=seq, **filters):
@@ -124,6 +131,12 @@ class RunWatcher:
                         if event.get("to"):
                             run["state"] = event["to"]
                         self._update(run)
+                    elif event.get("type") == "run_log":
+                        # An entry of the run's own state is its message now (why it waits).
+                        entry = event.get("entry") or {}
+                        run_id = event.get("run_id")
+                        if entry.get("state") and entry.get("state") == self.state(run_id):
+                            self._update({"run_id": run_id, "message": entry.get("message")})
                     if self.all_finished():
                         return
                 # The stream ended without an error: take a fresh snapshot and go on.

@@ -188,7 +188,14 @@ class TuiModel:
         if kind == "run_transition":
             self.apply_run(event["run"], seq if isinstance(seq, int) else None)
         elif kind == "run_log":
-            self.run_logged.publish(RunLogged(event["run_id"], event.get("entry") or {}))
+            entry = event.get("entry") or {}
+            known = self.runs.get(event["run_id"])
+            # An entry of the state the run is in is its message now (why a run still waits).
+            if (known is not None and entry.get("state") == known.get("state")
+                    and entry.get("message") != known.get("message")):
+                self.apply_run({**known, "message": entry.get("message")},
+                               seq if isinstance(seq, int) else None)
+            self.run_logged.publish(RunLogged(event["run_id"], entry))
         elif kind in ("job_added", "job_changed", "job_removed", "jobs_reloaded"):
             job = event.get("job") or {}
             job_id = job.get("job_id")

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from ..errors import Diagnostics, JobError, Location
 from ..lib.registry import Registry
-from ..lib.strict import Fields, as_args, as_bool, as_str
+from ..lib.strict import Fields, as_args, as_str
 from ..model.run import InstanceKey, instance_key
-from ..model.states import FINISHED, State
+from ..model.states import FINISHED, TRANSITIONS, State
 from ..parse_context import ParseContext
 
 
@@ -48,8 +48,8 @@ class RunsView(Protocol):
         """(run id, state) of an instance's unfinished runs; a run whose transition is
         being committed counts in the state it is becoming."""
 
-    async def finished_in(self, job_id: str, args: dict[str, str], states: list[str]) -> bool:
-        """Whether a finished run of the instance is in one of `states` (from the store)."""
+    async def finished_in(self, job_id: str, args: dict[str, str], states: list[str]) -> str | None:
+        """The id of a finished run of the instance in one of `states` (from the store), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +98,36 @@ def parse_states(value: Any) -> list[str]:
     return [State.parse(str(s)).value for s in states]
 
 
+def _reachable(state: State) -> frozenset[State]:
+    """The states a run in `state` can still reach, itself included (`mark` aside)."""
+    seen, todo = {state}, [state]
+    while todo:
+        here = todo.pop()
+        if here.finished:
+            continue
+        for nxt in TRANSITIONS[here] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return frozenset(seen)
+
+
+def parse_exist(value: Any) -> bool | list[str]:
+    """`exist`: true or false, or a state or list of states (as in Apsis)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    return parse_states(value)
+
+
 @CONDITIONS.register("dependency")
 @dataclass
 class DependencyCondition(Condition):
     job_id: str
     args: dict[str, str] = field(default_factory=dict)
     states: list[str] = field(default_factory=lambda: ["success"])
-    exist: bool = False
+    # false; true (a run that can still become one of `states`); or the states a run must be in
+    exist: bool | list[str] = False
 
     @classmethod
     def from_jso(cls, f: Fields, ctx: ParseContext) -> DependencyCondition:
@@ -112,12 +135,22 @@ class DependencyCondition(Condition):
             job_id=f.require("job_id", as_str),
             args=f.get("args", {}, as_args),
             states=f.get("states", ["success"], parse_states),
-            exist=f.get("exist", False, as_bool),
+            exist=f.get("exist", False, parse_exist),
         )
 
     def to_jso(self) -> dict[str, Any]:
+        exist = self.exist if isinstance(self.exist, bool) else list(self.exist)
         return {"type": self.TYPE, "job_id": self.job_id, "args": dict(self.args),
-                "states": list(self.states), "exist": self.exist}
+                "states": list(self.states), "exist": exist}
+
+    def exist_states(self) -> frozenset[State] | None:
+        """The states one run of the dependency must be in while this one waits; None: any."""
+        if self.exist is False:
+            return None
+        if self.exist is True:
+            wanted = {State(s) for s in self.states}
+            return frozenset(s for s in State if _reachable(s) & wanted)
+        return frozenset(State(s) for s in self.exist)
 
     def bind(self, ctx: BindContext) -> BoundCondition:
         # The dependency's args: those given, plus the run's args of the same names.
@@ -126,41 +159,59 @@ class DependencyCondition(Condition):
             if param not in args and param in ctx.args:
                 args[param] = ctx.args[param]
         return _BoundDependency(self.job_id, args, frozenset(State(s) for s in self.states),
-                                self.exist)
+                                self.exist_states())
 
 
 @dataclass(slots=True)
 class _BoundDependency(BoundCondition):
+    """Met once a run of the instance is in a wanted state (live, or finished in the store).
+
+    With `exist`, a run of the instance must be in one of those states all along: `look`
+    asks the store for finished ones, and only a `look` that finds none anywhere may end
+    the wait (`check` alone, with no store, never does: a run finishing between the two
+    is in neither place for a moment).
+    """
+
     job_id: str
     args: dict[str, str]
     wanted: frozenset[State]
-    exist: bool
-    found_finished: bool = False  # a finished run in a wanted state was found in the store
+    exist: frozenset[State] | None
+    found: str | None = None  # a finished run in a wanted state (kept: it was met)
+    missing: bool = False  # the last look found no run in an exist state
 
     def watches(self) -> list[InstanceKey]:
         return [instance_key(self.job_id, self.args)]
 
     async def look(self, view: RunsView) -> Verdict:
-        verdict = self.check(view)
-        if verdict.met or self.found_finished:
-            return verdict
-        finished = sorted(s.value for s in self.wanted if s.finished)
-        if finished and await view.finished_in(self.job_id, self.args, finished):
-            self.found_finished = True
-            return MET
-        return verdict
+        live = view.unfinished(self.job_id, self.args)
+        if self.found is None and not any(state in self.wanted for _, state in live):
+            finished = sorted(s.value for s in self.wanted if s.finished)
+            if finished:
+                self.found = await view.finished_in(self.job_id, self.args, finished)
+        if self.exist is not None and self.found is None:
+            in_exist = any(state in self.exist for _, state in live)
+            if not in_exist:
+                finished = sorted(s.value for s in self.exist if s.finished)
+                in_exist = bool(finished) and bool(
+                    await view.finished_in(self.job_id, self.args, finished))
+            self.missing = not in_exist
+        return self.check(view)
 
     def check(self, view: RunsView) -> Verdict:
-        if self.found_finished:
+        if self.found is not None:
             return MET
         live = view.unfinished(self.job_id, self.args)
         if any(state in self.wanted for _, state in live):
             return MET
+        what = " ".join([self.job_id, *(f"{k}={v}" for k, v in sorted(self.args.items()))])
+        if self.exist is not None and self.missing and not any(
+                state in self.exist for _, state in live):
+            exist = "/".join(sorted(s.value for s in self.exist))
+            return never(f"dependency {what}: no run of it is {exist}")
         wanted = "/".join(sorted(s.value for s in self.wanted))
-        if self.exist and not live:
-            return never(f"dependency {self.job_id} {self.args} has no run that exists or can "
-                         f"still become {wanted}")
-        return not_yet(f"waiting for {self.job_id} {self.args} to be {wanted}")
+        now = (", ".join(f"{run_id} is {state.value}" for run_id, state in sorted(live)[:3])
+               if live else "no run of it is scheduled or running")
+        return not_yet(f"waiting for {what} to be {wanted}: {now}")
 
 
 @CONDITIONS.register("max_running")
@@ -246,21 +297,39 @@ class SkipDuplicateCondition(Condition):
                                    State(self.target_state))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _BoundSkipDuplicate(BoundCondition):
+    """Another run of the instance in a check state ends this one in `target`. Finished
+    check states (`[failure, error]`: not again after a failure) are looked up in the
+    store; a finished run stays finished, so one found is kept."""
+
     run_id: str
     job_id: str
     args: dict[str, str]
     check_states: frozenset[State]
     target: State
+    finished: tuple[str, str] | None = None  # (run id, state) of a finished duplicate
 
     def watches(self) -> list[InstanceKey]:
         return [instance_key(self.job_id, self.args)]
+
+    async def look(self, view: RunsView) -> Verdict:
+        states = sorted(s.value for s in self.check_states if s.finished)
+        if self.finished is None and states:
+            for state in states:  # one at a time, to name the state in the message
+                run_id = await view.finished_in(self.job_id, self.args, [state])
+                if run_id is not None and run_id != self.run_id:
+                    self.finished = (run_id, state)
+                    break
+        return self.check(view)
 
     def check(self, view: RunsView) -> Verdict:
         for run_id, state in view.unfinished(self.job_id, self.args):
             if run_id != self.run_id and state in self.check_states:
                 return never(f"duplicate of {run_id} ({state.value})", self.target)
+        if self.finished is not None:
+            run_id, finished_state = self.finished
+            return never(f"duplicate of {run_id} ({finished_state})", self.target)
         return MET
 
 

@@ -243,6 +243,8 @@ class Engine:
                 one.error = (f"schedule of job {p.job.job_id!r} does not bind param(s) "
                              f"{', '.join(missing)}")
             one.skip_reason = planned.skip_reason
+            if jitter:  # shown as `times.due`: sanity and users see when it really is due
+                one.run.set_time("due", self.due_time(one.run))
             new.append(one)
         await self._record_new(new, clock=window.clock)
         return [n.run for n in new]
@@ -470,7 +472,27 @@ class Engine:
         await self.transition(run, state, message, force=True, expect={State.WAITING})
 
     async def waiting_because(self, run: Run, reason: str | None) -> None:
-        """Why a waiting run still waits (the waiter tells on every check)."""
+        """Why a waiting run still waits (the waiter tells on every check): kept as the
+        run's message, and logged, whenever it changes."""
+        if reason is not None and reason != run.message:
+            await self._note(run, reason, expect={State.WAITING})
+
+    async def _note(self, run: Run, message: str, *, expect: Collection[State]) -> None:
+        """A new message for a run that stays in its state: written with a log entry of
+        that state (clients take an entry with a state as the run's message), then applied."""
+        async with self.runs.turn(run.run_id):
+            if run.state not in expect or run.message == message:
+                return
+            ts = format_time(utcnow())
+            jso = {**run.to_jso(), "message": message}
+            entry = {"run_id": run.run_id, "ts": ts, "state": run.state.value, "message": message}
+
+            def apply() -> None:
+                run.message = message
+
+            await self.writer.write([jso], [entry],
+                                    [{"type": "run_log", "ts": ts, "run_id": run.run_id,
+                                      "entry": entry}], apply=apply)
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -560,9 +582,9 @@ class _View:
         book = self._engine.runs
         return [(run.run_id, book.state_of(run)) for run in book.of_instance(job_id, args)]
 
-    async def finished_in(self, job_id: str, args: dict[str, str], states: list[str]) -> bool:
+    async def finished_in(self, job_id: str, args: dict[str, str], states: list[str]) -> str | None:
         page = await self._engine.store.query_runs(job_id=job_id, args=args, states=states, limit=1)
-        return bool(page.runs)
+        return page.runs[0]["run_id"] if page.runs else None
 
 
 class _ActionContext:
