@@ -71,11 +71,14 @@ async def find_problems(client: Client, late: float, since: dt.datetime,
     scheduled_jobs: set[str] = set()
     async for run in client.iter_runs(states=["scheduled"]):
         scheduled_jobs.add(run.get("job_id") or "")
-        when = parse_api_time((run.get("times") or {}).get("schedule"))
+        times = run.get("times") or {}
+        # `due` is later than `schedule` by the schedule's jitter: held back, not late.
+        when = parse_api_time(times.get("due") or times.get("schedule"))
         if when and now - when > late_delta:
             problems.append({"kind": "late_scheduled", "run_id": run["run_id"],
                              "job_id": run.get("job_id"),
-                             "message": f"scheduled {present.format_elapsed((now - when).total_seconds())} "
+                             "message": f"{'due' if times.get('due') else 'scheduled'} "
+                                        f"{present.format_elapsed((now - when).total_seconds())} "
                                         "ago and not started"})
 
     for job_id, job in sorted(jobs.items()):

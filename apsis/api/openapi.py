@@ -70,7 +70,8 @@ _RUN = {
         "state": {"type": "string", "enum": STATES},
         "labels": {"type": "array", "items": {"type": "string"}},
         "times": {"type": "object", "description": "STATE → ISO time of the transition, plus "
-                  "`schedule` and `stop`.", "additionalProperties": {"type": "string"}},
+                  "`schedule`, `stop`, and `due` (the schedule time plus the run's random "
+                  "`jitter` delay, only when its schedule has `jitter`).", "additionalProperties": {"type": "string"}},
         "message": _nullable({"type": "string"}),
         "program": _nullable({"type": "object", "description": "The program, templates expanded."}),
         "conditions": {"type": "array", "items": {"type": "object"}},

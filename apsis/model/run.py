@@ -100,7 +100,8 @@ class Run:
     job_id: str
     args: dict[str, str]
     state: State = State.NEW
-    times: dict[str, str] = field(default_factory=dict)  # STATE → ISO time, plus schedule, stop
+    # STATE → ISO time, plus schedule, stop, and due (schedule + jitter, when jittered)
+    times: dict[str, str] = field(default_factory=dict)
     message: str | None = None
     labels: list[str] = field(default_factory=list)
     program: dict[str, Any] | None = None  # bound: templates rendered
