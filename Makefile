@@ -3,25 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test bench lint check-jobs clean
 
+# What running needs; the test tools (schemathesis, hypothesis...) only for `make test`.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m apsis_cli.devrun
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/ruff check apsis apsis_cli apsis_tui tests bench
 	$(BIN)/mypy apsis
