@@ -363,7 +363,7 @@ class Runner:
             to, message = exit_outcome(run, status, timed_out)
             # A timeout fires only once `running` is committed, so run.meta is current
             # then; otherwise `running` may still be on its way with the process's meta.
-            updates = {"meta": run.meta.but(timed_out=timed_out)} if timed_out else {}
+            updates: dict[str, Any] = {"meta": run.meta.but(timed_out=timed_out)} if timed_out else {}
             done = await self.host.transition(
                 run, to, message, expect=LIVE, exit_code=status.exit_code,
                 signal=_signal_name(status.signal), outputs=outputs, small_outputs=small,
