@@ -12,16 +12,28 @@ from .sources import holiday_list
 from .weekdays import ALL_DAYS, MON_FRI, looks_like_weekdays, parse_weekdays
 
 SOURCE_KINDS = ("holidays", "market")
-NAME_FORMS = ("all, a weekday set like Mon-Fri, holidays:<COUNTRY>[:<SUBDIVISION>], "
+NAME_FORMS = ("all, none, a weekday set like Mon-Fri, holidays:<COUNTRY>[:<SUBDIVISION>], "
               "market:<MIC>, or a name under 'calendars:' in .apsis-jobs.yaml")
+
+# Calendar names found in Apsis job files (the calendars its `ora` library ships) and
+# the built-in with the same dates.  docs/jobs.md ("Calendar aliases") lists them; a
+# named calendar in .apsis-jobs.yaml may take one of these names to mean something else.
+APSIS_ALIASES = {
+    "usa-federal-businessdays": "holidays:US",
+}
 
 
 @functools.lru_cache(maxsize=1024)
 def _builtin(name: str) -> BusinessCalendar:
-    """A built-in calendar by name, built once per process per spelling."""
+    """A built-in calendar by name, built once per process per spelling; an alias keeps
+    the name it was written with (what `{{ calendar }}` prints)."""
     text = name.strip()
     if text.lower() == "all":
         return BusinessCalendar(name, ALL_DAYS)
+    if text.lower() == "none":
+        return BusinessCalendar(name, frozenset())
+    if text in APSIS_ALIASES:
+        return _builtin(APSIS_ALIASES[text]).renamed(name)
     if ":" in text:
         kind = text.partition(":")[0].strip().lower()
         if kind not in SOURCE_KINDS:
@@ -35,7 +47,7 @@ def _builtin(name: str) -> BusinessCalendar:
 def is_builtin_name(name: str) -> bool:
     """Whether `name` is shaped like a built-in calendar (so a named one may not take it)."""
     text = name.strip()
-    if text.lower() == "all" or ":" in text:
+    if text.lower() in ("all", "none") or ":" in text:
         return True
     try:
         parse_weekdays(text)
@@ -52,7 +64,7 @@ def get_calendar(name: str, named: Mapping[str, Calendar] | None = None) -> Cale
     if named and name in named:
         return named[name]
     text = name.strip()
-    if text.lower() == "all" or ":" in text:
+    if text.lower() in ("all", "none") or ":" in text or text in APSIS_ALIASES:
         return _builtin(name)
     try:
         return _builtin(name)

@@ -84,7 +84,7 @@ def parse_calendar_defs(node: Any, ctx: ParseContext) -> dict[str, Calendar]:
                     raise JobError(f"a calendar name must be a non-empty string, not {name!r}", key_loc)
                 if is_builtin_name(name):
                     raise JobError(f"calendar name {name!r} is already a built-in calendar "
-                                   f"(all, weekday sets, holidays:…, market:…); choose another name",
+                                   f"(all, none, weekday sets, holidays:…, market:…); choose another name",
                                    key_loc)
                 calendar = _build_one(name, node[name], loc, ctx, resolve)
                 if calendar is not None:
