@@ -135,7 +135,9 @@ class RunWatcher:
                         # An entry of the run's own state is its message now (why it waits).
                         entry = event.get("entry") or {}
                         run_id = event.get("run_id")
-                        if entry.get("state") and entry.get("state") == self.state(run_id):
+                        # (A transition without a message logs its state's name: not one.)
+                        if (entry.get("state") and entry.get("state") == self.state(run_id)
+                                and entry.get("message") != entry.get("state")):
                             self._update({"run_id": run_id, "message": entry.get("message")})
                     if self.all_finished():
                         return

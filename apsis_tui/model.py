@@ -191,8 +191,9 @@ class TuiModel:
             entry = event.get("entry") or {}
             known = self.runs.get(event["run_id"])
             # An entry of the state the run is in is its message now (why a run still waits).
+            # (A transition without a message logs its state's name: not one.)
             if (known is not None and entry.get("state") == known.get("state")
-                    and entry.get("message") != known.get("message")):
+                    and entry.get("message") not in (known.get("message"), entry.get("state"))):
                 self.apply_run({**known, "message": entry.get("message")},
                                seq if isinstance(seq, int) else None)
             self.run_logged.publish(RunLogged(event["run_id"], entry))
