@@ -71,5 +71,6 @@ def test_wait_prints_the_reason_on_stderr_as_it_changes(apsis_daemon):
         finally:
             if watcher.poll() is None:
                 watcher.send_signal(signal.SIGKILL)
-        assert f"{rid} waiting: max_running: 1 of 1 running ({first['run_id']})" in err
+        waiting = [line for line in err.splitlines() if " waiting: " in line]
+        assert waiting == [f"{rid} waiting: max_running: 1 of 1 running ({first['run_id']})"], err
         api.post(f"/runs/{first['run_id']}/stop")
