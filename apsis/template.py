@@ -4,6 +4,11 @@ Strict means an unknown name is an error, and it is found before rendering (so
 also in a branch not taken), because `check-job` renders every template with
 sample args: a typo must show up there, not at 3 a.m.
 
+Templates come from job files, which may be less trusted than the daemon: they are
+rendered in Jinja's sandbox (no `''.__class__.__mro__`), and with a budget of time and
+size (`MAX_RENDERED_CHARS`, `RENDER_SECONDS`), so that a bomb is a clear error for its
+run, never a daemon whose loop is stuck or whose memory is gone.
+
 Template args, later ones winning (SPEC §1.2): the jobs directory's `globals`,
 the expansions of the run's args (the `expand` tables), the run's args, `run_id`,
 `job_id`.  Functions sit underneath all of them: `now()`, `today(tz)`,
@@ -18,12 +23,15 @@ import functools
 import importlib
 import keyword
 import shlex
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import jinja2
 import jinja2.meta
 from jinja2 import nodes
+from jinja2.sandbox import SandboxedEnvironment
 
 from .calendar import Calendar, CalendarResolver, get_calendar
 from .errors import JobError
@@ -41,6 +49,60 @@ CALENDAR_KEYS = frozenset({"calendar"})
 
 class TemplateError(ValueError):
     """A template that cannot be compiled or rendered; the message quotes the template."""
+
+
+# --- the budget of one render -------------------------------------------------------------
+
+MAX_RENDERED_CHARS = 1 << 20  # a command line is at most 2 MiB on Linux, one arg 128 KiB
+RENDER_SECONDS = 1.0
+_MAX_POWER_BITS = 4096  # `10 ** 10 ** 10` would compute for hours
+
+_deadline: ContextVar[float] = ContextVar("apsis_render_deadline", default=float("inf"))
+
+
+class _OverBudget(Exception):
+    """A render that would take too long or make too much."""
+
+
+def _spend() -> None:
+    if time.monotonic() > _deadline.get():
+        raise _OverBudget(f"rendering takes more than {RENDER_SECONDS:g} s (a loop too long?)")
+
+
+def _check_size(size: int, what: str) -> None:
+    if size > MAX_RENDERED_CHARS:
+        raise _OverBudget(f"{what} would be more than {MAX_RENDERED_CHARS} characters")
+
+
+def _budgeted(iterable: Iterable[Any]) -> Iterator[Any]:
+    """What a `{% for %}` loops over, one item at a time against the deadline."""
+    for item in iterable:
+        _spend()
+        yield item
+
+
+_BUDGET_FILTER = "_apsis_budgeted"
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, where `*` and `**` cannot build a giant and every call spends time."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _spend()
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
+                    _check_size(len(seq) * times, "a repetition")
+        elif isinstance(left, int) and isinstance(right, int) and right > 0:
+            if abs(left).bit_length() * right > _MAX_POWER_BITS:
+                raise _OverBudget(f"{left} ** {right} is too large a number")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _spend()
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 # --- functions available in every template ------------------------------------------
@@ -70,12 +132,13 @@ def shquote(value: Any) -> str:
 @functools.cache
 def environment() -> jinja2.Environment:
     """The one Jinja environment of the process (compiled templates are cached against it)."""
-    env = jinja2.Environment(
+    env = _Sandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
     )
     env.filters["shquote"] = shquote
+    env.filters[_BUDGET_FILTER] = _budgeted
     env.globals.update(now=now, today=today, shquote=shquote, get_calendar=get_calendar)
     return env
 
@@ -101,8 +164,15 @@ def _parse(source: str) -> nodes.Template:
 
 @functools.lru_cache(maxsize=8192)
 def _compile(source: str) -> jinja2.Template:
+    """Compiled once per distinct source, every loop's items spent against the budget."""
+    env = environment()
     try:
-        return environment().from_string(source)
+        ast = env.parse(source)  # its own tree: the one `_parse` shares is never changed
+        for loop in ast.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, _BUDGET_FILTER, [], [], None, None,
+                                     lineno=loop.iter.lineno)
+        ast.set_environment(env)
+        return env.from_string(ast)
     except jinja2.TemplateSyntaxError as exc:
         raise _syntax_error(source, exc) from None
 
@@ -139,8 +209,18 @@ def render(template: str, targs: Mapping[str, Any]) -> str:
             hint = did_you_mean(name, list(targs) + list(env_globals))
             raise TemplateError(f"undefined name {name!r}{hint} in template {template!r}; "
                                 f"available: {_available(targs)}")
+    budget = _deadline.set(time.monotonic() + RENDER_SECONDS)
     try:
-        return compiled.render(targs)
+        pieces, size = [], 0
+        for piece in compiled.generate(targs):
+            size += len(piece)
+            _check_size(size, "the result")
+            pieces.append(piece)
+        return "".join(pieces)
+    except _OverBudget as exc:
+        raise TemplateError(f"{exc} in template {_head(template)}") from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise TemplateError(f"not allowed in a template: {exc} in template {template!r}") from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"{exc.message} in template {template!r}") from None
     except jinja2.TemplateError as exc:
@@ -150,6 +230,13 @@ def render(template: str, targs: Mapping[str, Any]) -> str:
     # Any other failure of a function or method: the user must see which template.
     except Exception as exc:  # noqa: BLE001
         raise TemplateError(f"{type(exc).__name__}: {exc} in template {template!r}") from None
+    finally:
+        _deadline.reset(budget)
+
+
+def _head(template: str, limit: int = 200) -> str:
+    """The template quoted for a message, cut if long: it may be the bomb itself."""
+    return repr(template) if len(template) <= limit else f"{template[:limit]!r}... ({len(template)} characters)"
 
 
 def render_value(value: Any, targs: Mapping[str, Any]) -> Any:

@@ -160,4 +160,37 @@ def load_yaml(text: str, path: str) -> Any:
         raise JobError(f"YAML error: {exc}", Location(path)) from None
     if node is None:
         return None
+    if "&" in text:  # no anchor, no alias: the common case costs nothing
+        _bound_aliases(node, len(text) + MAX_ALIAS_EXPANSION, path)
     return _Converter(path).convert(node)
+
+
+# An alias is the same object again, so a "billion laughs" costs no memory once loaded;
+# but what it stands for, once a template prints it, would: that is bounded here.
+MAX_ALIAS_EXPANSION = 1_000_000  # values and characters that aliases may add, in all
+
+
+def _bound_aliases(root: yaml.Node, limit: int, path: str) -> None:
+    """Raises `JobError` at the first node that, aliases expanded, is over `limit`
+    values and characters (a file without aliases is about its own length)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # an alias inside itself counts once
+        if isinstance(node, yaml.ScalarNode):
+            total = 1 + len(node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1 + sum(size(key) + size(value) for key, value in node.value)
+        if total > limit:
+            raise JobError(f"YAML aliases make this stand for over {MAX_ALIAS_EXPANSION:,} values and "
+                           "characters more than the file holds (a 'billion laughs'?); use fewer "
+                           "nested aliases", Location(path, node.start_mark.line + 1, node.start_mark.column + 1))
+        sizes[id(node)] = total
+        return total
+
+    size(root)
