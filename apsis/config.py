@@ -40,6 +40,7 @@ class Config:
     horizon: float = 86400.0
     since: str = "clock"  # clock | now | a time
     max_age: float | None = None
+    max_ahead: int = 100  # runs of one schedule created ahead of now, at most
     retain: float = 90 * 86400.0
     archive: Path | None = None
     # When the archive loop first runs after start-up, and how often after: not
@@ -59,6 +60,7 @@ class Config:
     insecure: bool = False
     remote_ssh: str | None = None  # the ssh command for remote hosts, e.g. "ssh -F cfg"
     remote_agent_dir: str | None = None  # the agent's state dir on remote hosts
+    remote_start_timeout: float = 10.0  # a start a host does not answer in time: an error
 
     @property
     def agent_dir(self) -> Path:
@@ -162,6 +164,13 @@ def _schedule(f: Fields, cfg: Config, rel) -> None:
     cfg.horizon = f.get("horizon", cfg.horizon, parse_duration)
     cfg.since = f.get("since", cfg.since, _since)
     cfg.max_age = f.get("max_age", None, parse_duration)
+    cfg.max_ahead = f.get("max_ahead", cfg.max_ahead, _positive_int)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of 1 or more, got {value!r}")
+    return value
 
 
 def _since(value: Any) -> str:
@@ -221,6 +230,7 @@ def _log(f: Fields, cfg: Config, rel) -> None:
 def _remote(f: Fields, cfg: Config, rel) -> None:
     cfg.remote_ssh = f.get("ssh", None, as_str)
     cfg.remote_agent_dir = f.get("agent_dir", None, as_str)
+    cfg.remote_start_timeout = f.get("start_timeout", cfg.remote_start_timeout, parse_duration)
 
 
 def _events(f: Fields, cfg: Config, rel) -> None:

@@ -11,6 +11,7 @@ its own caller.  Only unfinished runs live in memory; history is the store's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -33,7 +34,7 @@ from .errors import Invalid, NotFound, NotRecorded, Unavailable
 from .events import EventBus
 from .runbook import RunBook
 from .runner import Runner
-from .scheduler import TICK_SECONDS, Scheduler, Window
+from .scheduler import Scheduler, Window
 from .timers import DueQueue, WallTimer
 from .waiter import Waiter
 from .writer import Writer
@@ -101,8 +102,9 @@ class Engine:
         self.view: RunsView = _View(self)
         self.context: ActionContext = _ActionContext(self)
         self.scheduler = Scheduler(lambda: self.jobs_dir.jobs, horizon=config.horizon,
-                                   max_age=config.max_age)
+                                   max_age=config.max_age, max_ahead=config.max_ahead)
         self._scheduling = asyncio.Lock()
+        self._replanned = asyncio.Event()  # a reload changed what the scheduler holds
         self.waiter = Waiter(self, max_time=config.waiting_max_time)
         self.runner = Runner(self)
         self.actions = Actions(self, config.actions)
@@ -127,7 +129,8 @@ class Engine:
         await self.runner.start()
         missed = await self.restore()
         now = utcnow()
-        self.scheduler.begin(since or self.config.since, await self.store.get_clock(), now)
+        self.scheduler.begin(since or self.config.since, await self.store.get_clock(), now,
+                             await self.store.get_schedule_clocks())
         await self._advance(catching_up=True)
         await self._catch_up_restored(missed, now)
         self.spawn(self._schedule_loop(), "scheduler")
@@ -213,7 +216,10 @@ class Engine:
 
     async def _schedule_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_SECONDS)
+            # Woken early by a reload: a new schedule may hold only seconds of runs.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._replanned.wait(), self.scheduler.next_tick(utcnow()))
+            self._replanned.clear()
             try:
                 await self._advance()
             except Exception:
@@ -246,7 +252,8 @@ class Engine:
             if jitter:  # shown as `times.due`: sanity and users see when it really is due
                 one.run.set_time("due", self.due_time(one.run))
             new.append(one)
-        await self._record_new(new, clock=window.clock)
+        await self._record_new(new, clock=window.clock,
+                               schedule_clocks=window.stored_schedule_clocks())
         return [n.run for n in new]
 
     # -- memory of unfinished runs ------------------------------------------------------
@@ -326,9 +333,10 @@ class Engine:
         self._react(run, frm, to)
         return True
 
-    async def _record_new(self, new: list[NewRun], *, clock: str | None = None) -> None:
-        """Records runs being created (one transaction, with the scheduling clock if given)
-        and arms the scheduled ones."""
+    async def _record_new(self, new: list[NewRun], *, clock: str | None = None,
+                          schedule_clocks: dict[str, str | None] | None = None) -> None:
+        """Records runs being created (one transaction, with the scheduling clocks if
+        given) and arms the scheduled ones."""
         ts = format_time(utcnow())
         changes = []
         jsos, entries, events = [], [], []
@@ -348,7 +356,8 @@ class Engine:
                 change.apply(one.run)
                 self.runs.settle(one.run)
 
-        await self.writer.write(jsos, entries, events, clock=clock, apply=apply)
+        await self.writer.write(jsos, entries, events, clock=clock,
+                                schedule_clocks=schedule_clocks, apply=apply)
         for one in new:
             if one.run.state == State.SCHEDULED:
                 self.arm_due(one.run)
@@ -536,6 +545,8 @@ class Engine:
                                    for run, reason in stale))
             if window is not None:
                 await self.create_planned(window)
+                self.scheduler.advanced(window)
+                self._replanned.set()
 
     # -- archive and trimming -----------------------------------------------------------
 

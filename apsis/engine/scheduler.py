@@ -1,12 +1,19 @@
-"""Plans the runs that schedules ask for, up to a horizon, exactly once across restarts.
+"""Plans the runs that schedules ask for, up to a horizon and a count, exactly once
+across restarts.
 
-The scheduling clock (stored) is the time up to which schedules have been
-expanded.  The scheduler only plans: it hands the engine a `Window` of runs, and
-the engine creates them and stores the window's end as the clock in one
-transaction, so a crash can neither lose nor double a scheduled run.  On start,
-runs whose time passed while the daemon was down are caught up by each schedule's
-`catchup` mode (apsis/schedule/catchup.py); the others are recorded as skipped,
-with the reason.
+The future is bounded twice: by time (`schedule.horizon`, one day) and by count (at
+most `schedule.max_ahead` runs of one schedule from now), so a 2-second interval
+holds 100 runs, not 43 200.  What has been expanded is kept as clocks: the
+scheduling clock (stored) is the time up to which every schedule has been expanded,
+except the schedules the count holds back, each with its own earlier clock (stored
+beside it, `clock:job#index`).  A schedule's runs so far are exactly those before its
+clock, whatever restarts and reloads came between.
+
+The scheduler only plans: it hands the engine a `Window` of runs, and the engine
+creates them and stores the window's clocks in one transaction, so a crash can
+neither lose nor double a scheduled run.  On start, runs whose time passed while the
+daemon was down are caught up by each schedule's `catchup` mode
+(apsis/schedule/catchup.py); the others are recorded as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -16,18 +23,23 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from ..lib.timefmt import format_time, parse_time
 from ..model.job import Job
 from ..model.run import Run
 from ..model.states import State
 from ..schedule.catchup import catch_up
-from ..schedule.runs import PlannedRun, TooManyRuns, schedule_runs
+from ..schedule.runs import PlannedRun, TooManyRuns, schedule_key, schedule_runs
 
 log = logging.getLogger("apsis.scheduler")
 
 # How often the horizon moves forward; runs are created well before they are due.
 TICK_SECONDS = 60.0
+# The shortest tick, for schedules whose `max_ahead` runs last only seconds.
+MIN_TICK_SECONDS = 0.5
+# Runs of one schedule created ahead of now, at most (`schedule.max_ahead`).
+MAX_AHEAD = 100
 # A schedule that yields more runs than this in one window is cut off and reported.
 MAX_RUNS_PER_WINDOW = 100_000
 
@@ -44,32 +56,46 @@ class Planned:
 
 @dataclass(slots=True)
 class Window:
-    """The runs of [start, stop); `stop` becomes the clock when they are created."""
+    """The runs up to `stop`; `stop` becomes the clock when they are created, and each
+    schedule of `schedule_clocks` gets its own clock (None: it has caught up with the
+    clock, or is gone)."""
 
-    start: dt.datetime
     stop: dt.datetime
     runs: list[Planned] = field(default_factory=list)
+    schedule_clocks: dict[str, dt.datetime | None] = field(default_factory=dict)
     advances_clock: bool = True
 
     @property
     def clock(self) -> str | None:
         return format_time(self.stop) if self.advances_clock else None
 
+    def stored_schedule_clocks(self) -> dict[str, str | None]:
+        return {key: None if when is None else format_time(when)
+                for key, when in self.schedule_clocks.items()}
+
 
 class Scheduler:
     def __init__(self, jobs: Callable[[], Mapping[str, Job]], *, horizon: float,
-                 max_age: float | None) -> None:
+                 max_age: float | None, max_ahead: int = MAX_AHEAD) -> None:
         self._jobs = jobs
         self.horizon = horizon
         self.max_age = max_age
+        self.max_ahead = max_ahead
         self.clock: dt.datetime | None = None
+        # Schedules (by key) expanded only up to an earlier time than the clock.
+        self.behind: dict[str, dt.datetime] = {}
+        self._stored_keys: set[str] = set()  # the schedule clocks in the database
         # Schedules (by key) that had runs missed in the catch-up window.
         self._missed_keys: set[str] = set()
 
-    def begin(self, since: str, stored: str | None, now: dt.datetime) -> None:
-        """Where catching up starts: the stored clock, now, or a given time."""
+    def begin(self, since: str, stored: str | None, now: dt.datetime,
+              schedule_clocks: Mapping[str, str] | None = None) -> None:
+        """Where catching up starts: the stored clocks, now, or a given time."""
+        self._stored_keys = set(schedule_clocks or {})
         if since == "clock":
             self.clock = parse_time(stored) if stored else now
+            if stored:
+                self.behind = {k: parse_time(v) for k, v in (schedule_clocks or {}).items()}
         elif since == "now":
             self.clock = now
         else:
@@ -78,17 +104,39 @@ class Scheduler:
             log.info("catch-up starts at %s (the stored clock was %s)", format_time(self.clock), stored)
 
     def next_window(self, now: dt.datetime, *, catching_up: bool = False) -> Window | None:
-        """The runs from the clock to the horizon; None if the clock is there already."""
+        """The runs from each schedule's clock to the horizon, at most `max_ahead` of one
+        schedule from now; None if there are none and no clock moves."""
         assert self.clock is not None, "begin() first"
-        horizon = now + dt.timedelta(seconds=self.horizon)
-        if horizon <= self.clock:
+        clock = self.clock
+        stop = max(clock, now + dt.timedelta(seconds=self.horizon))
+        window = self._window(lambda key: self.behind.get(key, clock), stop, now, catching_up,
+                              jobs=None)
+        for key in (self._stored_keys | set(self.behind)) - set(window.schedule_clocks):
+            window.schedule_clocks[key] = None  # a schedule gone, or disabled
+        unchanged = all(self.behind.get(k) == v for k, v in window.schedule_clocks.items())
+        if not window.runs and stop == clock and unchanged:
             return None
-        return self._window(self.clock, horizon, now, catching_up, jobs=None)
+        return window
 
     def advanced(self, window: Window) -> None:
-        """The window's runs are committed: the clock moves to its end."""
+        """The window's runs are committed: the clocks move to its end."""
         if window.advances_clock:
             self.clock = window.stop
+        for key, when in window.schedule_clocks.items():
+            if when is None:
+                self.behind.pop(key, None)
+                self._stored_keys.discard(key)
+            else:
+                self.behind[key] = when
+                self._stored_keys.add(key)
+
+    def next_tick(self, now: dt.datetime) -> float:
+        """Seconds until the next window is worth asking for: a schedule held back by
+        `max_ahead` is topped up when half of what it has ahead has gone by."""
+        tick = TICK_SECONDS
+        for when in self.behind.values():
+            tick = min(tick, (when - now).total_seconds() / 2)
+        return max(tick, MIN_TICK_SECONDS)
 
     def replan(self, job_ids: set[str], now: dt.datetime,
                unfinished: Iterable[Run]) -> tuple[list[tuple[Run, str]], Window | None]:
@@ -107,8 +155,11 @@ class Scheduler:
         assert self.clock is not None
         window = None
         if self.clock > now:
-            window = self._window(now, self.clock, now, False, jobs=job_ids)
+            window = self._window(lambda key: now, self.clock, now, False, jobs=job_ids)
             window.advances_clock = False
+            for key in self._stored_keys | set(self.behind):
+                if key.rpartition("#")[0] in job_ids and key not in window.schedule_clocks:
+                    window.schedule_clocks[key] = None
         return stale, window
 
     def catch_up_restored(self, runs: Sequence[Run], now: dt.datetime) -> list[tuple[Run, str | None]]:
@@ -130,9 +181,15 @@ class Scheduler:
     def _oldest(self, now: dt.datetime) -> dt.datetime | None:
         return now - dt.timedelta(seconds=self.max_age) if self.max_age else None
 
-    def _window(self, start: dt.datetime, stop: dt.datetime, now: dt.datetime,
-                catching_up: bool, jobs: set[str] | None) -> Window:
-        window = Window(start, stop)
+    def _bounded_stop(self, job: Job, index: int, now: dt.datetime, stop: dt.datetime) -> dt.datetime:
+        """Where the schedule's expansion ends: `stop`, or earlier at its run `max_ahead`
+        places after now (that run is left for a later window)."""
+        beyond = next(islice(schedule_runs(job, index, now, stop), self.max_ahead, None), None)
+        return stop if beyond is None else beyond.time
+
+    def _window(self, start_of: Callable[[str], dt.datetime], stop: dt.datetime,
+                now: dt.datetime, catching_up: bool, jobs: set[str] | None) -> Window:
+        window = Window(stop)
         oldest = self._oldest(now)
         for job in list(self._jobs().values()):
             if jobs is not None and job.job_id not in jobs:
@@ -140,9 +197,13 @@ class Scheduler:
             for index, schedule in enumerate(job.schedules):
                 if not schedule.enabled:
                     continue
+                key = schedule_key(job.job_id, index)
+                start = start_of(key)
+                end = max(start, self._bounded_stop(job, index, now, stop))
+                window.schedule_clocks[key] = end if end < stop else None
                 missed: list[PlannedRun] = []
                 try:
-                    for planned in schedule_runs(job, index, start, stop, cap=MAX_RUNS_PER_WINDOW):
+                    for planned in schedule_runs(job, index, start, end, cap=MAX_RUNS_PER_WINDOW):
                         if planned.skip_reason:
                             window.runs.append(Planned(planned, schedule.catchup, schedule.jitter,
                                                        planned.skip_reason))

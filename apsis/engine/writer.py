@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ class _Change:
     log_entries: Sequence[dict[str, Any]]
     events: Sequence[dict[str, Any]]
     clock: str | None
+    schedule_clocks: Mapping[str, str | None]
     outputs: Sequence[Any]
     apply: Callable[[], None] | None
     done: asyncio.Future = field(repr=False)
@@ -56,7 +57,8 @@ class Writer:
     async def write(self, runs: Sequence[dict[str, Any]] = (),
                     log_entries: Sequence[dict[str, Any]] = (),
                     events: Sequence[dict[str, Any]] = (), clock: str | None = None,
-                    outputs: Sequence[Any] = (), apply: Callable[[], None] | None = None) -> None:
+                    outputs: Sequence[Any] = (), apply: Callable[[], None] | None = None,
+                    schedule_clocks: Mapping[str, str | None] | None = None) -> None:
         """Queues one change and waits until it is committed (events get their `seq`).
 
         Raises `NotRecorded` if the database refuses this change; then nothing of it
@@ -65,7 +67,8 @@ class Writer:
         if self._closing:
             raise Unavailable("the daemon is shutting down")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Change(runs, log_entries, events, clock, outputs, apply, future))
+        self._pending.append(_Change(runs, log_entries, events, clock, schedule_clocks or {},
+                                     outputs, apply, future))
         self._wake.set()
         await future
 
@@ -103,11 +106,13 @@ class Writer:
         # A later write of the same run replaces the earlier row in this batch.
         runs = list({r["run_id"]: r for c in batch for r in c.runs}.values())
         clocks = [c.clock for c in batch if c.clock is not None]
+        schedule_clocks = {k: v for c in batch for k, v in c.schedule_clocks.items()}
         loop = asyncio.get_running_loop()
         start = loop.time()
         await self.store.write(runs, [e for c in batch for e in c.log_entries],
                                [e for c in batch for e in c.events],
                                clock=clocks[-1] if clocks else None,
+                               schedule_clocks=schedule_clocks,
                                outputs=[o for c in batch for o in c.outputs])
         self.commit_seconds.append(loop.time() - start)
         del self.commit_seconds[:-1000]

@@ -314,6 +314,12 @@ class Store:
         rows = await self._read("SELECT value FROM meta WHERE key = 'clock'")
         return rows[0][0] if rows else None
 
+    async def get_schedule_clocks(self) -> dict[str, str]:
+        """Schedules expanded only up to an earlier time than the clock (their count of
+        runs ahead is bounded): schedule key → that time."""
+        rows = await self._read("SELECT key, value FROM meta WHERE key LIKE 'clock:%'")
+        return {key.removeprefix("clock:"): value for key, value in rows}
+
     async def set_clock(self, time: str | dt.datetime) -> None:
         value = time.isoformat() if isinstance(time, dt.datetime) else time
 
@@ -335,9 +341,13 @@ class Store:
         events: Sequence[dict[str, Any]] = (),
         *,
         clock: str | dt.datetime | None = None,
+        schedule_clocks: Mapping[str, str | None] | None = None,
         outputs: Sequence[SmallOutput] = (),
     ) -> list[int]:
         """Records runs, run log entries and events (and the clock) in one transaction.
+
+        `schedule_clocks` set (or, for None, drop) the clocks of single schedules
+        (`get_schedule_clocks`), in the same transaction.
 
         `outputs` (from `prepare_small_output`) go in the same transaction: a quick
         program's output and its final state cost one commit, not three.
@@ -391,6 +401,15 @@ class Store:
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (clock_value,),
                     )
+                for key, value in (schedule_clocks or {}).items():
+                    if value is None:
+                        await conn.execute("DELETE FROM meta WHERE key = ?", (f"clock:{key}",))
+                    else:
+                        await conn.execute(
+                            "INSERT INTO meta (key, value) VALUES (?, ?) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (f"clock:{key}", value),
+                        )
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"write refused by the database: {exc}") from exc
             return seqs
