@@ -20,6 +20,7 @@ MODULES = [
     "bench.daemon_runs",
     "bench.concurrent_runs",
     "bench.startup_1m",
+    "bench.startup_interval",
     "bench.big_output",
     "bench.events_fanout",
     "bench.get_runs_1m",
