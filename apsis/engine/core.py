@@ -23,7 +23,7 @@ from ..action import ActionContext
 from ..cond import BoundCondition, RunsView
 from ..errors import Diagnostics, JobError
 from ..jobs_dir import JobsDir, load_jobs_dir, parse_job
-from ..lib.timefmt import UTC, format_time
+from ..lib.timefmt import UTC, format_duration, format_time
 from ..model.job import Job, missing_params
 from ..model.run import SUMMARY_KEYS, Run, RunMeta
 from ..model.states import FINISHED, State, TransitionError, can_transition
@@ -56,6 +56,7 @@ class _Change:
     message: str | None
     log_message: str
     updates: dict[str, Any] = field(default_factory=dict)
+    at: str | None = None  # when it really happened, if earlier than `ts` (the times entry)
 
     def apply(self, run: Run) -> None:
         run.state = self.to
@@ -65,7 +66,7 @@ class _Change:
             setattr(run, key, value)
 
     def _times(self, run: Run) -> dict[str, str]:
-        times = {**run.times, self.to.value: self.ts}
+        times = {**run.times, self.to.value: self.at or self.ts}
         if self.frm == State.NEW:
             times["new"] = self.ts
         return times
@@ -86,6 +87,24 @@ class _Change:
             {"type": "run_log", "ts": self.ts, "run_id": run.run_id, "entry": entry},
         ]
         return jso, entry, events
+
+
+# A transition learned of later than this after it happened says so in the run's log.
+LATE_NEWS_SECONDS = 1.0
+
+
+def _happened_at(change: _Change, run: Run, at: dt.datetime, now: dt.datetime) -> None:
+    """Dates the change at `at`, kept between the run's previous transition and now (a
+    remote host's clock may be off), and notes in the log when the daemon learned it."""
+    previous = run.time_of(change.frm)
+    if previous is not None:
+        at = max(at, previous)
+    at = min(at, now)
+    change.at = format_time(at)
+    late = (now - at).total_seconds()
+    if late >= LATE_NEWS_SECONDS:
+        after = f"{late:.0f}s" if late < 120 else format_duration(late)
+        change.log_message += f" (at {change.at}; the daemon learned of it {after} later)"
 
 
 class Engine:
@@ -291,7 +310,8 @@ class Engine:
     async def transition(self, run: Run, to: State, message: str | None = None, *,
                          expect: Collection[State] | None = None, force: bool = False,
                          small_outputs: Sequence[Any] = (),
-                         before: Sequence[dict[str, Any]] = (), **updates: Any) -> bool:
+                         before: Sequence[dict[str, Any]] = (), at: dt.datetime | None = None,
+                         **updates: Any) -> bool:
         """The one way an existing run changes state: checked, committed, then applied.
 
         Transitions of one run queue up.  With `expect`, a run no longer in one of
@@ -299,7 +319,11 @@ class Engine:
         returned: the caller lost a race.  `updates` are run fields set with the
         state (`exit_code`, `signal`, `outputs`, `meta`).  `before` are events
         published just ahead of the transition, in the same commit (the final
-        `output_appended` of a run that finishes).  Raises `TransitionError` for a
+        `output_appended` of a run that finishes).  `at` is when it really happened,
+        if the daemon learns of it late (a program that ended during an outage): it
+        goes into the run's times, and the log entry says when the daemon learned it;
+        the log entry and events keep the time of the commit, so they stay in order.
+        Raises `TransitionError` for a
         transition the table does not allow and `NotRecorded` if the database
         refused it; then nothing changed.
         """
@@ -311,7 +335,10 @@ class Engine:
                 raise TransitionError(f"run {run.run_id} is {frm.value}; it cannot become {to.value}")
             if to == State.STARTING and self.stopping:
                 raise Unavailable(f"run {run.run_id} does not start: the daemon is shutting down")
-            change = _Change(frm, to, format_time(utcnow()), message, message or to.value, updates)
+            now = utcnow()
+            change = _Change(frm, to, format_time(now), message, message or to.value, updates)
+            if at is not None:
+                _happened_at(change, run, at, now)
             jso, entry, events = change.record(run)
             ts = change.ts
 

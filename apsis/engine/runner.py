@@ -34,7 +34,7 @@ from ..agent.client import (
     ProcStatus,
     local_connect_command,
 )
-from ..lib.timefmt import format_duration
+from ..lib.timefmt import format_duration, parse_time
 from ..model.run import ProcInfo, Run
 from ..model.states import State
 from ..program import BoundProgram, NotSignalable, ProcessSpec, bind_program
@@ -367,7 +367,8 @@ class Runner:
             done = await self.host.transition(
                 run, to, message, expect=LIVE, exit_code=status.exit_code,
                 signal=_signal_name(status.signal), outputs=outputs, small_outputs=small,
-                before=self.outputs.final_growth(run.run_id, outputs), **updates)
+                before=self.outputs.final_growth(run.run_id, outputs),
+                at=_agent_time(status.end_time), **updates)
             if done and spool is not None:
                 try:
                     await spool.clean()
@@ -530,6 +531,14 @@ def _signal_name(signal: str | int | None) -> str | None:
         except ValueError:
             return str(signal)
     return str(signal)
+
+
+def _agent_time(value: str | None) -> dt.datetime | None:
+    """A time the agent recorded (when a program ended), if it sent a readable one."""
+    try:
+        return parse_time(value) if value else None
+    except ValueError:
+        return None
 
 
 def _host_label(host: str | None, user: str | None) -> str:

@@ -106,3 +106,29 @@ def test_a_schedule_edit_takes_effect_within_a_second(apsis_daemon):
             # The goal is 1 s (0.5 s of it the watcher's debounce); slack for a busy machine.
             assert time.monotonic() - start < 2.0, "the edit has not taken effect"
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "ssh"])
+def test_a_program_that_ends_while_the_daemon_is_down_keeps_its_real_end_time(
+        apsis_daemon, sshd, remote):
+    host = f", host: h1, user: {sshd.user}" if remote else ""
+    daemon = apsis_daemon({"nap": f"program: {{type: shell, command: 'sleep 2; echo done'{host}}}\n"},
+                          env={**sshd.env, "APSIS_AGENT_IDLE_TIMEOUT": "60"})
+    with http(daemon) as api:
+        [run] = create(api, "nap")
+        wait_run(api, run["run_id"], {"running"})
+    daemon.kill()
+    time.sleep(6)  # the program ends 2 s in; the daemon learns of it only when back
+    daemon.start()
+    with http(daemon) as api:
+        done = wait_run(api, run["run_id"])
+        log = api.get(f"/runs/{run['run_id']}/log").json()
+        output = api.get(f"/runs/{run['run_id']}/output/output").content
+    assert done["state"] == "success" and output == b"done\n"
+    times = done["times"]
+    elapsed = (parse_time(times["success"]) - parse_time(times["running"])).total_seconds()
+    assert 1.5 <= elapsed < 3.5, times
+    entries = log["log"] if isinstance(log, dict) else log
+    last = [e for e in entries if e.get("state") == "success"][-1]
+    assert "the daemon learned of it" in last["message"]
+    assert parse_time(last["ts"]) - parse_time(times["success"]) > dt.timedelta(seconds=3)
