@@ -53,6 +53,7 @@ MAX_READ = 4 * 1024 * 1024
 MAX_OUTBUF = 256 * 1024 * 1024  # a client that never reads is dropped past this
 LOG_ROTATE_BYTES = 1024 * 1024
 ADOPTED_POLL_S = 1.0
+GROUP_POLL_S = 0.1  # how often a program's group is looked at once its leader has exited
 FLUSH_S = 0.005  # the longest a reply waits for the rest of its batch
 OUTPUT_NAMES = {"combined": ("output",), "split": ("stdout", "stderr")}
 SPOOL_SUFFIXES = ("output", "stdout", "stderr")
@@ -232,6 +233,33 @@ def _pid_alive(pid: int, start_ticks: int | None) -> bool:
     return not (start_ticks is not None and len(rest) > 19 and rest[19] != str(start_ticks))
 
 
+def _group_alive(pgid: int) -> bool:
+    """Does the process group `pgid` still have members, its leader having exited?
+
+    A program's children stay in its group: it is not over until they are. The kernel
+    does not reuse a pid while a group bears it, so a process that holds the pid again
+    means the group is gone (without /proc, the group probe is all we have).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not os.path.exists(f"/proc/{pgid}")
+
+
+def _become_subreaper() -> None:
+    """Orphans of our programs come to us, not to pid 1, and `_reap` reaps them: the pid 1
+    of a container may never reap, and a zombie would keep a finished group alive."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):  # not Linux: zombies go to pid 1 as before
+        pass
+
+
 def _valid_proc_id(proc_id: Any) -> bool:
     if not isinstance(proc_id, str) or not 0 < len(proc_id) <= 128:
         return False
@@ -299,6 +327,9 @@ class Server:
         self.procs: dict[str, Proc] = {}
         self.by_pid: dict[int, Proc] = {}  # our running children
         self.adopted: dict[str, Proc] = {}  # running, started by an earlier agent
+        # Our children that exited while others of their group live on: their status
+        # is kept until the group is gone (or killed by the stop's SIGKILL).
+        self.lingering: dict[str, tuple[Proc, dict[str, Any]]] = {}
         self.conns: dict[socket.socket, Conn] = {}
         self._unflushed: set[Conn] = set()  # queued output not yet tried on the socket
         self.sel = selectors.DefaultSelector()
@@ -410,7 +441,7 @@ class Server:
 
     def _adopt_or_lose(self, proc: Proc) -> None:
         pid = proc.record["pid"]
-        if _pid_alive(pid, proc.start_ticks):
+        if _pid_alive(pid, proc.start_ticks) or _group_alive(pid):
             proc.adopted = True
             self.adopted[proc.proc_id] = proc
             _log(f"adopted running {proc.proc_id} (pid {pid})")
@@ -515,6 +546,7 @@ class Server:
         # and would be inherited by programs); the wakeup pipe does the real work.
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.signal(signal.SIGTERM, self._on_term)
+        _become_subreaper()
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         _log(f"listening in {self.state_dir} (version {self.version})")
         next_poll = time.monotonic()
@@ -538,6 +570,7 @@ class Server:
                         self._flush(conn)
             try:
                 self._reap()
+                self._poll_lingering()
                 if time.monotonic() >= next_poll:
                     self._poll_adopted()
                     next_poll = time.monotonic() + ADOPTED_POLL_S
@@ -556,12 +589,14 @@ class Server:
         waits: list[float] = []
         if self.adopted:
             waits.append(max(0.0, next_poll - time.monotonic()))
+        if self.lingering:
+            waits.append(GROUP_POLL_S)
         if self.idle_since is not None:
             waits.append(max(0.05, self.idle_since + self.idle_timeout - time.monotonic()))
         return min(waits) if waits else None
 
     def _update_idle(self) -> None:
-        if self.conns or self.by_pid or self.adopted:
+        if self.conns or self.by_pid or self.adopted or self.lingering:
             self.idle_since = None
         elif self.idle_since is None:
             self.idle_since = time.monotonic()
@@ -978,11 +1013,22 @@ class Server:
                 # Tell Popen we reaped it, so it never waits on a pid that may be reused.
                 proc.popen.returncode = code if sig is None else -sig
                 proc.popen = None
-            self._finish(proc, "exited", exit_code=code, signal=_signal_name(sig))
+            status = {"exit_code": code, "signal": _signal_name(sig)}
+            if _group_alive(pid):
+                self.lingering[proc.proc_id] = (proc, status)
+            else:
+                self._finish(proc, "exited", **status)
+
+    def _poll_lingering(self) -> None:
+        for proc, status in list(self.lingering.values()):
+            if not _group_alive(proc.record["pid"]):
+                del self.lingering[proc.proc_id]
+                self._finish(proc, "exited", **status)
 
     def _poll_adopted(self) -> None:
         for proc in list(self.adopted.values()):
-            if not _pid_alive(proc.record["pid"], proc.start_ticks):
+            pid = proc.record["pid"]
+            if not _pid_alive(pid, proc.start_ticks) and not _group_alive(pid):
                 self._finish(proc, "lost", message=self._lost_message())
 
     def _finish(self, proc: Proc, state: str, notify: bool = True, **fields: Any) -> None:

@@ -184,14 +184,14 @@ class Daemon:
 
 def kill_agents(state_dir: Path) -> None:
     """SIGKILL the process groups of programs and the agent server of one agent dir."""
-    from apsis.agent.agent import _pid_alive, recorded_pids
+    from apsis.agent.agent import _group_alive, _pid_alive, recorded_pids
 
     if not state_dir.exists():
         return
     for pid, start_ticks in recorded_pids(str(state_dir)):
         try:
             # The start time guards against a pid reused by an unrelated process.
-            if _pid_alive(pid, start_ticks):
+            if _pid_alive(pid, start_ticks) or _group_alive(pid):  # or its children, once it exited
                 os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
