@@ -346,23 +346,25 @@ class AgentClient:
 
     # -- requests -----------------------------------------------------------------
 
-    async def _request(self, op: str, *, retry: bool = False, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait for its reply.
+    async def _request(self, op: str, *, retry: bool = False, timeout: float | None = None,
+                       **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its reply (`timeout`, else `request_timeout`).
 
         With `retry` (idempotent requests only), a connection lost in flight is waited
         out and the request sent again; otherwise it raises AgentConnectionError.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout
+        limit = self.request_timeout if timeout is None else timeout
+        deadline = loop.time() + limit
         while True:
             try:
-                return await self._request_once(op, fields, deadline)
+                return await self._request_once(op, fields, deadline, limit)
             except AgentConnectionError:
                 if not retry or self._closed or not self.reconnect or loop.time() >= deadline:
                     raise
 
     async def _request_once(
-        self, op: str, fields: dict[str, Any], deadline: float
+        self, op: str, fields: dict[str, Any], deadline: float, limit: float
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         while not self._connected.is_set():
@@ -383,10 +385,10 @@ class AgentClient:
             proc.stdin.write(json.dumps({"id": req_id, "op": op, **fields}).encode() + b"\n")
             await proc.stdin.drain()
             reply = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise AgentError("timeout", f"no reply to {op!r} in {limit:g}s") from None
         except OSError as exc:
             raise AgentConnectionError(f"the connection to the agent was lost: {exc}") from exc
-        except TimeoutError:
-            raise AgentError("timeout", f"no reply to {op!r} in {self.request_timeout:g}s") from None
         finally:
             self._pending.pop(req_id, None)
         if not reply.get("ok"):
@@ -398,8 +400,9 @@ class AgentClient:
             )
         return reply
 
-    async def ping(self) -> dict[str, Any]:
-        return await self._request("ping", retry=True)
+    async def ping(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """A round trip; `timeout` bounds the wait for a reconnect too."""
+        return await self._request("ping", retry=True, timeout=timeout)
 
     async def start(
         self,
@@ -410,6 +413,7 @@ class AgentClient:
         cwd: str | None = None,
         outputs: Outputs = "combined",
         inherit_env: bool = True,
+        timeout: float | None = None,
     ) -> ProcStatus:
         """Start a program; AgentError `spawn_failed` if it cannot (`.proc` has the record).
 
@@ -427,7 +431,7 @@ class AgentClient:
             fields["proc_id"] = proc_id
         if cwd is not None:
             fields["cwd"] = cwd
-        reply = await self._request("start", **fields)
+        reply = await self._request("start", timeout=timeout, **fields)
         return ProcStatus.from_jso(reply["proc"])
 
     async def signal(

@@ -41,6 +41,9 @@ class RemoteSettings:
     ssh: tuple[str, ...] = ("ssh",)
     state_dir: str = DEFAULT_REMOTE_STATE_DIR
     idle_timeout: float | None = None
+    # How long a host has to answer a start: a silent partition is an error in seconds,
+    # not after ssh's keep-alive gives up (a minute).
+    start_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RemoteSettings:
@@ -57,12 +60,15 @@ class RemoteSettings:
 
     @classmethod
     def from_config(cls, config: Any) -> RemoteSettings:
-        """`remote.ssh` and `remote.agent_dir` from apsis.yaml, else the environment."""
+        """`remote.ssh`, `remote.agent_dir` and `remote.start_timeout` from apsis.yaml,
+        else the environment."""
         settings = cls.from_env()
         if getattr(config, "remote_ssh", None):
             settings = dataclasses.replace(settings, ssh=tuple(shlex.split(config.remote_ssh)))
         if getattr(config, "remote_agent_dir", None):
             settings = dataclasses.replace(settings, state_dir=config.remote_agent_dir)
+        if getattr(config, "remote_start_timeout", None):
+            settings = dataclasses.replace(settings, start_timeout=config.remote_start_timeout)
         return settings
 
 

@@ -225,9 +225,11 @@ class Runner:
         agent, host, user, group = placed
         where = f" on {_host_label(host, user)}" if host else ""
         env = {**spec.env, **program_env(run, self.host.url)}
+        timeout = self.hosts.settings.start_timeout if host else None
         try:
             proc = await agent.start(spec.argv, proc_id=run.run_id, env=env, cwd=spec.cwd,
-                                     outputs="split" if spec.outputs == "split" else "combined")
+                                     outputs="split" if spec.outputs == "split" else "combined",
+                                     timeout=timeout)
         except AgentConnectionError as exc:
             # A start is never resent: ask whether it arrived before the connection went.
             found = await self._started_anyway(run, agent, exc, where)
@@ -235,8 +237,11 @@ class Runner:
                 return False
             proc = found
         except AgentError as exc:
-            await self.host.transition(run, State.ERROR, f"could not start the program{where}: {exc}",
-                                       expect={State.STARTING})
+            message = f"could not start the program{where}: {exc}"
+            if host and exc.code == "timeout":  # it may yet arrive there: never resent
+                message = (f"cannot reach host {_host_label(host, user)}: {exc}; the program "
+                           "may have started there, and is not started again")
+            await self.host.transition(run, State.ERROR, message, expect={State.STARTING})
             return False
         info = ProcInfo(pid=proc.pid or 0, outputs=dict(proc.outputs), host=host,
                         user=user if host else None, host_group=group)
@@ -266,9 +271,9 @@ class Runner:
         host, group = self._picker.pick(spec.host, self.host.host_groups())
         try:
             agent = await self.hosts.get(host, spec.user)
-            if not agent.connected:
-                # Wait out a reconnect here, where a failure surely means "not started".
-                await agent.ping()
+            # A round trip first, where a failure surely means "not started": a host
+            # that went silent (a partition) is found out here, in `start_timeout`.
+            await agent.ping(timeout=self.hosts.settings.start_timeout)
         except Exception as exc:  # AgentConnectionError (with ssh's own words), a bad host name
             via = f" (host group {group!r})" if group else ""
             await self.host.transition(

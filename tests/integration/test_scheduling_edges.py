@@ -132,3 +132,50 @@ def test_a_program_that_ends_while_the_daemon_is_down_keeps_its_real_end_time(
     last = [e for e in entries if e.get("state") == "success"][-1]
     assert "the daemon learned of it" in last["message"]
     assert parse_time(last["ts"]) - parse_time(times["success"]) > dt.timedelta(seconds=3)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes under `pid` (sshd's sessions: the remote side of each connection)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_a_start_to_a_silent_host_times_out_with_cannot_reach_host(apsis_daemon, sshd):
+    import os
+    import signal
+
+    job = f"program: {{type: shell, command: 'echo hi', host: h1, user: {sshd.user}}}\n"
+    daemon = apsis_daemon({"far": job}, config="remote: {start_timeout: 2s}\n",
+                          env={**sshd.env, "APSIS_AGENT_IDLE_TIMEOUT": "60"})
+    with http(daemon) as api:
+        [first] = create(api, "far")
+        assert wait_run(api, first["run_id"])["state"] == "success"  # the connection is up
+        assert sshd.proc is not None
+        frozen = [sshd.proc.pid, *_descendants(sshd.proc.pid)]
+        for pid in frozen:  # a silent partition: the connection stays open, nothing answers
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            [run] = create(api, "far")
+            done = wait_run(api, run["run_id"], timeout=15)
+            took = time.monotonic() - start
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        assert done["state"] == "error"
+        assert done["message"].startswith(f"cannot reach host {sshd.user}@h1: no reply"), done
+        assert took < 6, f"the start took {took:.1f}s to give up"
+        [after] = create(api, "far")  # the host is back: runs start there again
+        assert wait_run(api, after["run_id"], timeout=30)["state"] == "success"
