@@ -49,10 +49,11 @@ def run_serve(config_path: str | None, jobs: str | None, db: str | None, bind: s
     setup_logging(config)
     from apsis.daemon import RESTART, ListenError
     from apsis.store import StoreLockedError
+    from apsis.store.errors import DiskFullError
 
     try:
         code = asyncio.run(serve(config, since=since))
-    except (StoreLockedError, ListenError) as exc:
+    except (StoreLockedError, ListenError, DiskFullError) as exc:
         raise UserError(str(exc), code=ExitStatus.FAILURE) from None
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED

@@ -17,7 +17,7 @@ log = logging.getLogger("apsis.api")
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
-               426: "upgrade_required"}
+               426: "upgrade_required", 507: "disk_full"}
 
 
 class ApiError(Exception):
@@ -46,17 +46,19 @@ def error_for(exc: BaseException) -> ApiError | None:
 
     The status is chosen here, by the error's type: the engine knows nothing of HTTP.
     """
-    from ..engine.errors import (Conflict, EngineError, Invalid, NotFound, NotRecorded,
+    from ..engine.errors import (Conflict, DiskFull, EngineError, Invalid, NotFound, NotRecorded,
                                  Unavailable)
     from ..model.states import TransitionError
-    from ..store.errors import InvalidCursorError, UnknownRunError
+    from ..store.errors import DiskFullError, InvalidCursorError, UnknownRunError
 
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, EngineError):
         status = {NotFound: 404, Invalid: 422, Conflict: 409, Unavailable: 503,
-                  NotRecorded: 500}.get(type(exc), 422)
+                  NotRecorded: 500, DiskFull: 507}.get(type(exc), 422)
         return ApiError(status, exc.code, exc.message)
+    if isinstance(exc, DiskFullError):  # a write outside a run's change: new run ids
+        return ApiError(507, "disk_full", str(exc))
     if isinstance(exc, TransitionError):
         return ApiError(409, "bad_state", str(exc))
     if isinstance(exc, InvalidCursorError):

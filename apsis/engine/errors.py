@@ -45,3 +45,9 @@ class NotRecorded(EngineError):
     """The database refused this change: nothing of it happened (the rest of the batch did)."""
 
     code = "not_recorded"
+
+
+class DiskFull(NotRecorded):
+    """Not recorded for want of disk space: the same request works once space is freed."""
+
+    code = "disk_full"

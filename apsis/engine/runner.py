@@ -38,7 +38,7 @@ from ..lib.timefmt import format_duration, parse_time
 from ..model.run import ProcInfo, Run
 from ..model.states import State
 from ..program import BoundProgram, NotSignalable, ProcessSpec, bind_program
-from .errors import Conflict
+from .errors import Conflict, DiskFull
 from .hosts import HostAgents, HostPicker, RemoteSettings
 from .output_watch import OutputWatch
 from .ports import RunnerHost
@@ -186,8 +186,8 @@ class Runner:
             await program.start(self._control(run))
         except Exception as exc:  # never leave a run stuck in starting
             log.exception("starting %s failed", run.run_id)
-            await self.host.transition(run, State.ERROR, f"could not start: {exc}",
-                                       expect={State.STARTING})
+            await _until_recorded(lambda: self.host.transition(
+                run, State.ERROR, f"could not start: {exc}", expect={State.STARTING}))
             return
         self._arm_stop_time(run)
 
@@ -248,10 +248,11 @@ class Runner:
         via = f" (host group {group!r})" if group else ""
         self._spawned[run.run_id] = info
         try:
-            if not await self.host.transition(
+            # The program runs: that must be recorded, even if only once space is back.
+            if not await _until_recorded(lambda: self.host.transition(
                     run, State.RUNNING, f"pid {proc.pid}{where}{via}", expect={State.STARTING},
                     meta=run.meta.but(proc=info),
-                    outputs=[{"output_id": oid, "length": 0} for oid in proc.outputs]):
+                    outputs=[{"output_id": oid, "length": 0} for oid in proc.outputs])):
                 return False
         finally:
             self._spawned.pop(run.run_id, None)
@@ -478,6 +479,19 @@ class Runner:
                 proc = run.meta.proc
                 if proc is not None and proc.remote and _transient(exc):
                     return
+
+
+async def _until_recorded(transition: Callable[[], Awaitable[bool]]) -> bool:
+    """A transition written again while the disk is full (a run left `starting` would
+    stay so until a restart), a few seconds apart; other refusals are raised."""
+    delay = 0.5
+    while True:
+        try:
+            return await transition()
+        except DiskFull as exc:
+            log.warning("%s; trying again in %gs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class _Control:

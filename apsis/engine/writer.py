@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NotRecorded, Unavailable
+from ..store.errors import DiskFullError
+from .errors import DiskFull, NotRecorded, Unavailable
 from .events import EventBus
 
 log = logging.getLogger(__name__)
@@ -139,4 +140,5 @@ class Writer:
 def _fail(change: _Change, exc: Exception) -> None:
     if not change.done.done():
         change.done.set_exception(
+            DiskFull(str(exc)) if isinstance(exc, DiskFullError) else
             NotRecorded(f"the database refused the change: {type(exc).__name__}: {exc}"))

@@ -195,7 +195,8 @@ async def apply_migrations(conn: aiosqlite.Connection) -> list[int]:
             await conn.execute("UPDATE schema_version SET version = ?", (number,))
             await conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (a full disk) may have ended it
+                await conn.execute("ROLLBACK")
             raise
         applied.append(number)
     return applied

@@ -31,7 +31,7 @@ import aiosqlite
 from apsis.model.states import FINISHED, UNFINISHED, State
 from apsis.store import archive, keys, schema
 from apsis.store import outputs as out
-from apsis.store.errors import StoreError, UnknownRunError
+from apsis.store.errors import DiskFullError, StoreError, UnknownRunError, is_disk_full
 from apsis.store.keys import encode_cursor, json_list, run_sort_time, time_key
 from apsis.store.lock import DatabaseLock
 from apsis.store.query import SELECTIVE, RunQuery
@@ -161,12 +161,14 @@ class Store:
             store = cls(path, reader, writer, lock)
             store._last_seq = await store._read_last_seq()
             return store
-        except BaseException:
+        except BaseException as exc:
             for conn in (reader, writer):
                 if conn is not None:
                     await conn.close()
             if lock is not None:
                 lock.release()
+            if is_disk_full(exc):
+                raise DiskFullError(path) from exc
             raise
 
     async def close(self) -> None:
@@ -274,11 +276,13 @@ class Store:
                 try:
                     result = await body(writer)
                     await writer.execute("COMMIT")
-                except BaseException:
+                except BaseException as exc:
                     if writer.in_transaction:
                         await writer.execute("ROLLBACK")
                     if failed is not None:
                         failed()
+                    if is_disk_full(exc):
+                        raise DiskFullError(self.path) from exc
                     raise
                 if committed is not None:
                     committed(result)
