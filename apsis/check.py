@@ -15,175 +15,312 @@ from .action import ScheduleAction
 from .cond import DependencyCondition, MaxRunningCondition
 from .errors import Diagnostics, Location
 from .jobs_dir import JobsDir
-from .lib.timefmt import UTC
+from .lib.strict import did_you_mean
+from .lib.timefmt import UTC, format_time
 from .model.job import Job, bind_args, missing_params
 from .program import ShellProgram, bind_program
 from .schedule.runs import job_runs
+from .template import TemplateError, merge_expand, render, template_names, unquoted_args_in_shell
 
 # Templates are rendered with the args of each schedule's first run after this.
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def check_jobs_dir(jobs_dir: JobsDir, *, now: dt.datetime | None = None) -> Diagnostics:
-    """Every problem of the loaded jobs, beyond those found while loading."""
+    """Every problem of the loaded jobs, beyond those found while loading.
+
+    Jobs that failed to load are checked too, as far as they parsed (their templates,
+    say), so that one pass reports every problem of a file.
+    """
     diags = Diagnostics()
-    now = now or dt.datetime.now(UTC)
-    for job in jobs_dir.jobs.values():
-        _check_job(jobs_dir, job, now, diags)
+    checker = _Checker(jobs_dir, now or dt.datetime.now(UTC), diags)
+    for job in [*jobs_dir.jobs.values(), *jobs_dir.partial.values()]:
+        checker.check_job(job)
     _check_cycles(jobs_dir, diags)
     return diags
-
-
-def sample_args(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostics
-                ) -> Iterator[tuple[str, dict[str, str]]]:
-    """(what, args) pairs to render templates with: one per schedule, or the bare params."""
-    if not job.schedules:
-        yield from _unscheduled_args(jobs_dir, job, now)
-        return
-    for i, schedule in enumerate(job.schedules):
-        loc = job.locs.get(f"schedule.{i}")
-        try:
-            first = next(iter(schedule.times(now)), None) or next(iter(schedule.times(_EPOCH)), None)
-        except (ValueError, LookupError) as exc:
-            diags.error(f"schedule: {exc}", loc)
-            continue
-        if first is None:
-            continue
-        for name in sorted(set(schedule.args) - set(job.params)):
-            diags.warning(f"schedule arg {name!r} is not a param of this job and is ignored", loc)
-        args = bind_args(job.params, first.args)
-        missing = missing_params(job.params, args)
-        if missing:
-            provided = ", ".join(sorted(first.args)) or "nothing"
-            diags.error(
-                f"schedule does not bind param{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(missing)} (it provides {provided}); add them to the schedule's args",
-                loc,
-            )
-            continue
-        yield f" for the args of schedule {i + 1}", args
 
 
 # How many sets of args an unscheduled job's templates are rendered with, at most.
 _MAX_SAMPLES = 20
 
+# A problem found with one set of args: (what it is about, for reporting it once; its
+# message; where).
+_Problem = tuple[tuple[Any, ...], str, Location | None]
 
-def _unscheduled_args(jobs_dir: JobsDir, job: Job, now: dt.datetime
-                      ) -> Iterator[tuple[str, dict[str, str]]]:
-    """Args for a job no schedule binds (it runs from the CLI, dependencies, actions).
 
-    A param named like a schedule arg gets a value of that form (`date` a date, so that
-    `calendar.shift(date, -1)` renders); other params a placeholder.  A param with an
-    `expand` table takes each of its values in turn: a run of `{country: GB}` gets the
-    `tz` and `calendar` of GB, and the templates may use them.
+class _Checker:
+    """Checks jobs one by one, remembering what many jobs share.
+
+    Ten thousand generated jobs have a few hundred distinct schedules and a handful of
+    distinct templates and args: each schedule's first run, each rendering and each
+    bound program is worked out once per distinct input.
     """
-    from .lib.timefmt import format_time
-    from .template import merge_expand
 
-    known = {"date": now.date().isoformat(), "time": format_time(now.replace(microsecond=0)),
-             "daytime": now.strftime("%H:%M:%S")}
-    base = {p: known.get(p, f"<{p}>") for p in job.params}
-    expand = merge_expand(jobs_dir.config.expand, job.expand)
-    tables = {p: list(expand[p]) for p in job.params if expand.get(p)}
-    if not tables:
-        yield "", base
-        return
-    first = {**base, **{p: values[0] for p, values in tables.items()}}
-    samples = [first]
-    for param, values in tables.items():
-        samples += [{**first, param: value} for value in values[1:]]
-    for args in samples[:_MAX_SAMPLES]:
-        yield f" for args {args}", args
+    def __init__(self, jobs_dir: JobsDir, now: dt.datetime, diags: Diagnostics) -> None:
+        self.jobs_dir, self.now, self.diags = jobs_dir, now, diags
+        self._first_runs: dict[str, Any] = {}
+        self._names: dict[str, tuple[str, ...]] = {}
+        self._renders: dict[tuple[Any, ...], Any] = {}
+        self._bound: dict[str, str | None] = {}
+        self._unquoted: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
+    # -- one job ---------------------------------------------------------------------
 
-def _check_job(jobs_dir: JobsDir, job: Job, now: dt.datetime, diags: Diagnostics) -> None:
-    from .template import unquoted_args_in_shell
+    def check_job(self, job: Job) -> None:
+        diags = self.diags
+        if isinstance(job.program, ShellProgram):
+            key = (job.program.command, tuple(job.params))
+            if key not in self._unquoted:
+                self._unquoted[key] = unquoted_args_in_shell(*key)
+            for name in self._unquoted[key]:
+                diags.warning(f"arg {name!r} is placed into a shell command unquoted; "
+                              f"write {{{{ {name}|shquote }}}}", _template_loc(job, "program.command"))
 
-    if isinstance(job.program, ShellProgram):
-        for name in unquoted_args_in_shell(job.program.command, job.params):
-            diags.warning(f"arg {name!r} is placed into a shell command unquoted; "
-                          f"write {{{{ {name}|shquote }}}}", job.locs.get("program"))
+        if getattr(job.program, "user", None) and not getattr(job.program, "host", None):
+            diags.warning("program 'user' is only used with 'host' (a remote run); "
+                          "this program runs locally as the daemon's user", job.locs.get("program"))
 
-    if getattr(job.program, "user", None) and not getattr(job.program, "host", None):
-        diags.warning("program 'user' is only used with 'host' (a remote run); "
-                      "this program runs locally as the daemon's user", job.locs.get("program"))
+        seen: set[tuple[Any, ...]] = set()  # one report per problem, not one per schedule
+        jsos = (job.program.to_jso(), [c.to_jso() for c in job.conditions],
+                [a.to_jso() for a in job.actions])
+        for what, args, unknown in self.sample_args(job):
+            problems = self._check_args(job, jsos, args, what)
+            # An unscheduled job's params without a known form get placeholders: a
+            # problem counts only if it stays with any plausible value (a date, a number).
+            for filler in (self.now.date().isoformat(), "1"):
+                if not (problems and unknown):
+                    break
+                others = self._check_args(job, jsos, {**args, **dict.fromkeys(unknown, filler)}, what)
+                still = {(key[0], loc) for key, _, loc in others}
+                problems = [p for p in problems if (p[0][0], p[2]) in still]
+            for key, message, loc in problems:
+                if key not in seen:
+                    seen.add(key)
+                    diags.error(message, loc)
 
-    seen: set[tuple[str, str]] = set()  # one report per template, not one per schedule
-    for what, args in sample_args(jobs_dir, job, now, diags):
-        try:
-            targs = jobs_dir.template_args(job, args, run_id="r0")
-        except (ValueError, LookupError) as exc:
-            diags.error(f"expanding args {args}: {exc}", job.locs.get("program"))
-            continue
-        render = _Renderer(targs, what, seen, diags)
-        program = render(job.program.to_jso(), "program", job.locs.get("program"))
-        if program is not None:  # templated durations and signals, as this run would bind them
+    def sample_args(self, job: Job) -> Iterator[tuple[str, dict[str, str], tuple[str, ...]]]:
+        """(what, args, params given placeholders) to render templates with: one per
+        schedule, or sample args for an unscheduled job."""
+        if not job.schedules:
+            yield from self._unscheduled_args(job)
+            return
+        for i, schedule in enumerate(job.schedules):
+            loc = job.locs.get(f"schedule.{i}")
             try:
-                bind_program(program)
-            except ValueError as exc:
-                if ("program", str(exc)) not in seen:
-                    seen.add(("program", str(exc)))
-                    diags.error(f"{exc}{what}", job.locs.get("program"))
-        for i, cond in enumerate(job.conditions):
+                first = self._first_run(schedule)
+            except (ValueError, LookupError) as exc:
+                self.diags.error(f"schedule: {exc}", loc)
+                continue
+            if first is None:
+                continue
+            for name in sorted(set(schedule.args) - set(job.params)):
+                self.diags.warning(f"schedule arg {name!r} is not a param of this job and is ignored", loc)
+            args = bind_args(job.params, first.args)
+            missing = missing_params(job.params, args)
+            if missing:
+                provided = ", ".join(sorted(first.args)) or "nothing"
+                self.diags.error(
+                    f"schedule does not bind param{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(missing)} (it provides {provided}); add them to the schedule's args",
+                    loc,
+                )
+                continue
+            yield f" for the args of schedule {i + 1}", args, ()
+
+    def _first_run(self, schedule: Any) -> Any:
+        """The schedule's first run from now (else from 1970), once per distinct schedule."""
+        key = repr(schedule.to_jso())  # every key, in the type's own order
+        if key not in self._first_runs:
+            try:
+                first = next(iter(schedule.times(self.now)), None) or next(iter(schedule.times(_EPOCH)), None)
+            except (ValueError, LookupError) as exc:
+                first = exc
+            self._first_runs[key] = first
+        first = self._first_runs[key]
+        if isinstance(first, Exception):
+            raise first
+        return first
+
+    def _unscheduled_args(self, job: Job) -> Iterator[tuple[str, dict[str, str], tuple[str, ...]]]:
+        """Args for a job no schedule binds (it runs from the CLI, dependencies, actions).
+
+        A param named like a schedule arg gets a value of that form (`date` a date, so that
+        `calendar.shift(date, -1)` renders); other params a placeholder.  A param with an
+        `expand` table takes each of its values in turn: a run of `{country: GB}` gets the
+        `tz` and `calendar` of GB, and the templates may use them.
+        """
+        now = self.now
+        known = {"date": now.date().isoformat(), "time": format_time(now.replace(microsecond=0)),
+                 "daytime": now.strftime("%H:%M:%S")}
+        base = {p: known.get(p, f"<{p}>") for p in job.params}
+        expand = merge_expand(self.jobs_dir.config.expand, job.expand)
+        tables = {p: list(expand[p]) for p in job.params if expand.get(p)}
+        unknown = tuple(p for p in job.params if p not in known and p not in tables)
+        if not tables:
+            yield "", base, unknown
+            return
+        first = {**base, **{p: values[0] for p, values in tables.items()}}
+        samples = [first]
+        for param, values in tables.items():
+            samples += [{**first, param: value} for value in values[1:]]
+        for args in samples[:_MAX_SAMPLES]:
+            yield f" for args {args}", args, unknown
+
+    def _check_args(self, job: Job, jsos: tuple[Any, list[Any], list[Any]],
+                    args: dict[str, str], what: str) -> list[_Problem]:
+        """The problems of the job's templates and targets with one set of args."""
+        problems: list[_Problem] = []
+        try:
+            targs = self.jobs_dir.template_args(job, args, run_id="r0")
+        except (ValueError, LookupError) as exc:
+            return [(("expand", str(exc)), f"expanding args {args}: {exc}", job.locs.get("program"))]
+        program_jso, cond_jsos, action_jsos = jsos
+        program = self._render(job, program_jso, "program", "program", targs, what, problems)
+        if program is not None:  # templated durations and signals, as this run would bind them
+            error = self._bind(program)
+            if error is not None:
+                # "program timeout.duration: not a duration: ..." is about that field.
+                field = error.partition(":")[0].removeprefix("program ")
+                problems.append((("program", error), f"{error}{what}",
+                                 _template_loc(job, f"program.{field}")))
+        for i, (cond, jso) in enumerate(zip(job.conditions, cond_jsos)):
             loc = job.locs.get(f"condition.{i}")
             if isinstance(cond, DependencyCondition):
-                dep_args = render(cond.args, "dependency args", loc)
+                dep_args = self._render(job, jso.get("args", {}), f"condition.{i}.args",
+                                        "dependency args", targs, what, problems)
                 if dep_args is not None:
-                    _check_target(jobs_dir, job, cond.job_id, dep_args, args, "dependency", loc, diags)
+                    self._check_target(cond.job_id, dep_args, args, "dependency", loc, problems)
             elif isinstance(cond, MaxRunningCondition):
-                count = render(cond.count, "max_running count", loc)
+                count = self._render(job, jso.get("count"), f"condition.{i}.count",
+                                     "max_running count", targs, what, problems)
                 if count is not None and not str(count).strip().isdigit():
-                    diags.error(f"max_running count must be a whole number, got {count!r}", loc)
-        for i, action in enumerate(job.actions):
-            loc = job.locs.get(f"action.{i}")
-            rendered = render(action.to_jso(), f"{action.TYPE} action", loc)
+                    problems.append((("count", i), f"max_running count must be a whole number, "
+                                     f"got {count!r}{what}", _template_loc(job, f"condition.{i}.count")))
+        for i, (action, jso) in enumerate(zip(job.actions, action_jsos)):
+            rendered = self._render(job, jso, f"action.{i}", f"{action.TYPE} action", targs, what, problems)
             if isinstance(action, ScheduleAction) and rendered is not None:
-                _check_target(jobs_dir, job, action.job_id, rendered["args"], args,
-                              "schedule action", loc, diags)
+                self._check_target(action.job_id, rendered["args"], args, "schedule action",
+                                   job.locs.get(f"action.{i}"), problems)
+        return problems
 
+    # -- rendering, once per distinct template and values ------------------------------
 
-class _Renderer:
-    """Renders templates with one schedule's args, reporting each failure once."""
-
-    def __init__(self, targs: dict[str, Any], what: str, seen: set[tuple[str, str]],
-                 diags: Diagnostics) -> None:
-        self.targs, self.what, self.seen, self.diags = targs, what, seen, diags
-
-    def __call__(self, value: Any, where: str, loc: Location | None) -> Any:
-        from .template import TemplateError, render_value
-
+    def _render(self, job: Job, value: Any, path: str, where: str, targs: dict[str, Any],
+                what: str, problems: list[_Problem]) -> Any:
+        """`value` with every template rendered; None (and a problem) if one fails."""
         try:
-            return render_value(value, self.targs)
-        except TemplateError as exc:
-            if (where, str(exc)) not in self.seen:
-                self.seen.add((where, str(exc)))
-                self.diags.error(f"{where}: {exc}{self.what}", loc)
+            return self._render_value(value, path, targs)
+        except _Failed as failed:
+            exc, at = failed.args
+            message = str(exc)
+            problems.append(((where, message), f"{where}: {message}{what}",
+                             _template_loc(job, at, exc.lineno)))
             return None
 
+    def _render_value(self, value: Any, path: str, targs: dict[str, Any]) -> Any:
+        if isinstance(value, str):
+            return self._render_one(value, path, targs) if "{" in value else value
+        if isinstance(value, list):
+            return [self._render_item(v, path, i, targs) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self._render_item(v, path, k, targs) for k, v in value.items()}
+        return value
 
-def _check_target(jobs_dir: JobsDir, job: Job, target_id: str, given: dict[str, str],
-                  run_args: dict[str, str], what: str, loc: Location | None,
-                  diags: Diagnostics) -> None:
-    """A dependency or scheduled job exists and every one of its params gets a value."""
-    target = jobs_dir.jobs.get(target_id)
-    if target is None:
-        if target_id in jobs_dir.broken:
-            return  # its own errors are reported at its file
-        from .lib.strict import did_you_mean
+    def _render_item(self, value: Any, path: str, key: Any, targs: dict[str, Any]) -> Any:
+        """An item of a list or mapping: its path is spelt only if it holds a template."""
+        if isinstance(value, str):
+            return self._render_one(value, f"{path}.{key}", targs) if "{" in value else value
+        if isinstance(value, (list, dict)):
+            return self._render_value(value, f"{path}.{key}", targs)
+        return value
 
-        diags.error(f"{what} on unknown job {target_id!r}{did_you_mean(target_id, list(jobs_dir.jobs))}", loc)
-        return
-    extra = sorted(set(given) - set(target.params))
-    if extra:
-        diags.error(f"{what} on {target_id!r} gives arg{'s' if len(extra) > 1 else ''} "
-                    f"{', '.join(extra)} that it does not take (its params: "
-                    f"{', '.join(target.params) or 'none'})", loc)
-    # Args not given are taken from this run's args of the same name.
-    missing = missing_params(target.params, {**run_args, **given})
-    if missing:
-        diags.error(f"{what} on {target_id!r} does not bind its param"
-                    f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}; give "
-                    f"{'them' if len(missing) > 1 else 'it'} in args", loc)
+    def _render_one(self, template: str, path: str, targs: dict[str, Any]) -> str:
+        try:
+            names = self._names.get(template)
+            if names is None:
+                names = self._names[template] = tuple(sorted(template_names(template)))
+            key: tuple[Any, ...] | None = (template, *(targs.get(n, _ABSENT) for n in names))
+            try:
+                hash(key)
+            except TypeError:  # a value that cannot be a key: render it every time
+                key = None
+            result = self._renders.get(key, _ABSENT) if key is not None else _ABSENT
+            if result is _ABSENT:
+                try:
+                    result = render(template, targs)
+                except TemplateError as exc:
+                    result = exc
+                if key is not None:
+                    self._renders[key] = result
+            if isinstance(result, TemplateError):
+                raise result
+            return result
+        except TemplateError as exc:
+            raise _Failed(exc, path) from None
+
+    def _bind(self, program: dict[str, Any]) -> str | None:
+        """Why the rendered program cannot be bound, or None; once per distinct program."""
+        key = repr(program)
+        if key not in self._bound:
+            try:
+                bind_program(program)
+                self._bound[key] = None
+            except ValueError as exc:
+                self._bound[key] = str(exc)
+        return self._bound[key]
+
+    def _check_target(self, target_id: str, given: dict[str, str], run_args: dict[str, str],
+                      what: str, loc: Location | None, problems: list[_Problem]) -> None:
+        """A dependency or scheduled job exists and every one of its params gets a value."""
+        jobs_dir = self.jobs_dir
+        target = jobs_dir.jobs.get(target_id)
+        if target is None:
+            if target_id in jobs_dir.broken:
+                return  # its own errors are reported at its file
+            problems.append(((what, target_id), f"{what} on unknown job {target_id!r}"
+                             f"{did_you_mean(target_id, list(jobs_dir.jobs))}", loc))
+            return
+        extra = sorted(set(given) - set(target.params))
+        if extra:
+            problems.append(((what, target_id, "extra"),
+                             f"{what} on {target_id!r} gives arg{'s' if len(extra) > 1 else ''} "
+                             f"{', '.join(extra)} that it does not take (its params: "
+                             f"{', '.join(target.params) or 'none'})", loc))
+        # Args not given are taken from this run's args of the same name.
+        missing = missing_params(target.params, {**run_args, **given})
+        if missing:
+            problems.append(((what, target_id, "missing"),
+                             f"{what} on {target_id!r} does not bind its param"
+                             f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}; give "
+                             f"{'them' if len(missing) > 1 else 'it'} in args", loc))
+
+
+_ABSENT = object()
+
+
+class _Failed(Exception):
+    """A template at a path (`program.command`) failed: (TemplateError, path)."""
+
+
+def _template_loc(job: Job, path: str, lineno: int | None = None) -> Location | None:
+    """Where the template at `path` is written, down to the template's line `lineno`;
+    else where its nearest enclosing part is (`program.timeout.duration` → `program`)."""
+    loc = job.locs.get(path)
+    if loc is None:
+        head = path
+        while "." in head and loc is None:
+            head = head.rpartition(".")[0]
+            loc = job.locs.get(head)
+        return loc
+    if lineno and lineno > 1 and job.source and loc.line:
+        lines = job.source.splitlines()
+        # A block scalar (`command: |`) starts on the line after its indicator.
+        if loc.line <= len(lines) and lines[loc.line - 1][loc.col - 1:loc.col] in ("|", ">"):
+            line = loc.line + lineno
+            if line <= len(lines):
+                text = lines[line - 1]
+                return Location(loc.path, line, len(text) - len(text.lstrip()) + 1)
+    return loc
 
 
 def _check_cycles(jobs_dir: JobsDir, diags: Diagnostics) -> None:
@@ -227,8 +364,6 @@ def _check_cycles(jobs_dir: JobsDir, diags: Diagnostics) -> None:
 
 def list_runs(jobs_dir: JobsDir, start: dt.datetime, stop: dt.datetime) -> list[dict[str, Any]]:
     """Every run the schedules would create in [start, stop), sorted by time."""
-    from .lib.timefmt import format_time
-
     # A DST-skipped time (`dst_gap: skip`) creates no run to list.
     runs = [run for job in jobs_dir.jobs.values() for run in job_runs(job, start, stop)
             if not run.skip_reason]

@@ -21,10 +21,12 @@ from .lib.strict import Fields, as_bool, as_str, as_str_list, did_you_mean, item
 from .parse_context import ParseContext
 from .model.job import Job
 from .program import parse_program
-from .yamlload import YMap, load_yaml, loc_of
+from .yamlload import YMap, YSeq, load_yaml, loc_of
 
 CONFIG_NAME = ".apsis-jobs.yaml"
-JOB_SUFFIXES = (".yaml", ".yml")
+JOB_SUFFIX = ".yaml"
+# Not a job (as in Apsis), but likely meant as one: loading warns about it.
+NOT_JOB_SUFFIX = ".yml"
 HOST_GROUP_TYPES = ("round-robin", "random")
 
 ProgressFn = Callable[[int, int], None]
@@ -49,6 +51,9 @@ class JobsDir:
     diags: Diagnostics
     # Job ids whose file exists but failed to load: the daemon keeps their old version.
     broken: dict[str, list[str]] = field(default_factory=dict)
+    # What parsed of a broken job (its program at least), so that `check-job` can still
+    # check its templates: every problem of a file in one pass.
+    partial: dict[str, Job] = field(default_factory=dict)
 
     def get_job(self, job_id: str) -> Job:
         try:
@@ -83,19 +88,24 @@ class JobsDir:
 def job_id_for(rel_path: str) -> str:
     """`data/load prices.yaml` → `data/load prices`."""
     rel = rel_path.replace(os.sep, "/")
-    for suffix in JOB_SUFFIXES:
-        if rel.endswith(suffix):
-            return rel[: -len(suffix)]
-    return rel
+    return rel[: -len(JOB_SUFFIX)] if rel.endswith(JOB_SUFFIX) else rel
 
 
-def iter_job_files(root: Path) -> Iterator[Path]:
-    """Job files under `root`, sorted; dot files and dot folders are not jobs."""
+def iter_job_files(root: Path, not_jobs: list[Path] | None = None) -> Iterator[Path]:
+    """Job files under `root`, sorted; dot files and dot folders are not jobs.
+
+    `.yml` files are not jobs either (as in Apsis); they are added to `not_jobs` so that
+    the caller can say so: a job written as `.yml` must not be lost silently.
+    """
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.endswith(JOB_SUFFIXES) and not name.startswith("."):
+            if name.startswith("."):
+                continue
+            if name.endswith(JOB_SUFFIX):
                 yield Path(dirpath) / name
+            elif name.endswith(NOT_JOB_SUFFIX) and not_jobs is not None:
+                not_jobs.append(Path(dirpath) / name)
 
 
 _NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
@@ -242,7 +252,7 @@ def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = 
 
     params: list[str] = []
     with diags.collect():
-        params = f.get("params", [], as_str_list)
+        params = f.get("params", [], _as_params)
         dupes = {p for p in params if params.count(p) > 1}
         if dupes:
             raise JobError(f"duplicate params: {', '.join(sorted(dupes))}", f.loc_of("params"))
@@ -301,12 +311,58 @@ def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = 
             diags.warning(f"job_id {given_id!r} is ignored: a job's id is its path ({job_id!r})",
                           f.loc_of("job_id"))
     f.done()
+    _template_locs(node, locs)
 
-    if len(diags.errors) > before or program is None:
-        raise JobError(f"job {job_id!r} has errors", loc)
-    return Job(job_id=job_id, params=params, program=program, schedules=schedules,
-               conditions=conditions, actions=actions, metadata=metadata, expand=expand,
-               ad_hoc=ad_hoc, path=loc.path if loc else None, locs=locs)
+    job = None if program is None else Job(
+        job_id=job_id, params=params, program=program, schedules=schedules,
+        conditions=conditions, actions=actions, metadata=metadata, expand=expand,
+        ad_hoc=ad_hoc, path=loc.path if loc else None, locs=locs)
+    if len(diags.errors) > before or job is None:
+        raise BrokenJob(f"job {job_id!r} has errors", loc, job)
+    return job
+
+
+class BrokenJob(JobError):
+    """A job file with errors; `partial` is what parsed of it, when its program did."""
+
+    def __init__(self, message: str, loc: Location | None, partial: Job | None) -> None:
+        super().__init__(message, loc)
+        self.partial = partial
+
+
+def _as_params(value: Any) -> list[str]:
+    """A param, a list of them, or (as Apsis allows) a mapping whose keys are the params."""
+    if isinstance(value, dict):
+        value = list(value)
+    return as_str_list(value)
+
+
+def _template_locs(node: Any, locs: dict[str, Any]) -> None:
+    """Records where each template string of a job is, by its dotted path
+    (`program.command`, `condition.0.args.date`), so that a template's error points at
+    the template, not at its section."""
+    if not isinstance(node, YMap):
+        return
+    if "program" in node:
+        _walk_templates(node["program"], "program", node.loc_of("program"), locs)
+    for section in ("condition", "action"):
+        value = node.get(section)
+        if isinstance(value, YMap):  # one item, written without a list
+            _walk_templates(value, f"{section}.0", node.loc_of(section), locs)
+        elif isinstance(value, YSeq):
+            _walk_templates(value, section, node.loc_of(section), locs)
+
+
+def _walk_templates(value: Any, path: str, loc: Location, locs: dict[str, Any]) -> None:
+    if isinstance(value, str):
+        if "{" in value:
+            locs[path] = loc
+    elif isinstance(value, YMap):
+        for key, item in value.items():
+            _walk_templates(item, f"{path}.{key}", value.loc_of(key), locs)
+    elif isinstance(value, YSeq):
+        for i, item in enumerate(value):
+            _walk_templates(item, f"{path}.{i}", value.loc_of(i), locs)
 
 
 def _parse_metadata(value: Any, loc: Location | None) -> dict[str, Any]:
@@ -335,7 +391,12 @@ def load_job_file(path: Path, job_id: str, ctx: ParseContext, shown: str) -> Job
     node = load_yaml(text, shown)
     if node is None:
         raise JobError("empty job file: a job needs at least a 'program'", Location(shown, 1, 1))
-    job = parse_job(node, job_id, ctx, Location(shown, 1, 1) if not isinstance(node, YMap) else node.loc)
+    try:
+        job = parse_job(node, job_id, ctx, Location(shown, 1, 1) if not isinstance(node, YMap) else node.loc)
+    except BrokenJob as exc:
+        if exc.partial is not None:
+            exc.partial.source = text
+        raise
     job.source = text
     return job
 
@@ -354,9 +415,14 @@ def load_jobs_dir(path: str | Path, *, display_root: str | None = None,
         return JobsDir(root, JobsDirConfig(), {}, diags)
     config = load_config(root, diags, display_root)
     ctx = make_context(config, diags)
-    files = only if only is not None else list(iter_job_files(root))
+    not_jobs: list[Path] = []
+    files = only if only is not None else list(iter_job_files(root, not_jobs))
+    for file in not_jobs:
+        diags.warning(f"not a job: only {JOB_SUFFIX} files are jobs; rename it to "
+                      f"{file.stem}{JOB_SUFFIX} if it is one", Location(_display(root, display_root, file)))
     jobs: dict[str, Job] = {}
     broken: dict[str, list[str]] = {}
+    partial: dict[str, Job] = {}
     for i, file in enumerate(files):
         job_id = job_id_for(os.path.relpath(file, root))
         shown = _display(root, display_root, file)
@@ -376,6 +442,8 @@ def load_jobs_dir(path: str | Path, *, display_root: str | None = None,
                 if len(diags.errors) == before:  # not yet reported by the parser itself
                     diags.add(exc)
                 broken[job_id] = [str(d) for d in diags.errors[before:]]
+                if isinstance(exc, BrokenJob) and exc.partial is not None:
+                    partial[job_id] = exc.partial
         if progress:
             progress(i + 1, len(files))
-    return JobsDir(root, config, jobs, diags, broken)
+    return JobsDir(root, config, jobs, diags, broken, partial)

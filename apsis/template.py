@@ -50,6 +50,10 @@ CALENDAR_KEYS = frozenset({"calendar"})
 class TemplateError(ValueError):
     """A template that cannot be compiled or rendered; the message quotes the template."""
 
+    def __init__(self, message: str, lineno: int | None = None) -> None:
+        super().__init__(message)
+        self.lineno = lineno  # the template's line it is about (1-based), when known
+
 
 # --- the budget of one render -------------------------------------------------------------
 
@@ -150,7 +154,8 @@ def _syntax_error(source: str, exc: jinja2.TemplateSyntaxError) -> TemplateError
     where = ""
     if exc.lineno and len(lines) > 1 and exc.lineno <= len(lines):
         where = f" at line {exc.lineno}: {lines[exc.lineno - 1].strip()!r}"
-    return TemplateError(f"template syntax error: {exc.message}{where} in template {source!r}")
+    return TemplateError(f"template syntax error: {exc.message}{where} in template {source!r}",
+                         exc.lineno)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -188,9 +193,10 @@ def _required_names(source: str) -> tuple[str, ...]:
     return tuple(sorted(jinja2.meta.find_undeclared_variables(ast) - tested))
 
 
-def template_names(template: str) -> set[str]:
+@functools.lru_cache(maxsize=8192)
+def template_names(template: str) -> frozenset[str]:
     """Every name a template reads that it does not define itself (for checks)."""
-    return set(jinja2.meta.find_undeclared_variables(_parse(template)))
+    return frozenset(jinja2.meta.find_undeclared_variables(_parse(template)))
 
 
 def _available(targs: Mapping[str, Any]) -> str:
@@ -207,8 +213,9 @@ def render(template: str, targs: Mapping[str, Any]) -> str:
     for name in _required_names(template):
         if name not in targs and name not in env_globals:
             hint = did_you_mean(name, list(targs) + list(env_globals))
+            first = min(n.lineno for n in _parse(template).find_all(nodes.Name) if n.name == name)
             raise TemplateError(f"undefined name {name!r}{hint} in template {template!r}; "
-                                f"available: {_available(targs)}")
+                                f"available: {_available(targs)}", first)
     budget = _deadline.set(time.monotonic() + RENDER_SECONDS)
     try:
         pieces, size = [], 0

@@ -16,35 +16,68 @@ import yaml
 
 from .errors import JobError, Location
 
-try:  # libyaml's composer is several times faster on big directories.
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_ANY_TAG = "tag:yaml.org,2002:str"
+
+
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's composer (several times faster on big directories), without PyYAML's
+    implicit-tag resolution: scalars are typed by `_plain_scalar`, so only the merge key
+    `<<` needs a tag here, and resolving every node in Python cost a third of the load."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if value == "<<" and implicit and implicit[0]:
+            return _MERGE_TAG
+        return _ANY_TAG
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass  # no path resolvers: nothing to track
+
+    def ascend_resolver(self) -> None:
+        pass
 
 
 class YMap(dict):
-    """A mapping from a YAML file, with locations."""
+    """A mapping from a YAML file, with locations.
 
-    loc: Location
-    key_locs: dict[Any, Location]
-    value_locs: dict[Any, Location]
+    Positions are kept as (line, col) pairs and made `Location`s only when asked:
+    a big jobs directory has a million values and few problems.
+    """
+
+    path: str
+    pos: tuple[int, int]
+    # key → (key line, key col, value line, value col)
+    positions: dict[Any, tuple[int, int, int, int]]
+
+    @property
+    def loc(self) -> Location:
+        return Location(self.path, *self.pos)
 
     def loc_of(self, key: Any) -> Location:
         """Where the value of `key` is, or the mapping itself if the key is absent."""
-        return self.value_locs.get(key, self.loc)
+        pos = self.positions.get(key)
+        return Location(self.path, pos[2], pos[3]) if pos else self.loc
 
     def key_loc(self, key: Any) -> Location:
-        return self.key_locs.get(key, self.loc)
+        pos = self.positions.get(key)
+        return Location(self.path, pos[0], pos[1]) if pos else self.loc
 
 
 class YSeq(list):
-    """A sequence from a YAML file, with locations."""
+    """A sequence from a YAML file, with locations (made `Location`s only when asked)."""
 
-    loc: Location
-    item_locs: list[Location]
+    path: str
+    pos: tuple[int, int]
+    item_pos: list[tuple[int, int]]
+
+    @property
+    def loc(self) -> Location:
+        return Location(self.path, *self.pos)
 
     def loc_of(self, index: int) -> Location:
-        return self.item_locs[index] if 0 <= index < len(self.item_locs) else self.loc
+        if 0 <= index < len(self.item_pos):
+            return Location(self.path, *self.item_pos[index])
+        return self.loc
 
 
 def loc_of(container: Any, key: Any, default: Location | None = None) -> Location | None:
@@ -63,9 +96,13 @@ _INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$")
 _INT_OTHER = re.compile(r"^(0x[0-9a-fA-F_]+|0o[0-7_]+)$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
 _SPECIAL_FLOAT = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
+# A plain scalar starting with none of these is a string: most keys and words.
+_TYPED_START = frozenset("0123456789+-.~nNtTfF")
 
 
 def _plain_scalar(text: str) -> Any:
+    if text and text[0] not in _TYPED_START:
+        return text
     low = text.lower()
     if text in ("", "~") or low == "null":
         return None
@@ -84,29 +121,34 @@ def _plain_scalar(text: str) -> Any:
     return text
 
 
+def _pos(node: yaml.Node) -> tuple[int, int]:
+    mark = node.start_mark
+    return mark.line + 1, mark.column + 1
+
+
 class _Converter:
     def __init__(self, path: str) -> None:
         self.path = path
         self.memo: dict[int, Any] = {}
 
     def loc(self, node: yaml.Node) -> Location:
-        mark = node.start_mark
-        return Location(self.path, mark.line + 1, mark.column + 1)
+        return Location(self.path, *_pos(node))
 
     def convert(self, node: yaml.Node) -> Any:
-        if id(node) in self.memo:  # an alias: the same object again
-            return self.memo[id(node)]
         if isinstance(node, yaml.ScalarNode):
             # Quoted and block scalars are strings; plain ones are typed as YAML 1.2.
             return node.value if node.style else _plain_scalar(node.value)
+        if id(node) in self.memo:  # an alias: the same object again
+            return self.memo[id(node)]
         if isinstance(node, yaml.SequenceNode):
             seq = YSeq()
-            seq.loc = self.loc(node)
-            seq.item_locs = []
+            seq.path = self.path
+            seq.pos = _pos(node)
+            seq.item_pos = []
             self.memo[id(node)] = seq
             for item in node.value:
                 seq.append(self.convert(item))
-                seq.item_locs.append(self.loc(item))
+                seq.item_pos.append(_pos(item))
             return seq
         if isinstance(node, yaml.MappingNode):
             return self.convert_map(node)
@@ -114,13 +156,14 @@ class _Converter:
 
     def convert_map(self, node: yaml.MappingNode) -> YMap:
         mapping = YMap()
-        mapping.loc = self.loc(node)
-        mapping.key_locs = {}
-        mapping.value_locs = {}
+        mapping.path = self.path
+        mapping.pos = _pos(node)
+        positions: dict[Any, tuple[int, int, int, int]] = {}
+        mapping.positions = positions
         self.memo[id(node)] = mapping
         merged: list[YMap] = []
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == _MERGE_TAG:
                 value = self.convert(value_node)
                 merged.extend(value if isinstance(value, list) else [value])
                 continue
@@ -128,29 +171,28 @@ class _Converter:
             if isinstance(key, (dict, list)):
                 raise JobError("a mapping key must be a plain value", self.loc(key_node))
             if key in mapping:
-                first = mapping.key_locs[key]
                 raise JobError(
-                    f"duplicate key {key!r} (first at line {first.line}); remove one of them",
+                    f"duplicate key {key!r} (first at line {positions[key][0]}); remove one of them",
                     self.loc(key_node),
                 )
             mapping[key] = self.convert(value_node)
-            mapping.key_locs[key] = self.loc(key_node)
-            mapping.value_locs[key] = self.loc(value_node)
+            key_mark, value_mark = key_node.start_mark, value_node.start_mark
+            positions[key] = (key_mark.line + 1, key_mark.column + 1,
+                              value_mark.line + 1, value_mark.column + 1)
         for other in merged:
             if not isinstance(other, YMap):
                 raise JobError("'<<' must merge a mapping", mapping.loc)
             for key, value in other.items():
                 if key not in mapping:
                     mapping[key] = value
-                    mapping.key_locs[key] = other.key_locs[key]
-                    mapping.value_locs[key] = other.value_locs[key]
+                    positions[key] = other.positions[key]
         return mapping
 
 
 def load_yaml(text: str, path: str) -> Any:
     """Parses one YAML document, raising `JobError` with the location on failure."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=_FastLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)

@@ -83,6 +83,25 @@ class Fields:
                 self.diags.error(f"unknown key {key!r} in {self.what}{hint}", loc)
 
 
+def parse_all(diags: Diagnostics, **parsers: Callable[[], Any]) -> dict[str, Any]:
+    """Each independent part of a mapping, by name.  Every part is tried, so that a bad
+    time zone does not hide a bad calendar: the first failure is raised, the others
+    are reported to `diags`."""
+    values: dict[str, Any] = {}
+    first: JobError | None = None
+    for name, parse in parsers.items():
+        try:
+            values[name] = parse()
+        except JobError as exc:
+            if first is None:
+                first = exc
+            else:
+                diags.add(exc)
+    if first is not None:
+        raise first
+    return values
+
+
 def message_of(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter  # type: ignore[import-untyped]
 from croniter.croniter import CroniterError  # type: ignore[import-untyped]
 
-from ..lib.strict import Fields, as_str
+from ..lib.strict import Fields, as_str, parse_all
 from ..lib.timefmt import format_daytime
 from .base import SCHEDULES, LocalSchedule, WallTime, local_dates
 from .daily import parse_calendar
@@ -135,11 +135,12 @@ class CronSchedule(LocalSchedule):
     @classmethod
     def from_fields(cls, f: Fields, ctx: Any, common: dict[str, Any]) -> CronSchedule:
         expr = f.require("expr", as_str).strip()
-        cron = f.convert("expr", expr, parse_cron)
-        tz = f.require("tz", parse_tz)
-        name, calendar = parse_calendar(f, ctx, default=None)
+        parts = parse_all(f.diags, cron=lambda: f.convert("expr", expr, parse_cron),
+                          tz=lambda: f.require("tz", parse_tz),
+                          calendar=lambda: parse_calendar(f, ctx, default=None))
+        name, calendar = parts["calendar"]
         return cls(
-            expr=expr, cron=cron, tz=tz, calendar_name=name, calendar=calendar,
+            expr=expr, cron=parts["cron"], tz=parts["tz"], calendar_name=name, calendar=calendar,
             **cls.parse_dst(f), **common,
         )
 

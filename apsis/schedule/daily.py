@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JobError
-from ..lib.strict import Fields, as_int, as_str, items_with_locs
+from ..lib.strict import Fields, as_int, as_str, items_with_locs, parse_all
 from ..lib.timefmt import format_daytime, parse_daytime, parse_duration
 from .base import SCHEDULES, LocalSchedule, WallTime, local_dates
 from .dst import parse_tz
@@ -67,12 +67,13 @@ class DailySchedule(LocalSchedule):
 
     @classmethod
     def from_fields(cls, f: Fields, ctx: Any, common: dict[str, Any]) -> DailySchedule:
-        tz = f.require("tz", parse_tz)
-        daytimes = parse_daytimes(f, "daytime")
-        name, calendar = parse_calendar(f, ctx)
+        parts = parse_all(f.diags, tz=lambda: f.require("tz", parse_tz),
+                          daytimes=lambda: parse_daytimes(f, "daytime"),
+                          calendar=lambda: parse_calendar(f, ctx))
+        name, calendar = parts["calendar"]
         return cls(
-            tz=tz,
-            daytimes=daytimes,
+            tz=parts["tz"],
+            daytimes=parts["daytimes"],
             calendar_name=name or "all",
             calendar=calendar,
             date_shift=f.get("date_shift", 0, as_int),
