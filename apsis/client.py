@@ -354,13 +354,13 @@ class Client:
         return (ApsisNotFound if status == 404 else ApsisError)(message, status, code)
 
     async def _reconnecting(self, path: str, params: Callable[[], list[tuple[str, Any]]],
-                            decode: Callable[[str | bytes], T | None], *,
+                            decode: Callable[[str | bytes], Iterable[T]], *,
                             prepare: Callable[[], Awaitable[None]] | None = None,
                             min_lifetime: float = 1.0, until_done: bool = False,
                             on_state: Callable[[StreamState], None] | None = None,
                             ) -> AsyncIterator[T]:
-        """A websocket stream across reconnections: what ``decode`` makes of each message
-        (None: skip it), forever, or with ``until_done`` until the daemon closes with
+        """A websocket stream across reconnections: the items ``decode`` makes of each
+        message (none, one or many), forever, or with ``until_done`` until the daemon closes with
         CLOSE_DONE. ``params`` is asked before each connection, so the caller resumes
         where it is (its last seq, its offset); ``prepare`` runs once, first.
 
@@ -400,8 +400,7 @@ class Client:
                     down_since = None
                     report("live")
                     async for message in ws:
-                        item = decode(message)
-                        if item is not None:
+                        for item in decode(message):
                             yield item
                     if until_done and ws.close_code == CLOSE_DONE:
                         return
@@ -460,22 +459,25 @@ class Client:
                 last = (await self.alive())["seq"]
 
         def params() -> list[tuple[str, Any]]:
-            return [("since", last), ("run_id", run_id), ("job_id", job_id),
+            return [("since", last), ("batch", 1), ("run_id", run_id), ("job_id", job_id),
                     *(("type", t) for t in wanted)]
 
-        def decode(message: str | bytes) -> dict[str, Any] | None:
+        def decode(message: str | bytes) -> list[dict[str, Any]]:
+            # Batched frames: a JSON array of events (an object from an older daemon).
             nonlocal last
-            event = json.loads(message)
-            seq = event.get("seq")
-            if event.get("type") == "reset":
-                if isinstance(seq, int):
+            found = json.loads(message)
+            fresh = []
+            for event in found if isinstance(found, list) else (found,):
+                seq = event.get("seq")
+                if event.get("type") == "reset":
+                    if isinstance(seq, int):
+                        last = seq
+                elif isinstance(seq, int):
+                    if seq <= last:
+                        continue
                     last = seq
-                return event
-            if isinstance(seq, int):
-                if seq <= last:
-                    return None
-                last = seq
-            return event
+                fresh.append(event)
+            return fresh
 
         return self._reconnecting("/events", params, decode, prepare=prepare,
                                   min_lifetime=min_lifetime, on_state=on_state)
@@ -488,11 +490,11 @@ class Client:
             return self._output_once(run_id, output_id, start)
         offset = start
 
-        def decode(message: str | bytes) -> bytes:
+        def decode(message: str | bytes) -> tuple[bytes]:
             nonlocal offset
             data = message.encode() if isinstance(message, str) else bytes(message)
             offset += len(data)
-            return data
+            return (data,)
 
         return self._reconnecting(f"/runs/{_q(run_id)}/output/{_q(output_id)}",
                                   lambda: [("start", offset)], decode, until_done=True)

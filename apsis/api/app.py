@@ -18,7 +18,7 @@ from ..engine.service import Service
 from . import routes as r
 from .auth import Authorizer, redact_tokens_in_logs
 from .errors import ApiError, api_error_handler, http_exception_handler, internal_error_handler
-from .events import EncodedEvents, events_ws, queue_size
+from .events import EventLog, events_ws, queue_size
 from .metrics import Metrics, metrics_route
 from .openapi import openapi_document
 from .output import output_ws
@@ -34,11 +34,12 @@ class Api:
         self.service = service
         self.auth = Authorizer(getattr(service.config, "tokens", None) or {})
         self.queue_size = queue_size()
-        self.encoded_events = EncodedEvents()
+        self.event_log = EventLog(service.last_seq)
         self.events_cut_off = 0
         self.metrics = Metrics(self)
         self._openapi: dict[str, Any] | None = None
         service.listen(self.metrics.on_event)
+        service.listen(self.event_log.append)
 
     def openapi(self) -> dict[str, Any]:
         if self._openapi is None:

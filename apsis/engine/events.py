@@ -1,9 +1,15 @@
 """Live fan-out of stored events to subscribers (the API's websockets, the waiter).
 
 Events are stored first (by the writer) and published after, so a subscriber
-that falls behind can always resume from the store by `seq`.  A subscriber's
-queue is bounded: one that does not keep up is cut off, never slowing the
-daemon or the other subscribers.
+that falls behind can always resume from the store by `seq`.  Two kinds of reader:
+
+- a `Subscription` has a bounded queue of the events it wants (a live output
+  socket waits on a few); one that does not keep up is cut off, never slowing the
+  daemon or the other subscribers;
+- a `Follower` has no queue: it keeps its own place (a seq), is woken when events
+  are published, and reads them from wherever they are (the event stream's log of
+  recent events, else the store).  A burst of any size costs it no memory, so a
+  reader that keeps reading is never cut off.
 """
 
 from __future__ import annotations
@@ -64,9 +70,38 @@ class Subscription:
         self.close()
 
 
+class Follower:
+    """A reader that keeps its own place in the stream; see the module's docstring."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self.closed = False
+
+    async def wait(self, after: int) -> bool:
+        """Until an event after seq `after` has been published (True), or the bus is
+        closed or this follower is (False: the daemon is stopping)."""
+        bus = self._bus
+        while not self.closed and bus.last_seq <= after:
+            await bus._published.wait()
+        return not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+        self._bus._followers.discard(self)
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class EventBus:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
+        self._followers: set[Follower] = set()
+        # Set (and replaced) at each publish: one wake-up for every follower at once.
+        self._published = asyncio.Event()
         self._listeners: list[Callable[[Event], None]] = []
         self.last_seq = 0
 
@@ -74,6 +109,12 @@ class EventBus:
         sub = Subscription(self, maxsize, predicate)
         self._subs.add(sub)
         return sub
+
+    def follow(self) -> Follower:
+        """A reader woken at each publish, that reads the events itself by seq."""
+        follower = Follower(self)
+        self._followers.add(follower)
+        return follower
 
     def listen(self, callback: Callable[[Event], None]) -> None:
         """In-process listeners, called synchronously for every event (keep them quick)."""
@@ -89,11 +130,20 @@ class EventBus:
                     log.exception("event listener failed")
             for sub in list(self._subs):
                 sub.offer(event)
+        if events:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._published.set()
+        self._published = asyncio.Event()
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._subs)
+        return len(self._subs) + len(self._followers)
 
     def close_all(self) -> None:
         for sub in list(self._subs):
             sub.close()
+        for follower in list(self._followers):
+            follower.close()
+        self._wake()

@@ -20,7 +20,7 @@ from .errors import Conflict, Invalid, NotFound
 
 if TYPE_CHECKING:
     from .core import Engine
-    from .events import Event, Subscription
+    from .events import Event, Follower, Subscription
     from .spools import OutputStream
 
 
@@ -80,6 +80,10 @@ class Service:
 
     def subscribe(self, maxsize: int, predicate: Callable[[Event], bool] | None) -> Subscription:
         return self._engine.bus.subscribe(maxsize, predicate)
+
+    def follow(self) -> Follower:
+        """A reader of the stream that keeps its own place (WS /events)."""
+        return self._engine.bus.follow()
 
     def listen(self, callback: Callable[[Event], None]) -> None:
         self._engine.bus.listen(callback)
