@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,16 +21,28 @@ from .exitcodes import ExitStatus
 PROGRESS_MIN_FILES = 500
 
 
-def _progress_bar(total: int):
-    if total < PROGRESS_MIN_FILES or not sys.stderr.isatty():
-        return None, None
-    from rich.console import Console
-    from rich.progress import Progress
+class _ProgressBar:
+    """A progress bar on stderr, shown once loading turns out to have many files."""
 
-    progress = Progress(console=Console(stderr=True), transient=True)
-    task = progress.add_task("checking jobs", total=total)
-    progress.start()
-    return progress, lambda done, _total: progress.update(task, completed=done)
+    def __init__(self) -> None:
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            if total < PROGRESS_MIN_FILES or not sys.stderr.isatty():
+                return
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.progress = Progress(console=Console(stderr=True), transient=True)
+            self.task = self.progress.add_task("checking jobs", total=total)
+            self.progress.start()
+        self.progress.update(self.task, completed=done)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _given_root(given: str, rel: str, root: Path) -> str | None:
@@ -84,7 +97,7 @@ def _as_given(problem: Diagnostic, display: str, wanted: dict[str, str]) -> Diag
 def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | None,
                   to: str | None, quiet: bool) -> int:
     from apsis.check import check_jobs_dir, list_runs as list_runs_fn
-    from apsis.jobs_dir import iter_job_files, load_jobs_dir
+    from apsis.jobs_dir import load_jobs_dir
     from apsis.lib.timefmt import parse_time
 
     window = None
@@ -104,13 +117,11 @@ def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str 
     total_jobs = 0
     runs: list[dict] = []
     for root, (display, _, wanted) in _groups(paths).items():
-        files = list(iter_job_files(root))
-        progress, callback = _progress_bar(len(files))
+        progress = _ProgressBar()
         try:
-            jobs_dir = load_jobs_dir(root, display_root=display, only=files, progress=callback)
+            jobs_dir = load_jobs_dir(root, display_root=display, progress=progress)
         finally:
-            if progress:
-                progress.stop()
+            progress.stop()
         diags = Diagnostics(list(jobs_dir.diags.items))
         diags.extend(check_jobs_dir(jobs_dir))
         items = diags.items
@@ -124,21 +135,26 @@ def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str 
             runs.extend(list_runs_fn(jobs_dir, *window))
 
     errors = [p for p in problems if p.severity == "error"]
-    _report(problems, fmt, total_jobs, quiet)
-    if window and not errors:
+    # In file order, so that a file's problems read top to bottom.
+    problems.sort(key=lambda p: (p.loc.path, p.loc.line, p.loc.col) if p.loc else ("", 0, 0))
+    # With --list-runs, stdout is JSON Lines only (for `| jq`): problems go to stderr.
+    _report(problems, fmt, total_jobs, quiet, to_stderr=window is not None)
+    if window:
+        # The runs of the jobs that loaded, even when others have errors (exit 1 says so).
         runs.sort(key=lambda r: (r["time"], r["job_id"]))
         for run in runs:
             click.echo(json.dumps(run, ensure_ascii=False))
     return ExitStatus.FAILURE if errors else ExitStatus.SUCCESS
 
 
-def _report(problems: list[Diagnostic], fmt: str, total_jobs: int, quiet: bool) -> None:
+def _report(problems: list[Diagnostic], fmt: str, total_jobs: int, quiet: bool,
+            to_stderr: bool = False) -> None:
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     if fmt == "json":
         click.echo(json.dumps({"ok": errors == 0, "jobs": total_jobs, "errors": errors,
                                "warnings": warnings, "problems": [p.to_jso() for p in problems]},
-                              ensure_ascii=False))
+                              ensure_ascii=False), err=to_stderr)
         return
     for p in problems:
         if fmt == "github":
@@ -146,9 +162,9 @@ def _report(problems: list[Diagnostic], fmt: str, total_jobs: int, quiet: bool) 
             where = f"file={loc.path},line={loc.line},col={loc.col}" if loc and loc.line else (
                 f"file={loc.path}" if loc else "")
             message = p.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            click.echo(f"::{p.severity} {where}::{message}")
+            click.echo(f"::{p.severity} {where}::{message}", err=to_stderr)
         else:
-            click.echo(str(p))
+            click.echo(str(p), err=to_stderr)
     if not quiet and fmt == "text":
         summary = f"{total_jobs} job{'s' if total_jobs != 1 else ''} checked: "
         summary += f"{errors} error{'s' if errors != 1 else ''}"

@@ -5,6 +5,10 @@ A job id is split into path segments on `/` and each segment into words on space
 segment, each typed word is a case-insensitive prefix of the job's word at the same
 place (a segment may leave off trailing words).  The API never does this: scripts
 that send an exact id get exactly that job.
+
+Only an exact id wins over other matches: `match pre` with jobs `match prefix` and
+`match prefix suffix` is ambiguous (SPEC §1.4), because running the wrong one of two
+similar jobs is worse than asking the user to type one more word.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ def _match(typed: list[list[str]], words: list[list[str]]) -> tuple[bool, bool]:
 
 
 def fuzzy_candidates(typed: str, job_ids: Iterable[str]) -> list[str]:
-    """The job ids `typed` may mean, best first; one element means no ambiguity.
+    """The job ids `typed` may mean; one element means no ambiguity.
 
-    An exact id wins over everything; then ids matching word for word (`dat/lo` means
-    `data/load` rather than `data/load prices`); then any id it is a prefix of.
+    An exact id wins over everything.  Otherwise every id it abbreviates is a
+    candidate, those matching word for word first (`dat/lo`: `data/load`, then
+    `data/load prices`), so that a listing of an ambiguity shows the likeliest first.
     """
     ids = list(job_ids)
     if typed in ids:
@@ -51,8 +56,6 @@ def fuzzy_candidates(typed: str, job_ids: Iterable[str]) -> list[str]:
         ok, full = _match(t, _split(job_id))
         if ok:
             (complete if full else partial).append(job_id)
-    if len(complete) == 1:
-        return complete
     return sorted(complete) + sorted(partial)
 
 

@@ -29,6 +29,8 @@ JOBS = {
               "printf '\\\\033[31mtwo\\\\033[0m \\\\377\\\\376\\\\n'\"]\n",
     "data/load prices": "params: [date]\nprogram: [echo, '{{ date }}']\n",
     "data/load volumes": "params: [date]\nprogram: [\"true\"]\n",
+    "match prefix": "program: [\"true\"]\n",
+    "match prefix suffix": "program: [\"true\"]\n",
     "hourly": ("params: [date, time]\n"
                "schedule: {type: interval, interval: 1h}\n"
                "program: [\"true\"]\n"),
@@ -244,6 +246,19 @@ def test_fuzzy_job_ids_and_ambiguity(url):
     assert ambiguous.stdout == ""
     none = apsis(url, "job", "zzz/yyy")
     assert none.returncode == 2 and "no job matches" in none.stderr
+
+
+def test_a_prefix_of_two_job_ids_is_ambiguous_but_an_exact_id_wins(url):
+    # Issue 12.11: "match pre" matches "match prefix" word for word and "match prefix
+    # suffix" by prefix; running either would be a guess.
+    ambiguous = apsis(url, "run", "match pre")
+    assert ambiguous.returncode == 2 and ambiguous.stdout == ""
+    assert "ambiguous" in ambiguous.stderr
+    assert "match prefix," in ambiguous.stderr and "match prefix suffix" in ambiguous.stderr
+    for job_id in ("match prefix", "match prefix suffix"):  # nothing was run
+        assert api_get(url, f"/runs?job_id={job_id}")["runs"] == []
+    exact = apsis(url, "run", "match prefix", "--json")
+    assert exact.returncode == 0 and json.loads(exact.stdout)[0]["job_id"] == "match prefix"
 
 
 # ------------------------------------------------------------------ operations, backfill

@@ -123,10 +123,13 @@ def test_exact_match_wins():
     assert fuzzy_candidates("setup", JOBS) == ["setup"]
 
 
-def test_word_for_word_match_beats_longer_ids():
-    # "dat/lo" has one word in its second segment: data/load, not data/load prices.
-    assert fuzzy_candidates("dat/lo", JOBS) == ["data/load"]
-    assert fuzzy_candidates("rep/d", JOBS) == ["reports/daily"]
+def test_a_shorter_id_is_no_better_match_than_a_longer_one():
+    # Issue 12.11: only an exact id wins; word-for-word matches are listed first.
+    assert fuzzy_candidates("dat/lo", JOBS) == ["data/load", "data/load prices", "data/load volumes"]
+    assert fuzzy_candidates("rep/d", JOBS) == ["reports/daily", "reports/daily_summary"]
+    jobs = ["match prefix", "match prefix suffix"]
+    assert fuzzy_candidates("match pre", jobs) == jobs
+    assert fuzzy_candidates("match prefix", jobs) == ["match prefix"]
 
 
 def test_ambiguity_lists_every_candidate():
