@@ -80,6 +80,23 @@ def test_list_runs(jobs, tmp_path):
     ]
 
 
+def test_list_runs_stdout_is_json_lines_only_even_with_warnings_and_errors(jobs, tmp_path):
+    # Issue 12.15: `--list-runs | jq` must work; a broken file is reported on stderr,
+    # the jobs that loaded still have their runs listed, and the exit status is 1.
+    (jobs / "loud.yaml").write_text("params: [date]\nschedule: {type: daily, tz: UTC, daytime: '10:00'}\n"
+                                    "program: echo {{ date }}\n")  # unquoted: a warning
+    (jobs / "bad.yaml").write_text("program: echo\nschedule: {type: daily, tz: Mars/Olympus, daytime: '09:00'}\n")
+    (jobs / "old.yml").write_text("program: echo\n")
+    result = run("check-job", "jobs", "--list-runs", "--from", "2026-03-01", "--to", "2026-03-02", cwd=tmp_path)
+    assert result.returncode == 1
+    runs = [json.loads(l) for l in result.stdout.splitlines()]  # every line is JSON
+    assert [(r["job_id"], r["time"]) for r in runs] == [
+        ("ok", "2026-03-01T09:00:00Z"), ("loud", "2026-03-01T10:00:00Z")]
+    assert "Mars/Olympus" in result.stderr and "unquoted" in result.stderr
+    assert "jobs/old.yml: warning: not a job" in result.stderr
+    assert "checked: 1 error, 2 warnings" in result.stderr
+
+
 def test_schema_is_json(tmp_path):
     result = run("schema")
     schema = json.loads(result.stdout)

@@ -156,3 +156,93 @@ def test_user_without_host_is_a_warning(tmp_path):
     write(tmp_path, {"a.yaml": "program: {type: program, argv: [id], user: bob}\n"})
     [warning] = problems(tmp_path)
     assert "warning" in warning and "'user' is only used with 'host'" in warning
+
+
+# --- Apsis job files (issue 12) ------------------------------------------------------------
+
+def test_params_as_a_mapping_are_its_keys(tmp_path):
+    # Apsis accepts `params` as a mapping; its keys are the params.
+    write(tmp_path, {"a.yaml": """\
+        params:
+          date: {}
+          country:
+        program: echo {{ date|shquote }} {{ country|shquote }}
+        """})
+    jobs_dir = load_jobs_dir(tmp_path)
+    assert not jobs_dir.diags.items
+    assert jobs_dir.jobs["a"].params == ["date", "country"]
+
+
+def test_yml_files_are_not_jobs_and_are_warned_about(tmp_path):
+    write(tmp_path, {"a.yaml": "program: echo\n", "sub/b.yml": "program: echo\n"})
+    jobs_dir = load_jobs_dir(tmp_path, display_root="jobs")
+    assert sorted(jobs_dir.jobs) == ["a"]
+    [warning] = jobs_dir.diags.warnings
+    assert str(warning).startswith("jobs/sub/b.yml: warning: not a job") and "b.yaml" in warning.message
+    assert not jobs_dir.diags.errors
+
+
+def test_every_problem_of_a_file_in_one_pass(tmp_path):
+    write(tmp_path, {"a.yaml": """\
+        params: [date]
+        schedule:
+          type: daily
+          tz: America/New_Yrok
+          calendar: Mon-Fry
+          daytime: "25:00"
+        program:
+          type: shell
+          command: "echo {{ nosuch }} {{ date|shquote }}"
+        """})
+    found = problems(tmp_path)
+    assert any(p.startswith("jobs/a.yaml:4:7:") and "America/New_Yrok" in p for p in found), found
+    assert any(p.startswith("jobs/a.yaml:5:13:") and "Mon-Fry" in p for p in found), found
+    assert any(p.startswith("jobs/a.yaml:6:12:") and "25:00" in p for p in found), found
+    assert any(p.startswith("jobs/a.yaml:9:12:") and "'nosuch'" in p for p in found), found
+
+
+def test_a_template_error_points_at_the_template_line(tmp_path):
+    write(tmp_path, {"block.yaml": """\
+        params: [date]
+        program:
+          type: shell
+          timeout: {duration: 1h}
+          command: |
+            echo one
+            echo {{ date|shquote }}
+            echo {{ nosuch }}
+        """, "dep.yaml": """\
+        program: echo
+        condition:
+          type: dependency
+          job_id: block
+          args:
+            date: "{{ calendar.shift(dat, -1) }}"
+        """, "syntax.yaml": """\
+        program:
+          type: shell
+          command: |
+            echo one
+            echo {{ date
+        """})
+    found = problems(tmp_path)
+    assert any(p.startswith("jobs/block.yaml:8:5: program: undefined name 'nosuch'") for p in found), found
+    assert any(p.startswith("jobs/dep.yaml:6:11: dependency args: undefined name") for p in found), found
+    assert any(p.startswith("jobs/syntax.yaml:5:5: program: template syntax error") for p in found), found
+
+
+def test_unscheduled_jobs_have_no_errors_from_placeholder_args(tmp_path):
+    write(tmp_path, {"a.yaml": """\
+        params: [n, run_date]
+        program: "echo {{ get_calendar('Mon-Fri').shift(run_date, -1)|shquote }}"
+        condition:
+          type: max_running
+          count: "{{ n }}"
+        """, "b.yaml": """\
+        params: [n]
+        program: "echo {{ nosuch }} {{ n|shquote }}"
+        """})
+    found = problems(tmp_path)
+    assert [p for p in found if "a.yaml" in p] == []
+    # A real mistake is still found.
+    assert any(p.startswith("jobs/b.yaml:") and "'nosuch'" in p for p in found), found
