@@ -2,17 +2,20 @@
 
     .venv/bin/python -m bench.events_fanout [--quick]
 
-A daemon runs a burst of no-op runs (one POST); 50 clients follow /events. The lag
-of an event is its arrival time at a client minus its `ts` (when the engine made
-the change, before the commit). The baseline is the same burst to one subscriber,
-so the ratio is the cost of fanning out, not of the machine.
+A daemon runs a burst of no-op runs (one POST); 50 clients follow /events with
+batched frames (`batch=1`, as the CLI and the TUI do). The lag of an event is its
+arrival time at a client minus its `ts` (when the engine made the change, before the
+commit). The clients live in their own processes (WORKERS of them) and read raw sockets,
+stamping each frame's arrival and parsing it only after the burst, so what is
+measured is what the daemon delivers, not how fast Python can decode 50 sockets. The baseline
+is the same burst to one subscriber, so the ratio is the cost of fanning out.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,40 +26,104 @@ from apsis.lib.timefmt import parse_time
 from tests.integration.conftest import Daemon
 
 JOBS = {"burst": "program: {type: no-op}\n"}
+WORKERS = 2
 
 
-async def _burst_lags(daemon: Daemon, subscribers: int, runs: int) -> list[float]:
+def _follow(uri: str, sockets: int, runs: int) -> list[float]:
+    """A worker: `sockets` subscribers until each has seen `runs` successes; the lags.
+
+    Raw sockets and a selector, not a websocket library: a frame's arrival is stamped
+    when its last byte is read, and only frame headers are looked at until the end."""
+    import base64
+    import os
+    import selectors
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    target = f"{parts.path}?{parts.query}"
+    selector = selectors.DefaultSelector()
+    states = []
+    for _ in range(sockets):
+        sock = socket.create_connection((parts.hostname, parts.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"websocket refused: {head[:200]!r}")
+        state = {"buf": head.split(b"\r\n\r\n", 1)[1], "frames": [], "done": 0}
+        states.append(state)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, state)
+    print("ready", flush=True)
+    open_count = sockets
+    deadline = time.monotonic() + 300
+    while open_count:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the burst did not reach every subscriber")
+        for key, _ in selector.select(1.0):
+            state = key.data
+            data = key.fileobj.recv(1 << 20)
+            arrived = time.time()
+            if not data:
+                raise RuntimeError("the daemon closed a subscriber")
+            buf = state["buf"] + data
+            while len(buf) >= 2:  # server frames are unmasked: header, length, payload
+                length, at = buf[1] & 0x7F, 2
+                if length == 126:
+                    length, at = int.from_bytes(buf[2:4], "big"), 4
+                elif length == 127:
+                    length, at = int.from_bytes(buf[2:10], "big"), 10
+                if len(buf) < at + length:
+                    break
+                payload = buf[at:at + length]
+                buf = buf[at + length:]
+                state["frames"].append((arrived, payload))
+                state["done"] += payload.count(b'"to":"success"')
+            state["buf"] = buf
+            if state["done"] >= runs:
+                selector.unregister(key.fileobj)
+                key.fileobj.close()
+                open_count -= 1
+    return [(arrived - parse_time(event["ts"]).timestamp()) * 1000
+            for state in states for arrived, payload in state["frames"]
+            for event in json.loads(payload)]
+
+
+def _burst_lags(daemon: Daemon, subscribers: int, runs: int) -> list[float]:
     """Lags in ms of every event at every subscriber, for one burst of `runs` runs."""
     import httpx
-    from websockets.asyncio.client import connect
 
-    async with httpx.AsyncClient(base_url=daemon.api, timeout=60) as http:
-        since = (await http.get("/alive")).json()["seq"]
-        uri = f"ws://127.0.0.1:{daemon.port}/api/v1/events?since={since}"
-        sockets = [await connect(uri, max_size=2**24, max_queue=None) for _ in range(subscribers)]
-        arrivals: list[list[tuple[float, str]]] = [[] for _ in sockets]
-        finals = runs
-
-        async def follow(ws, out: list[tuple[float, str]]) -> None:
-            done = 0
-            async for message in ws:
-                out.append((time.time(), message))  # parse later: keep the client cheap
-                if '"to":"success"' in message:
-                    done += 1
-                    if done >= finals:
-                        return
-
-        tasks = [asyncio.create_task(follow(ws, out)) for ws, out in zip(sockets, arrivals)]
-        await asyncio.sleep(0.2)
-        (await http.post("/runs", json={"job_id": "burst", "count": runs})).raise_for_status()
-        await asyncio.wait_for(asyncio.gather(*tasks), 300)
-        for ws in sockets:
-            await ws.close()
-    lags = []
-    for out in arrivals:
-        for arrived, message in out:
-            sent = parse_time(json.loads(message)["ts"]).timestamp()
-            lags.append((arrived - sent) * 1000)
+    with httpx.Client(base_url=daemon.api, timeout=60) as http:
+        since = http.get("/alive").json()["seq"]
+        uri = f"ws://127.0.0.1:{daemon.port}/api/v1/events?since={since}&batch=1"
+        shares = [subscribers // WORKERS + (i < subscribers % WORKERS) for i in range(WORKERS)]
+        workers = [subprocess.Popen([sys.executable, "-m", "bench.events_fanout", "--worker", uri,
+                                     str(n), str(runs)], stdout=subprocess.PIPE, text=True,
+                                    cwd=Path(__file__).resolve().parents[1])
+                   for n in shares if n]
+        try:
+            for worker in workers:
+                assert worker.stdout is not None
+                if worker.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a subscriber process failed to start")
+            time.sleep(0.2)
+            http.post("/runs", json={"job_id": "burst", "count": runs}).raise_for_status()
+            lags: list[float] = []
+            for worker in workers:
+                out, _ = worker.communicate(timeout=300)
+                if worker.returncode:
+                    raise RuntimeError(f"a subscriber process exited {worker.returncode}")
+                lags.extend(json.loads(out))
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
     return lags
 
 
@@ -74,7 +141,7 @@ def measure(runs: int, subscribers: int = 50) -> tuple[float, float, int]:
             daemon = Daemon(root / f"d{n}", JOBS)
             try:
                 daemon.start()
-                lags = asyncio.run(_burst_lags(daemon, n, runs))
+                lags = _burst_lags(daemon, n, runs)
             finally:
                 daemon.cleanup()
             results.append((_p99(lags), len(lags) // n))
@@ -91,4 +158,11 @@ def run(quick: bool) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))
+    parser.add_argument("--worker", nargs=3, metavar=("URI", "SOCKETS", "RUNS"),
+                        help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.worker:
+        uri, sockets, runs = opts.worker
+        print(json.dumps(_follow(uri, int(sockets), int(runs))))
+    else:
+        print(json.dumps(run(opts.quick), indent=2))
