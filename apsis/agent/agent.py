@@ -1013,11 +1013,11 @@ class Server:
                 # Tell Popen we reaped it, so it never waits on a pid that may be reused.
                 proc.popen.returncode = code if sig is None else -sig
                 proc.popen = None
-            status = {"exit_code": code, "signal": _signal_name(sig)}
+            outcome = {"exit_code": code, "signal": _signal_name(sig)}
             if _group_alive(pid):
-                self.lingering[proc.proc_id] = (proc, status)
+                self.lingering[proc.proc_id] = (proc, outcome)
             else:
-                self._finish(proc, "exited", **status)
+                self._finish(proc, "exited", **outcome)
 
     def _poll_lingering(self) -> None:
         for proc, status in list(self.lingering.values()):
