@@ -1013,7 +1013,7 @@ class Server:
                 # Tell Popen we reaped it, so it never waits on a pid that may be reused.
                 proc.popen.returncode = code if sig is None else -sig
                 proc.popen = None
-            outcome = {"exit_code": code, "signal": _signal_name(sig)}
+            outcome: dict[str, Any] = {"exit_code": code, "signal": _signal_name(sig)}
             if _group_alive(pid):
                 self.lingering[proc.proc_id] = (proc, outcome)
             else:
