@@ -113,7 +113,8 @@ def as_utc(time: dt.datetime) -> dt.datetime:
 
 
 class WallTime(NamedTuple):
-    """A wall-clock time a local schedule wants, with the args it provides (but `time`)."""
+    """A wall-clock time a local schedule wants, with the args it provides (`time`
+    defaults to the instant the run is due)."""
 
     date: dt.date
     daytime: dt.time
@@ -193,7 +194,8 @@ class LocalSchedule(Schedule):
                 time = loc.time + shift
                 if time < start:
                     continue
-                args = {**wall.args, "time": format_time(time), **self.args}
+                # A shifted schedule provides its own `time` (its date's, as in Apsis).
+                args = {"time": format_time(time), **wall.args, **self.args}
                 heapq.heappush(heap, (time, seq, ScheduledRun(time, args, loc.skip_reason)))
                 seq += 1
         while heap:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobError
 from ..lib.strict import Fields, as_int, as_str, items_with_locs, parse_all
-from ..lib.timefmt import format_daytime, parse_daytime, parse_duration
+from ..lib.timefmt import format_daytime, format_time, parse_daytime, parse_duration
 from .base import SCHEDULES, LocalSchedule, WallTime, local_dates
-from .dst import parse_tz
+from .dst import localize, parse_tz
 
 if TYPE_CHECKING:
     from ..calendar.base import Calendar
@@ -52,8 +52,9 @@ def daytime_jso(value: dt.time) -> str:
 class DailySchedule(LocalSchedule):
     """Runs at each daytime on each calendar date.
 
-    As in Apsis, the `date` arg is the calendar date D; the run happens on
-    `calendar.shift(D, cal_shift) + date_shift` days at the daytime, plus `time_shift`.
+    As in Apsis, the `date` arg is the calendar date D and the `time` arg is D at the
+    daytime; the run happens on `calendar.shift(D, cal_shift) + date_shift` days at the
+    daytime, plus `time_shift`.
     """
 
     KEYS = (*LocalSchedule.LOCAL_KEYS, "daytime", "calendar", "date_shift", "cal_shift", "time_shift")
@@ -99,6 +100,7 @@ class DailySchedule(LocalSchedule):
         except (ValueError, OverflowError):  # a calendar with no dates: no runs
             return
         tz = self.tz.key
+        shifted = bool(self.date_shift or self.cal_shift or self.time_shift_seconds)
         for date in local_dates(nominal):
             if not cal.contains_date(date):
                 yield []
@@ -108,10 +110,14 @@ class DailySchedule(LocalSchedule):
             except (ValueError, OverflowError):
                 return
             provided = {"date": date.isoformat(), "calendar": self.calendar_name, "tz": tz}
-            yield [
-                WallTime(run_date, daytime, {**provided, "daytime": format_daytime(daytime)})
-                for daytime in self.daytimes
-            ]
+            walls = []
+            for daytime in self.daytimes:
+                args = {**provided, "daytime": format_daytime(daytime)}
+                if shifted:
+                    own = localize(date, daytime, self.tz, self.dst_gap, self.dst_fold)
+                    args["time"] = format_time(own.time)
+                walls.append(WallTime(run_date, daytime, args))
+            yield walls
 
     def to_jso(self) -> dict[str, Any]:
         return {

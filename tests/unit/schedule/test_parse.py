@@ -74,8 +74,10 @@ def test_daily_interval_keys():
     )
     assert not diags.items
     assert isinstance(s, DailyIntervalSchedule)
-    assert (s.start, s.stop, s.interval, s.calendar_name) == (dt.time(9), dt.time(17), 1800, "Mon-Fri")
-    assert len(s.daytimes()) == 16
+    assert (s.start.daytime, s.stop.daytime, s.interval, s.calendar_name) == (
+        dt.time(9), dt.time(17), 1800, "Mon-Fri")
+    assert not s.start.shifted and not s.stop.shifted
+    assert len(next(s.wall_times(dt.date(2026, 3, 2)))) == 16  # a Monday
 
 
 def test_cron_keys():

@@ -138,7 +138,8 @@ def test_daily_interval_grid_and_args():
         ("2024-07-08", "09:40:00"),
     ]
     assert runs[0].args == {"date": "2024-07-05", "time": "2024-07-05T08:40:00Z",
-                            "daytime": "09:40:00", "calendar": "Mon-Fri", "tz": "Europe/London"}
+                            "daytime": "09:40:00", "calendar": "Mon-Fri", "tz": "Europe/London",
+                            "sched_date": "2024-07-05"}
 
 
 # --- cron --------------------------------------------------------------------------------
