@@ -5,19 +5,18 @@
         async for event in client.events():  # reconnects and resumes by itself
             ...
 
-httpx and websockets are imported when first needed, not at import time, so that
-`apsis --help` stays fast.  Connection failures are retried for `retry_for` seconds
+httpx, websockets and asyncio are imported when first needed, not at import time,
+so that `apsis --help` stays fast; `get_now` answers a one-shot command's single GET
+with a plain socket, without an event loop, httpx or TLS set-up.  Connection failures are retried for `retry_for` seconds
 and then raised as `ApsisUnavailable` naming the URL; refusals are `ApsisError`
 with the server's status, code and message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -180,10 +179,10 @@ class Client:
                 waited = time.monotonic() - started
                 if self.retry_for is not None and waited >= self.retry_for:
                     raise self._unavailable(exc, waited) from None
-                pause = delay * random.uniform(0.5, 1.0)
+                pause = _jitter(delay)
                 if self.retry_for is not None:
                     pause = min(pause, max(self.retry_for - waited, 0.0))
-                await asyncio.sleep(pause)
+                await _sleep(pause)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             return self._check(response)
@@ -191,14 +190,84 @@ class Client:
     def _check(self, response: httpx.Response) -> httpx.Response:
         if response.status_code < 400:
             return response
-        code, message = None, response.text.strip() or response.reason_phrase
-        try:
-            error = response.json()["error"]
-            code, message = error["code"], error["message"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        cls = ApsisNotFound if response.status_code == 404 else ApsisError
-        raise cls(message, response.status_code, code)
+        raise _refusal(response.status_code, response.content, response.reason_phrase)
+
+    def get_now(self, path: str, params: Any = None) -> Any:
+        """One GET, its JSON answer, without an event loop: for a command that makes one
+        request. Over http:// or a unix socket it is a plain socket (no httpx, no TLS
+        set-up: tens of milliseconds of a command's start); https goes through httpx.
+        Retries and errors as for the async calls."""
+        if self._http_base.startswith("https:"):
+            import asyncio
+
+            async def once() -> Any:
+                try:
+                    return await self._get(path, params)
+                finally:
+                    await self.close()
+
+            return asyncio.run(once())
+        if self.token is not None and any(c in self.token for c in "\r\n"):
+            raise ApsisError("the API token contains a line break: check APSIS_TOKEN or --token")
+        target = API + path + (f"?{urlencode(params)}" if params else "")
+        started = time.monotonic()
+        delay = BACKOFF_MIN
+        while True:
+            try:
+                status, reason, body = self._plain_get(target)
+            except OSError as exc:
+                waited = time.monotonic() - started
+                if self.retry_for is not None and waited >= self.retry_for:
+                    raise self._unavailable(exc, waited) from None
+                pause = _jitter(delay)
+                if self.retry_for is not None:
+                    pause = min(pause, max(self.retry_for - waited, 0.0))
+                time.sleep(pause)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if status >= 400:
+                raise _refusal(status, body, reason)
+            return json.loads(body)
+
+    def _plain_get(self, target: str) -> tuple[int, str, bytes]:
+        """(status, reason, body) of one HTTP/1.1 GET on a connection of its own."""
+        import socket
+
+        parts = urlsplit(self._http_base)
+        if self._uds is not None:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self._uds)
+            except OSError:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((parts.hostname, parts.port or 80), self.timeout)
+        headers = "".join(f"{k}: {v}\r\n" for k, v in self._headers().items())
+        with sock:
+            sock.sendall(f"GET {parts.path}{target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                         f"Accept: application/json\r\nConnection: close\r\n{headers}\r\n"
+                         .encode())
+            data = bytearray()
+            while chunk := sock.recv(1 << 16):
+                data += chunk
+        head, found, body = bytes(data).partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not found or not version.startswith("HTTP/") or not code.isdigit():
+            raise ConnectionError(f"no HTTP answer from {self.url} (is it an Apsis daemon?)")
+        fields = {name.strip().lower(): value.strip()
+                  for name, _, value in (line.partition(":") for line in lines)}
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            body = _dechunk(body)
+        elif fields.get("content-length", "").isdigit():
+            length = int(fields["content-length"])
+            if len(body) < length:
+                raise ConnectionError(f"the answer from {self.url} was cut short")
+            body = body[:length]
+        return int(code), reason, body
 
     async def _get(self, path: str, params: Any = None) -> Any:
         return (await self._request("GET", path, params=params)).json()
@@ -231,20 +300,9 @@ class Client:
                    labels: Iterable[str] | None = None, args: Mapping[str, str] | None = None,
                    limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
         """One page, newest first: `{runs, seq, cursor}` (cursor None on the last page)."""
-        params: list[tuple[str, Any]] = []
-        if job_id is not None:
-            params.append(("job_id", job_id))
-        params += [("state", s) for s in states or ()]
-        if since is not None:
-            params.append(("since", _time_text(since)))
-        if until is not None:
-            params.append(("until", _time_text(until)))
-        params += [("label", label) for label in labels or ()]
-        params += [(f"arg.{name}", value) for name, value in (args or {}).items()]
-        params.append(("limit", limit))
-        if cursor is not None:
-            params.append(("cursor", cursor))
-        return await self._get("/runs", params)
+        return await self._get("/runs", runs_params(
+            job_id=job_id, states=states, since=since, until=until, labels=labels, args=args,
+            limit=limit, cursor=cursor))
 
     async def iter_runs(self, *, page_size: int = 1000, **filters: Any) -> AsyncIterator[dict[str, Any]]:
         """Every matching run, page after page (filters as for `runs`)."""
@@ -427,7 +485,7 @@ class Client:
             if self.retry_for is not None and now - down_since >= self.retry_for:
                 raise self._unavailable(error or ConnectionError("connection failed"),
                                         now - down_since)
-        await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+        await _sleep(_jitter(backoff))
         if connected_at is None or now - connected_at < min_lifetime:
             backoff = min(backoff * 2, BACKOFF_MAX)
         return backoff, down_since
@@ -505,8 +563,69 @@ class Client:
             yield data
 
 
+def runs_params(*, job_id: str | None = None, states: Iterable[str] | None = None,
+                since: str | dt.datetime | None = None, until: str | dt.datetime | None = None,
+                labels: Iterable[str] | None = None, args: Mapping[str, str] | None = None,
+                limit: int = 100, cursor: str | None = None) -> list[tuple[str, Any]]:
+    """The query of `GET /runs` (what `Client.runs` sends; `get_now` takes it too)."""
+    params: list[tuple[str, Any]] = []
+    if job_id is not None:
+        params.append(("job_id", job_id))
+    params += [("state", s) for s in states or ()]
+    if since is not None:
+        params.append(("since", _time_text(since)))
+    if until is not None:
+        params.append(("until", _time_text(until)))
+    params += [("label", label) for label in labels or ()]
+    params += [(f"arg.{name}", value) for name, value in (args or {}).items()]
+    params.append(("limit", limit))
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    return params
+
+
 def _q(part: str) -> str:
     return quote(part, safe="/")
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+def _jitter(delay: float) -> float:
+    """A pause between half `delay` and `delay`, so clients that lost the same daemon
+    do not all come back at once."""
+    import random
+
+    return delay * random.uniform(0.5, 1.0)
+
+
+def _refusal(status: int, body: bytes, reason: str) -> ApsisError:
+    """The error for a refused request, with the code and message of its error body."""
+    code, message = None, body.decode(errors="replace").strip() or reason
+    try:
+        error = json.loads(body)["error"]
+        code, message = error["code"], error["message"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return (ApsisNotFound if status == 404 else ApsisError)(message, status, code)
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The payload of a chunked transfer encoding."""
+    out = bytearray()
+    while True:
+        size_line, found, body = body.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0] or b"0", 16) if found else 0
+        except ValueError:
+            raise ConnectionError("a malformed chunked answer") from None
+        if size == 0:
+            return bytes(out)
+        out += body[:size]
+        body = body[size + 2:]
 
 
 def _times(schedule: str | dt.datetime | None,

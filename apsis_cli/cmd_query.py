@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sys
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from apsis import present
 
 from . import fmt
 from .common import UserError
-from .connect import call
+from .connect import call, get_now
 from .exitcodes import ExitStatus
 from .fuzzy import job_matches_pattern
 from .parse import (
@@ -88,6 +87,8 @@ async def _next_runs(client: Client, found: list[dict[str, Any]]) -> dict[str, s
             earliest[job_id], upcoming[job_id] = when, text
     rest = [j["job_id"] for j in found if j["job_id"] not in upcoming and j.get("schedule")]
     if len(rest) <= MAX_SCHEDULE_LOOKUPS:
+        import asyncio
+
         answers = await asyncio.gather(*(client.job_schedule(job_id, limit=1) for job_id in rest))
         for job_id, items in zip(rest, answers):
             if items and items[0].get("time"):
@@ -182,6 +183,14 @@ def runs(obj: dict[str, Any], *, arg_filters: tuple[str, ...], job_id: str | Non
     until_iso = iso(parse_time(until, "--until", utc=utc)) if until else None
     if follow and all_runs:
         raise UserError("--follow and --all do not go together", "use --follow with --limit N")
+    if not (follow or all_runs or job_id):
+        # One page: one plain GET, no event loop (the common `apsis runs`).
+        from apsis.client import runs_params
+
+        query = _query(None, wanted_states, labels, args, since_iso, until_iso)
+        page = get_now(obj, "/runs", runs_params(**query, limit=limit))
+        _print_runs(page.get("runs") or [], show_times, as_json, utc)
+        return
 
     async def main(client: Client) -> None:
         exact_job = (await resolve_job(client, job_id))["job_id"] if job_id else None
@@ -518,6 +527,8 @@ def log(obj: dict[str, Any], run_id: str, follow: bool, as_json: bool, utc: bool
 
 async def _drain_log(client: Client, rid: str, seq: int | None, emit: Any) -> None:
     """The final transition's log entries may come just after it: a short grace."""
+    import asyncio
+
     try:
         async with asyncio.timeout(0.5):
             async for event in client.events(since=seq, run_id=rid, types=["run_log"]):

@@ -1,13 +1,13 @@
 """Talking to the daemon from a command: one client, API errors turned into user errors.
 
-`call(ctx, fn)` runs `await fn(client)` on a fresh event loop and maps what can go
+`call(ctx, fn)` runs `await fn(client)` on a fresh event loop, `get_now(obj, path)`
+makes one plain GET without one (a one-shot listing), and both map what can go
 wrong (daemon unreachable, unknown run or job, a refused operation) to one line on
 stderr with a hint and the exit code SPEC §1.4 promises.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +35,7 @@ def make_client(obj: dict[str, Any], *, timeout: float = 30.0,
 
 def call(obj: dict[str, Any], fn: Callable[[Client], Awaitable[T]], **client_kw: Any) -> T:
     """Runs `fn(client)` to completion; API failures become `UserError`s."""
+    import asyncio
 
     async def main() -> T:
         async with make_client(obj, **client_kw) as client:
@@ -42,6 +43,16 @@ def call(obj: dict[str, Any], fn: Callable[[Client], Awaitable[T]], **client_kw:
 
     try:
         return asyncio.run(main())
+    except Exception as exc:
+        if is_api_error(exc):
+            raise translate(exc, obj) from None
+        raise
+
+
+def get_now(obj: dict[str, Any], path: str, params: Any = None) -> Any:
+    """The JSON answer of one GET, without an event loop (`Client.get_now`)."""
+    try:
+        return make_client(obj).get_now(path, params)
     except Exception as exc:
         if is_api_error(exc):
             raise translate(exc, obj) from None

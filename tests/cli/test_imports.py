@@ -75,3 +75,34 @@ def test_import_linter_contracts_hold():
     result = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False,
                             timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+TOKEN = "operate-token-0123456789"
+
+
+def test_runs_is_one_plain_get_without_event_loop_or_http_library(tmp_path, apsis_daemon):
+    # `apsis runs` makes one request: no asyncio, httpx or TLS set-up to start up for it.
+    daemon = apsis_daemon({"noop": "program: {type: no-op}\n"},
+                          config=f"api: {{tokens: {{{TOKEN}: operate}}}}\n", token=TOKEN)
+    env_url = ["--url", daemon.url, "--token", TOKEN]
+    with daemon_client(daemon) as http:
+        http.post("/runs", json={"job_id": "noop", "count": 3}).raise_for_status()
+    code, modules = loaded_modules(tmp_path, *env_url, "runs", "--limit", "2")
+    assert code == 0
+    assert present(modules, HEAVY + ["asyncio", "httpx", "ssl", "websockets", "rich"]) == []
+    result = subprocess.run([str(Path(sys.executable).parent / "apsis"), *env_url, "runs",
+                             "--json", "--limit", "2"], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert [r["run_id"] for r in json.loads(result.stdout)] == ["r3", "r2"]
+    # A refusal is the same one-line error as through the async client.
+    refused = subprocess.run([str(Path(sys.executable).parent / "apsis"), "--url", daemon.url,
+                              "runs"], capture_output=True, text=True, timeout=30, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: ") and "--token" in refused.stderr
+
+
+def daemon_client(daemon):
+    import httpx
+
+    return httpx.Client(base_url=daemon.api, headers={"Authorization": f"Bearer {TOKEN}"})
