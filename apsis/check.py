@@ -244,7 +244,7 @@ class _Checker:
                 hash(key)
             except TypeError:  # a value that cannot be a key: render it every time
                 key = None
-            result = self._renders.get(key, _ABSENT) if key is not None else _ABSENT
+            result: Any = self._renders.get(key, _ABSENT) if key is not None else _ABSENT
             if result is _ABSENT:
                 try:
                     result = render(template, targs)

@@ -181,7 +181,9 @@ def test_check_job_hints_a_typo_for_a_required_key(tmp_path):
     result = apsisctl(None, "check-job", "jobs", cwd=tmp_path)
     assert result.returncode == 1
     assert "'comand'" in result.stdout and "did you mean 'command'" in result.stdout
-    assert result.stdout.startswith("jobs/a.yaml:1:24:"), result.stdout
+    # In file order: the mapping missing the key, then the misspelt key with its hint.
+    assert result.stdout.splitlines()[0].startswith("jobs/a.yaml:1:10: program needs 'command'")
+    assert result.stdout.splitlines()[1].startswith("jobs/a.yaml:1:24: unknown key 'comand'")
 
 
 EXPAND = """\
