@@ -89,6 +89,8 @@ class _Change:
         return jso, entry, events
 
 
+NEVER_STARTED = ("the daemon stopped before this run's program was started (its agent has no "
+                 "record of it): starting it now")
 # A transition learned of later than this after it happened says so in the run's log.
 LATE_NEWS_SECONDS = 1.0
 
@@ -146,12 +148,12 @@ class Engine:
         self.spawn(self.due.run(), "due-queue")
         self.bus.last_seq = await self.store.last_seq()
         await self.runner.start()
-        missed = await self.restore()
+        missed, not_started = await self.restore()
         now = utcnow()
         self.scheduler.begin(since or self.config.since, await self.store.get_clock(), now,
                              await self.store.get_schedule_clocks())
         await self._advance(catching_up=True)
-        await self._catch_up_restored(missed, now)
+        await self._catch_up_restored(missed, not_started, now)
         self.spawn(self._schedule_loop(), "scheduler")
         self.spawn(self._trim_events_loop(), "trim-events")
         if self.config.archive is not None:
@@ -215,14 +217,19 @@ class Engine:
                 except ValueError as exc:
                     errors.append((run, str(exc)))
             elif run.state == State.STARTING:
-                errors.append((run, "the daemon stopped while this run was starting: the program "
-                                    "may or may not have started, so it is not started again "
-                                    "(rerun it if it is safe)"))
+                starting.append(run)
             elif run.state in (State.RUNNING, State.STOPPING):
                 await self.runner.reattach(run)
+        # Asked of the agents at once: a host that cannot be reached costs its timeout once.
+        found = await asyncio.gather(*(self.runner.recover_start(run) for run in starting))
+        not_started = [run for run, started in zip(starting, found) if started is False]
+        errors.extend((run, "the daemon stopped while this run was starting: the program "
+                            "may or may not have started, so it is not started again "
+                            "(rerun it if it is safe)")
+                      for run, started in zip(starting, found) if started is None)
         await asyncio.gather(*(self.transition(run, State.ERROR, message)
                                for run, message in errors))
-        return missed
+        return missed, not_started
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -244,10 +251,24 @@ class Engine:
             except Exception:
                 log.exception("scheduling failed; retrying at the next tick")
 
-    async def _catch_up_restored(self, runs: Sequence[Run], now: dt.datetime) -> None:
+    async def _catch_up_restored(self, runs: Sequence[Run], not_started: Sequence[Run],
+                                 now: dt.datetime) -> None:
+        """Missed runs start or are skipped by their schedule's `catchup`; so are the
+        runs of schedules left `starting` but never started.  Those a request made
+        start now: they were asked for, and nothing ran."""
+        scheduled = [run for run in not_started if run.expected and run.meta.catchup is not None]
+        for run in not_started:
+            if run not in scheduled:
+                self.spawn(self.runner.start_again(run, NEVER_STARTED), "start-again")
         skips = []
-        for run, reason in self.scheduler.catch_up_restored(runs, now):
-            if reason is None:
+        for run, reason in self.scheduler.catch_up_restored([*runs, *scheduled], now):
+            if run.state == State.STARTING:
+                if reason is None:
+                    self.spawn(self.runner.start_again(run, NEVER_STARTED), "start-again")
+                else:  # `force`: skipped is what a missed run of this schedule becomes
+                    skips.append(self.transition(run, State.SKIPPED, reason, force=True,
+                                                 expect={State.STARTING}))
+            elif reason is None:
                 self.arm_due(run)
             else:
                 skips.append(self.transition(run, State.SKIPPED, reason, expect={State.SCHEDULED}))

@@ -6,6 +6,7 @@ changes a run except `transition`, the engine's one state-change path.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -66,7 +67,8 @@ class RunnerHost(Protocol):
     async def transition(self, run: Run, to: State, message: str | None = None, *,
                          expect: set[State] | frozenset[State] | None = None,
                          force: bool = False, small_outputs: Sequence[Any] = (),
-                         before: Sequence[dict[str, Any]] = (), **updates: Any) -> bool: ...
+                         before: Sequence[dict[str, Any]] = (), at: dt.datetime | None = None,
+                         **updates: Any) -> bool: ...
 
     async def run_log(self, run: Run | str, message: str) -> None: ...
 

@@ -191,6 +191,29 @@ class Runner:
             return
         self._arm_stop_time(run)
 
+    async def recover_start(self, run: Run) -> bool | None:
+        """A run left `starting` by a previous daemon: True once its program, found
+        started, has taken it on; False if it surely never started; None if unknown."""
+        try:
+            program = self._bound(run)
+        except ValueError:
+            return None
+        return await program.recover_start(self._control(run))
+
+    async def start_again(self, run: Run, message: str) -> None:
+        """Starts a run left `starting` whose program surely never started: from
+        `starting`, where it still is, so no other start can race this one."""
+        try:
+            program = self._bound(run)
+            await self.host.run_log(run, message)
+            await program.start(self._control(run))
+        except Exception as exc:
+            log.exception("starting %s again failed", run.run_id)
+            await self.host.transition(run, State.ERROR, f"could not start: {exc}",
+                                       expect={State.STARTING})
+            return
+        self._arm_stop_time(run)
+
     async def reattach(self, run: Run) -> None:
         """A run left running or stopping by a previous daemon. In the background: an
         unreachable host must not hold up the daemon's start."""
@@ -322,6 +345,52 @@ class Runner:
             return True
         await self._finish(run, status)
         return False
+
+    async def _adopt_process(self, run: Run, spec: ProcessSpec) -> bool | None:
+        """Asks each agent where `spec` could run (its host, or every host of its group)
+        whether it started the run's process; takes the first that did."""
+        group = self.host.host_groups().get(spec.host) if spec.host else None
+        hosts: list[str | None] = list(group["hosts"]) if group else [spec.host]
+        unknown = False
+        for host in hosts:
+            try:
+                agent = self.agent if host is None else await self.hosts.get(host, spec.user)
+                assert agent is not None
+                status = await agent.status(run.run_id)
+            except AgentError as exc:
+                unknown = unknown or exc.code != "not_found"
+                continue
+            except Exception:  # a bad host name, a pool closing: nobody could answer
+                unknown = True
+                continue
+            await self._adopt(run, status, host, spec.user, spec.host if group else None)
+            return True
+        return None if unknown else False
+
+    async def _adopt(self, run: Run, status: ProcStatus, host: str | None, user: str | None,
+                     group: str | None) -> None:
+        """The process an agent started for a run left `starting`: the run becomes
+        running (as of the agent's start time), then finishes if the process has."""
+        where = f" on {_host_label(host, user)}" if host else ""
+        if status.state == "error":  # the agent's own record says the spawn failed
+            await self.host.transition(run, State.ERROR, f"could not start the program{where}: "
+                                       f"{status.message}", expect={State.STARTING})
+            return
+        info = ProcInfo(pid=status.pid or 0, outputs=dict(status.outputs), host=host,
+                        user=user if host else None, host_group=group)
+        self._spawned[run.run_id] = info
+        try:
+            if not await self.host.transition(
+                    run, State.RUNNING, f"pid {status.pid}{where}, started before the daemon "
+                    "stopped: reattached", expect={State.STARTING}, meta=run.meta.but(proc=info),
+                    outputs=[{"output_id": oid, "length": 0} for oid in status.outputs],
+                    at=_agent_time(status.start_time)):
+                return
+        finally:
+            self._spawned.pop(run.run_id, None)
+        ended = self._early_exits.pop(run.run_id, None) or (status if status.finished else None)
+        if ended is not None:
+            self.host.spawn(self._finish(run, ended), "finish")
 
     async def _agent_for(self, run: Run) -> AgentClient:
         """The agent the run's process is under: the local one, or its host's."""
@@ -533,6 +602,9 @@ class _Control:
 
     async def reattach_process(self) -> bool:
         return await self._runner._reattach_process(self._run)
+
+    async def adopt_process(self, spec: ProcessSpec) -> bool | None:
+        return await self._runner._adopt_process(self._run, spec)
 
     async def send_signal(self, signal: str) -> None:
         await self._runner._send(self._run, signal)

@@ -130,6 +130,12 @@ class ProgramContext(Protocol):
         (or its host cannot be asked yet), False once the run is finished."""
         ...
 
+    async def adopt_process(self, spec: ProcessSpec) -> bool | None:
+        """For a run left `starting` by a previous daemon, asks the agents where `spec`
+        could run whether they started it: True once found (the run is then running,
+        or finished), False if every one answered no, None if one could not be asked."""
+        ...
+
     async def send_signal(self, signal: str) -> None:
         """To the process group; a failure is written to the run's log."""
         ...
@@ -149,6 +155,13 @@ class BoundProgram:
     async def reattach(self, ctx: ProgramContext) -> None:
         """After a daemon restart, for a run that was running or stopping."""
         raise NotImplementedError
+
+    async def recover_start(self, ctx: ProgramContext) -> bool | None:
+        """After a daemon restart, for a run left `starting`: True once the program has
+        taken the run on (it had started), False if it surely never started (the engine
+        then decides whether it starts now), None if that cannot be known (the run
+        becomes an error that says so, never run twice)."""
+        return None
 
     async def signal(self, ctx: ProgramContext, signal: str) -> None:
         raise NotSignalable(f"a {type(self).__name__} has no process to signal")
@@ -209,6 +222,9 @@ class InLoopProgram(BoundProgram):
             await ctx.finish(to if to.finished else State.ERROR, message)
 
         self._task = ctx.spawn(execute(), "extension-program")
+
+    async def recover_start(self, ctx: ProgramContext) -> bool | None:
+        return False  # it runs only once `running` is committed
 
     async def reattach(self, ctx: ProgramContext) -> None:
         await ctx.finish(

@@ -58,6 +58,9 @@ class BoundNoOp(BoundProgram):
     async def reattach(self, ctx: ProgramContext) -> None:
         self._arm(ctx)
 
+    async def recover_start(self, ctx: ProgramContext) -> bool | None:
+        return False  # its timer is armed only once `running` is committed
+
     def _arm(self, ctx: ProgramContext) -> None:
         ctx.at("no-op", ctx.started() + dt.timedelta(seconds=self.duration), lambda: self._end(ctx))
 

@@ -180,6 +180,12 @@ class BoundProcess(BoundProgram):
         if await ctx.start_process(self.spec):
             self._arm_timeout(ctx)
 
+    async def recover_start(self, ctx: ProgramContext) -> bool | None:
+        found = await ctx.adopt_process(self.spec)
+        if found and ctx.run.state == State.RUNNING:
+            self._arm_timeout(ctx)
+        return found
+
     async def reattach(self, ctx: ProgramContext) -> None:
         if await ctx.reattach_process():
             self._arm_timeout(ctx)

@@ -179,3 +179,82 @@ def test_a_start_to_a_silent_host_times_out_with_cannot_reach_host(apsis_daemon,
         assert took < 6, f"the start took {took:.1f}s to give up"
         [after] = create(api, "far")  # the host is back: runs start there again
         assert wait_run(api, after["run_id"], timeout=30)["state"] == "success"
+
+
+def _leave_starting(db: Path, run_id: str) -> None:
+    """Puts a run back as a daemon killed between committing `starting` and hearing the
+    agent's answer leaves it: a window of microseconds, so the test makes it."""
+    import sqlite3
+
+    num = int(run_id[1:])
+    with sqlite3.connect(db) as conn:
+        [(text,)] = conn.execute("SELECT run FROM runs WHERE run_num = ?", (num,)).fetchall()
+        run = json.loads(text)
+        run["state"] = "starting"
+        run["times"] = {k: v for k, v in run["times"].items() if k != "running"}
+        run["meta"].pop("proc", None)
+        run["outputs"] = []
+        conn.execute("UPDATE runs SET state = 'starting', run = ? WHERE run_num = ?",
+                     (json.dumps(run), num))
+
+
+def test_a_run_left_starting_that_the_agent_started_is_reattached(apsis_daemon):
+    daemon = apsis_daemon({"nap": "program: {type: shell, command: 'sleep 2; echo done'}\n"},
+                          env={"APSIS_AGENT_IDLE_TIMEOUT": "60"})
+    with http(daemon) as api:
+        [run] = create(api, "nap")
+        began = parse_time(wait_run(api, run["run_id"], {"running"})["times"]["running"])
+    daemon.kill()
+    _leave_starting(daemon.db, run["run_id"])
+    daemon.start()
+    with http(daemon) as api:
+        done = wait_run(api, run["run_id"])
+        output = api.get(f"/runs/{run['run_id']}/output/output").content
+    assert done["state"] == "success", done["message"]
+    assert output == b"done\n"
+    # As of the agent's start, not of the restart.
+    assert abs(parse_time(done["times"]["running"]) - began) < dt.timedelta(seconds=1)
+
+
+def test_a_run_left_starting_that_never_started_starts_once(apsis_daemon, tmp_path):
+    marks = tmp_path / "marks"
+    daemon = apsis_daemon({"once": f"program: {{type: shell, command: 'echo x >> {marks}'}}\n"})
+    later = format_time(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    with http(daemon) as api:
+        [run] = create(api, "once", times={"schedule": later})
+    daemon.kill()
+    _leave_starting(daemon.db, run["run_id"])  # committed `starting`, never reached the agent
+    daemon.start()
+    with http(daemon) as api:
+        done = wait_run(api, run["run_id"])
+        log = api.get(f"/runs/{run['run_id']}/log").json()
+    assert done["state"] == "success", done["message"]
+    assert marks.read_text() == "x\n"
+    entries = log["log"] if isinstance(log, dict) else log
+    assert any("never" in (e.get("message") or "") or "agent has no record" in (e.get("message") or "")
+               for e in entries)
+
+
+def test_runs_due_around_a_sigterm_run_exactly_once(apsis_daemon, tmp_path):
+    """The issue's scenario: runs falling due while the daemon shuts down (SIGTERM) and
+    while jobs reload; after a restart every one ran once, none is an error."""
+    marks = tmp_path / "marks"
+    daemon = apsis_daemon({
+        "other": f"params: [n]\nprogram: {{type: shell, command: 'echo {{{{ n }}}} >> {marks}'}}\n",
+        "re": "params: [time]\nprogram: {type: no-op}\nschedule: {type: interval, interval: 4s}\n",
+    }, env={"APSIS_AGENT_IDLE_TIMEOUT": "60"})
+    now = dt.datetime.now(dt.UTC)
+    with http(daemon) as api:
+        ids = [create(api, "other", args={"n": str(i)},
+                      times={"schedule": format_time(now + dt.timedelta(seconds=0.2 * i))})[0]["run_id"]
+               for i in range(15)]
+        time.sleep(1.0)
+        daemon.write_job("re", "params: [time]\nprogram: {type: no-op}\n"
+                               "schedule: {type: interval, interval: 3s}\n")
+        time.sleep(0.3)
+    daemon.stop()  # SIGTERM while some are due, some starting, some running
+    daemon.start()
+    with http(daemon) as api:
+        runs = [wait_run(api, run_id, timeout=30) for run_id in ids]
+    assert [r["state"] for r in runs] == ["success"] * 15, [(r["run_id"], r["message"]) for r in runs]
+    assert sorted(marks.read_text().split(), key=int) == [str(i) for i in range(15)]
