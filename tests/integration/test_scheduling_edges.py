@@ -45,7 +45,7 @@ def test_command_action_gets_the_run_in_its_environment(apsis_daemon, tmp_path):
 
 
 def test_a_jittered_run_shows_its_due_time_and_sanity_does_not_call_it_late(apsis_daemon):
-    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)  # after the daemon is up
     # A jitter of an hour: the run is due up to an hour after its schedule time.
     daemon = apsis_daemon({"held": "program: {type: no-op}\n"
                                    f"schedule: {{type: explicit, times: '{format_time(soon)}', "
