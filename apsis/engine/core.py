@@ -662,7 +662,8 @@ class _ActionContext:
     async def retry(self, run: Run, *, when: dt.datetime) -> Run:
         engine = self._engine
         [new] = await engine.create_runs(await engine.job_of_run(run), run.args, times=[when],
-                                         rerun_of=run.run_id, attempt=run.attempt + 1)
+                                         stop=run.stop_time, rerun_of=run.run_id,
+                                         attempt=run.attempt + 1)
         return new
 
     async def log(self, run: Run, message: str) -> None:

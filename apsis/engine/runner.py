@@ -78,13 +78,15 @@ def exit_outcome(run: Run, status: ProcStatus, timed_out: float | None) -> tuple
     if status.state != "exited":
         return State.ERROR, f"the program's process was lost ({status.message or status.state})"
     signame = _signal_name(status.signal)
-    meta = run.meta
     if timed_out:
         return State.FAILURE, f"timed out after {format_duration(timed_out)}"
     if run.state == State.STOPPING:
-        if meta.stop_success:
-            return State.SUCCESS, meta.stop_reason
-        return State.FAILURE, meta.stop_reason or "stopped"
+        # Stopping is how a service is meant to end (as in Apsis): ending after the stop
+        # signal is a success, being killed once the grace period is over is not.
+        reason = run.meta.stop_reason or "stopped"
+        if signame == "SIGKILL":
+            return State.FAILURE, f"{reason}; killed by SIGKILL"
+        return State.SUCCESS, reason
     if status.exit_code == 0 and signame is None:
         return State.SUCCESS, None
     if signame is not None:
@@ -167,7 +169,7 @@ class Runner:
     def _arm_stop_time(self, run: Run) -> None:
         if run.stop_time is not None and run.state == State.RUNNING:
             self._timer(run, "stop-time", run.stop_time,
-                        lambda: self.stop_run(run, "stop time reached", success=True))
+                        lambda: self.stop_run(run, "stop time reached"))
 
     # -- the operations the engine calls ------------------------------------------------
 
@@ -228,8 +230,8 @@ class Runner:
         await program.reattach(self._control(run))
         self._arm_stop_time(run)
 
-    async def stop_run(self, run: Run, reason: str, *, success: bool = False) -> None:
-        meta = run.meta.but(stop_reason=reason, stop_success=success)
+    async def stop_run(self, run: Run, reason: str) -> None:
+        meta = run.meta.but(stop_reason=reason)
         if await self.host.transition(run, State.STOPPING, reason, expect={State.RUNNING}, meta=meta):
             await self._bound(run).stop(self._control(run))
 

@@ -238,9 +238,12 @@ class Service:
             raise NotFound(f"no run {run_id}", "unknown_run")
         if State(jso["state"]) not in FINISHED:
             raise Conflict(f"cannot rerun run {run_id}: it is {jso['state']} (only finished runs)")
-        job = await engine.job_of_run(Run.from_jso(jso))
+        old = Run.from_jso(jso)
+        job = await engine.job_of_run(old)
+        # It keeps the stop time: a service rerun in the day still ends with the day.
         [run] = await engine.create_runs(job, jso["args"], times=[dt.datetime.now(dt.UTC)],
-                                         rerun_of=run_id, attempt=int(jso.get("attempt") or 1) + 1)
+                                         stop=old.stop_time, rerun_of=run_id,
+                                         attempt=int(jso.get("attempt") or 1) + 1)
         return run
 
     # -- maintenance --------------------------------------------------------------------

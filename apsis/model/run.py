@@ -57,7 +57,6 @@ class RunMeta:
     jitter: float = 0.0  # seconds after its schedule time that it is due
     proc: ProcInfo | None = None
     stop_reason: str | None = None  # why it was stopped, once it is stopping
-    stop_success: bool = False  # a stop that ends in success (its stop time came)
     timed_out: float | None = None  # the timeout (s) that fired, if one did
 
     def but(self, **changes: Any) -> RunMeta:
@@ -75,7 +74,7 @@ class RunMeta:
         if self.proc is not None:
             jso["proc"] = self.proc.to_jso()
         if self.stop_reason is not None:
-            jso["stop"] = {"reason": self.stop_reason, "success": self.stop_success}
+            jso["stop"] = {"reason": self.stop_reason}
         if self.timed_out is not None:
             jso["timed_out"] = self.timed_out
         return jso
@@ -88,7 +87,7 @@ class RunMeta:
         return cls(schedule=jso.get("schedule"), catchup=jso.get("catchup"),
                    jitter=float(jso.get("jitter") or 0.0),
                    proc=ProcInfo.from_jso(proc) if proc else None,
-                   stop_reason=stop.get("reason"), stop_success=bool(stop.get("success")),
+                   stop_reason=stop.get("reason"),
                    timed_out=jso.get("timed_out"))
 
 

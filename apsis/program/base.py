@@ -238,5 +238,4 @@ class InLoopProgram(BoundProgram):
     async def stop(self, ctx: ProgramContext) -> None:
         if self._task is not None:
             self._task.cancel()
-        meta = ctx.run.meta
-        await ctx.finish(State.SUCCESS if meta.stop_success else State.FAILURE, meta.stop_reason)
+        await ctx.finish(State.SUCCESS, ctx.run.meta.stop_reason)

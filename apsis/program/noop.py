@@ -75,5 +75,5 @@ class BoundNoOp(BoundProgram):
         raise NotSignalable("a no-op program has no process to signal")
 
     async def stop(self, ctx: ProgramContext) -> None:
-        meta = ctx.run.meta
-        await ctx.finish(State.SUCCESS if meta.stop_success else State.FAILURE, meta.stop_reason)
+        # It ends at once when asked: a success, as a process ending on its stop signal.
+        await ctx.finish(State.SUCCESS, ctx.run.meta.stop_reason)

@@ -80,9 +80,9 @@ async def test_operations_and_their_409s(harness):
     await harness.wait(c, states={"running"})
     await service.stop(c)
     run = (await harness.wait(c))[c]
-    assert run["state"] == "failure" and "stopped" in run["message"]
-    marked = await service.mark(c, State.SUCCESS)
-    assert marked.state == State.SUCCESS
+    assert run["state"] == "success" and "stopped" in run["message"]
+    marked = await service.mark(c, State.FAILURE)
+    assert marked.state == State.FAILURE
     new = await service.rerun(c)
     assert new.rerun_of == c and new.attempt == 2
     with pytest.raises(NotFound):
