@@ -99,9 +99,9 @@ async def get_job(api: Api, request: Request) -> Response:
     service = api.service
     base = job_id[: -len("/schedule")]
     if not service.has_job(job_id) and job_id.endswith("/schedule") and service.has_job(base):
-        return await _job_schedule(api, request, service.job(base))
+        return await _job_schedule(api, request, await service.job(base))
     Query(request, ())
-    job = service.job(job_id)
+    job = await service.job(job_id)
     # The file's text only here: lists and events carry the parsed job alone.
     return JSONResponse({**job.to_jso(), "source": job.source})
 
@@ -187,7 +187,7 @@ async def create_runs(api: Api, request: Request) -> Response:
     if "job_id" in body:
         if not isinstance(body["job_id"], str):
             raise bad_request(f"job_id must be a string, not {describe(body['job_id'])}", "bad_body")
-        job = service.job(body["job_id"])
+        job = await service.job(body["job_id"])
     else:
         api.auth.check(request, "admin")
         job = _inline_job(api, body["job"])

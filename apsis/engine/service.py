@@ -103,10 +103,30 @@ class Service:
         return sorted(self._engine.jobs_dir.jobs.values(), key=lambda j: j.job_id)
 
     def has_job(self, job_id: str) -> bool:
+        """Whether `job_id` is a job of the jobs directory."""
         return job_id in self._engine.jobs_dir.jobs
 
-    def job(self, job_id: str) -> Job:
-        return self._engine.get_job(job_id)
+    async def job(self, job_id: str) -> Job:
+        """A job of the jobs directory, else an ad hoc job: as its newest run was bound with
+        it (the store keeps every run's job definition), so it can be read and run again
+        by id, across restarts, for as long as its runs are kept."""
+        engine = self._engine
+        try:
+            return engine.get_job(job_id)
+        except NotFound:
+            stored = await self._adhoc_definition(job_id)
+            if stored is None:
+                raise
+        return engine.inline_job(stored, job_id)
+
+    async def _adhoc_definition(self, job_id: str) -> dict[str, Any] | None:
+        store = self._engine.store
+        page = await store.query_runs(job_id=job_id, limit=1)
+        if not page.runs:
+            return None
+        jso = await store.get_run_job(page.runs[0]["run_id"])
+        # Only ad hoc jobs: a job whose file was removed stays removed.
+        return jso if jso and jso.get("ad_hoc") else None
 
     def inline_job(self, jso: dict[str, Any], job_id: str) -> Job:
         return self._engine.inline_job(jso, job_id)
