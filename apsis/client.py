@@ -298,11 +298,13 @@ class Client:
     async def runs(self, *, job_id: str | None = None, states: Iterable[str] | None = None,
                    since: str | dt.datetime | None = None, until: str | dt.datetime | None = None,
                    labels: Iterable[str] | None = None, args: Mapping[str, str] | None = None,
-                   limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
-        """One page, newest first: `{runs, seq, cursor}` (cursor None on the last page)."""
+                   limit: int = 100, cursor: str | None = None,
+                   summary: bool = False) -> dict[str, Any]:
+        """One page, newest first: `{runs, seq, cursor}` (cursor None on the last page).
+        `summary`: each run as its summary (what a table shows), a fraction of the bytes."""
         return await self._get("/runs", runs_params(
             job_id=job_id, states=states, since=since, until=until, labels=labels, args=args,
-            limit=limit, cursor=cursor))
+            limit=limit, cursor=cursor, summary=summary))
 
     async def iter_runs(self, *, page_size: int = 1000, **filters: Any) -> AsyncIterator[dict[str, Any]]:
         """Every matching run, page after page (filters as for `runs`)."""
@@ -566,7 +568,8 @@ class Client:
 def runs_params(*, job_id: str | None = None, states: Iterable[str] | None = None,
                 since: str | dt.datetime | None = None, until: str | dt.datetime | None = None,
                 labels: Iterable[str] | None = None, args: Mapping[str, str] | None = None,
-                limit: int = 100, cursor: str | None = None) -> list[tuple[str, Any]]:
+                limit: int = 100, cursor: str | None = None,
+                summary: bool = False) -> list[tuple[str, Any]]:
     """The query of `GET /runs` (what `Client.runs` sends; `get_now` takes it too)."""
     params: list[tuple[str, Any]] = []
     if job_id is not None:
@@ -581,6 +584,8 @@ def runs_params(*, job_id: str | None = None, states: Iterable[str] | None = Non
     params.append(("limit", limit))
     if cursor is not None:
         params.append(("cursor", cursor))
+    if summary:
+        params.append(("summary", "true"))
     return params
 
 

@@ -28,7 +28,8 @@ from textual.worker import get_current_worker
 from apsis_tui.model import TuiModel
 from apsis_tui.state import TuiState
 
-PAGE_SIZE = 1000
+PAGE_SIZE = 1000  # the first page: on screen soon
+LOAD_PAGE_SIZE = 2500  # the pages after it: each decoded in a few ms, keys get through between
 MAX_RUNS = 100_000
 HEALTH_INTERVAL = 2.0
 HANGUP_GRACE = 3.0  # seconds to exit cleanly after SIGHUP before exiting hard
@@ -82,6 +83,7 @@ class ApsisApp(App[int]):
         state: TuiState | None = None,
         max_runs: int = MAX_RUNS,
         page_size: int = PAGE_SIZE,
+        load_page_size: int = LOAD_PAGE_SIZE,
         health_interval: float = HEALTH_INTERVAL,
         ansi: bool | None = None,
     ) -> None:
@@ -98,6 +100,7 @@ class ApsisApp(App[int]):
         self.tui_state = state if state is not None else TuiState()
         self.max_runs = max_runs
         self.page_size = page_size
+        self.load_page_size = load_page_size
         self.health_interval = health_interval
         self._ansi = ansi
         self.model = TuiModel(clock)
@@ -153,12 +156,16 @@ class ApsisApp(App[int]):
 
     @work(exclusive=True, group="runs")
     async def load_runs(self) -> None:
-        """Newest first, page by page; the stream follows from the first page's seq."""
+        """Newest first, page by page; the stream follows from the first page's seq.
+
+        Pages of summaries (what the tables show, a fraction of the bytes), small enough
+        that decoding one never holds the screen up; the next page is asked for before
+        this one is applied, so the daemon reads it meanwhile."""
         from apsis.client import ApsisError
 
         worker = get_current_worker()
         try:
-            page = await self.client.runs(limit=self.page_size)
+            page = await self.client.runs(limit=self.page_size, summary=True)
         except ApsisError as exc:
             self.model.unreachable(str(exc))
             await asyncio.sleep(2.0)
@@ -173,7 +180,8 @@ class ApsisApp(App[int]):
         def fetch(cursor: str | None) -> asyncio.Future[dict[str, Any]] | None:
             if not cursor or loaded >= self.max_runs:
                 return None
-            return asyncio.ensure_future(self.client.runs(limit=self.page_size, cursor=cursor))
+            return asyncio.ensure_future(self.client.runs(
+                limit=self.load_page_size, cursor=cursor, summary=True))
 
         next_page = fetch(cursor)
         try:
@@ -189,6 +197,9 @@ class ApsisApp(App[int]):
                 # Ask for the next page first: the daemon reads it while this one is applied.
                 next_page = fetch(cursor)
                 self.model.apply_page(page["runs"], page["seq"])
+                # The runs live as long as the app: out of the GC's reach now, or each full
+                # collection during the load walks every run loaded so far.
+                self.model.freeze()
                 await asyncio.sleep(0)  # let the screen paint and keys through between pages
         finally:
             if next_page is not None:

@@ -35,8 +35,13 @@ SUMMARY_KEYS = (
 )
 
 
+_SUMMARY_KEY_SET = frozenset(SUMMARY_KEYS)
+
+
 def summarize(run: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a run the tables and the title need."""
+    if isinstance(run, dict) and run.keys() <= _SUMMARY_KEY_SET:
+        return run  # a summary already (a page of summaries): kept as it is, never changed
     return {key: run[key] for key in SUMMARY_KEYS if key in run}
 
 

@@ -146,6 +146,10 @@ class Service:
     async def query_runs(self, **filters: Any) -> Any:
         return await self._engine.store.query_runs(**filters)
 
+    async def query_run_summaries(self, **filters: Any) -> Any:
+        """As `query_runs`, each run as the JSON text of its summary (tables of many runs)."""
+        return await self._engine.store.query_run_summaries(**filters)
+
     async def run_log(self, run_id: str) -> list[dict[str, Any]]:
         return await self._engine.store.run_log(run_id)
 

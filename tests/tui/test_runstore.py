@@ -84,6 +84,29 @@ def test_bulk_and_single_paths_agree() -> None:
     assert ids(bulk) == ids(single)
 
 
+def test_merged_batches_agree_with_runs_applied_one_by_one() -> None:
+    # Pages of a load and bursts of events are merged; replacements, runs given twice in
+    # a batch and a filter must come out as if each run were applied alone.
+    rng = random.Random(11)
+    predicate = parse("state:running,failure")
+    merged, single = RunStore(predicate), RunStore(predicate)
+    for _ in range(30):
+        batch = [make_run(rng.randrange(1, 900), BASE + rng.randrange(-5000, 5000),
+                          job_id=rng.choice(["a", "b", "c"]),
+                          state=rng.choice(["running", "failure", "success"]))
+                 for _ in range(rng.randrange(65, 200))]
+        merged.apply_many(batch)
+        for run in batch:
+            single.apply(run)
+        assert ids(merged) == ids(single)
+        assert merged.total == single.total
+        assert merged.single_job() == single.single_job()
+        assert merged.job_width() == single.job_width()
+    merged.set_predicate(None)
+    single.set_predicate(None)
+    assert ids(merged) == ids(single)
+
+
 def test_single_job_and_arg_widths() -> None:
     store = RunStore()
     store.apply(make_run(1, BASE, job_id="a", args={"date": "2024-01-01", "n": "1"}))
