@@ -298,6 +298,12 @@ def openapi_document() -> dict[str, Any]:
                     _query("limit", "Page size.", {"type": "integer", "minimum": 1,
                                                    "maximum": MAX_PAGE, "default": 100}),
                     _query("cursor", "The `cursor` of the previous page.", {"type": "string"}),
+                    _query("summary", "true: each run is its summary (run_id, job_id, args, "
+                                      "state, labels, times, message, rerun_of, attempt, "
+                                      "exit_code, signal, ad_hoc, expected), without program, "
+                                      "conditions, actions or outputs: what a table draws, a "
+                                      "fraction of the bytes (the TUI loads its runs so).",
+                           {"type": "boolean", "default": False}),
                 ], op_id="list_runs"),
             "post": _op("Create runs of a job, or of an inline ad hoc job", {
                 "201": _json(_ref("CreatedRuns"), "The runs, committed to the database."),
@@ -381,6 +387,10 @@ def openapi_document() -> dict[str, Any]:
                     {"type": "string"}),
              _query("type", "Only these event types (repeatable).",
                     {"type": "array", "items": {"type": "string"}}, style="form", explode=True),
+             _query("batch", "1: each frame is a JSON array of every event ready for this "
+                             "client, in seq order, up to ~1 MiB (a burst costs a few frames, "
+                             "not one per event); 0 (default): one event per frame.",
+                    {"type": "integer", "enum": [0, 1], "default": 0}),
              _query("token", "The token, for websocket clients that cannot send headers.",
                     {"type": "string"})],
             "events"),
