@@ -76,10 +76,6 @@ class _Checker:
                 diags.warning(f"arg {name!r} is placed into a shell command unquoted; "
                               f"write {{{{ {name}|shquote }}}}", _template_loc(job, "program.command"))
 
-        if getattr(job.program, "user", None) and not getattr(job.program, "host", None):
-            diags.warning("program 'user' is only used with 'host' (a remote run); "
-                          "this program runs locally as the daemon's user", job.locs.get("program"))
-
         seen: set[tuple[Any, ...]] = set()  # one report per problem, not one per schedule
         jsos = (job.program.to_jso(), [c.to_jso() for c in job.conditions],
                 [a.to_jso() for a in job.actions])

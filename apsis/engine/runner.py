@@ -38,6 +38,7 @@ from ..lib.timefmt import format_duration, parse_time
 from ..model.run import ProcInfo, Run
 from ..model.states import State
 from ..program import BoundProgram, NotSignalable, ProcessSpec, bind_program
+from ..program.sudo import SudoRefused, as_user
 from .errors import Conflict, DiskFull
 from .hosts import HostAgents, HostPicker, RemoteSettings
 from .output_watch import OutputWatch
@@ -250,9 +251,17 @@ class Runner:
         agent, host, user, group = placed
         where = f" on {_host_label(host, user)}" if host else ""
         env = {**spec.env, **program_env(run, self.host.url)}
+        argv, cwd = spec.argv, spec.cwd
+        if spec.user and not host:  # this machine, as that user (program/sudo.py)
+            try:
+                argv, cwd = await as_user(spec.user, argv, env, cwd)
+            except SudoRefused as exc:
+                await self.host.transition(run, State.ERROR, str(exc), expect={State.STARTING})
+                return False
+            env, where = {}, f" as {spec.user}"
         timeout = self.hosts.settings.start_timeout if host else None
         try:
-            proc = await agent.start(spec.argv, proc_id=run.run_id, env=env, cwd=spec.cwd,
+            proc = await agent.start(argv, proc_id=run.run_id, env=env, cwd=cwd,
                                      outputs="split" if spec.outputs == "split" else "combined",
                                      timeout=timeout)
         except AgentConnectionError as exc:
