@@ -35,7 +35,10 @@ def parse_size(value: Any) -> int:
 class Config:
     path: Path | None = None
     jobs: Path = Path("jobs")
+    # The SQLite file; with a PostgreSQL `database_url`, only the local anchor of the
+    # agent's state dir, temp files and the default archive file (all beside it).
     database: Path = Path("apsis.db")
+    database_url: str | None = None  # `database: postgresql://...`
     bind: str = "127.0.0.1:5000"
     horizon: float = 86400.0
     since: str = "clock"  # clock | now | a time
@@ -61,6 +64,21 @@ class Config:
     remote_ssh: str | None = None  # the ssh command for remote hosts, e.g. "ssh -F cfg"
     remote_agent_dir: str | None = None  # the agent's state dir on remote hosts
     remote_start_timeout: float = 10.0  # a start a host does not answer in time: an error
+
+    @property
+    def store_target(self) -> str | Path:
+        """What `open_store` opens: the PostgreSQL URL, else the SQLite file."""
+        return self.database_url or self.database
+
+    def set_database(self, value: str, base: Path = Path(".")) -> None:
+        """`database:` (or `--db`): a PostgreSQL URL, or a SQLite path relative to `base`."""
+        if value.startswith(("postgresql://", "postgres://")):
+            self.database_url = value
+            self.database = base / "apsis.db"
+        else:
+            self.database_url = None
+            path = Path(value).expanduser()
+            self.database = path if path.is_absolute() else base / path
 
     @property
     def agent_dir(self) -> Path:
@@ -133,7 +151,7 @@ def load_config(path: Path | None) -> Config:
     with diags.collect():
         cfg.jobs = f.get("jobs", base / "jobs", rel)
     with diags.collect():
-        cfg.database = f.get("database", base / "apsis.db", rel)
+        cfg.set_database(f.get("database", "apsis.db", as_str), base)
     with diags.collect():
         cfg.bind = f.get("bind", cfg.bind, as_str)
         parse_bind(cfg.bind)

@@ -53,12 +53,12 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     from .engine.core import Engine
     from .engine.service import Service
     from .jobs_dir import load_jobs_dir
-    from .store import Store
+    from .store import open_store
 
     exposure = config.exposure_warning()
     if exposure:
         log.warning("%s", exposure)
-    store = await Store.open(config.database)
+    store = await open_store(config.store_target)
     try:
         sock = listen(config.bind)
     except OSError as exc:

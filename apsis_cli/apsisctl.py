@@ -54,7 +54,7 @@ def check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | No
 @cli.command("serve")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="apsis.yaml (default: none, the embedded defaults).")
 @click.option("--jobs", type=click.Path(file_okay=False), help="Jobs directory (default: ./jobs).")
-@click.option("--db", type=click.Path(dir_okay=False), help="SQLite database, created on first start (default: ./apsis.db).")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite database, created on first start (default: ./apsis.db), or a postgresql:// URL.")
 @click.option("--bind", metavar="ADDR", help="HOST:PORT or unix:PATH (default: 127.0.0.1:5000).")
 @click.option("--since", metavar="TIME", help="Catch up missed runs from TIME ('now' skips catch-up).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without tokens and TLS.")
@@ -101,11 +101,12 @@ def client_options(fn):  # type: ignore[no-untyped-def]
 
 
 def db_options(fn):  # type: ignore[no-untyped-def]
-    """--db/--config for the commands that open the SQLite file directly."""
+    """--db/--config for the commands that open the database directly."""
     fn = click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
                       help="apsis.yaml: the database (and archive) it names.")(fn)
     fn = click.option("--db", "db", type=click.Path(dir_okay=False),
-                      help="The SQLite database (default: from --config, else ./apsis.db).")(fn)
+                      help="The SQLite database or a postgresql:// URL "
+                           "(default: from --config, else ./apsis.db).")(fn)
     return fn
 
 
@@ -176,13 +177,14 @@ def _client_obj(url: str, token: str | None, retry_for: str) -> dict:
 
 @cli.group("db")
 def db() -> None:
-    """Maintain the SQLite database directly (stop the daemon first for all but check).
+    """Maintain the database directly (stop the daemon first for all but check).
 
     \b
     Examples:
       apsisctl db check --db apsis.db
       apsisctl db archive --older-than 90d --config apsis.yaml
-      apsisctl db vacuum --db apsis.db
+      apsisctl db vacuum --db postgresql://apsis@db1/apsis
+      apsisctl db copy --from apsis.db --to postgresql://apsis@db1/apsis
     """
 
 
@@ -255,6 +257,29 @@ def db_vacuum(db: str | None, config_path: str | None) -> None:
     from .ctl_db import run_vacuum
 
     raise click.exceptions.Exit(run_vacuum(db, config_path))
+
+
+@db.command("copy")
+@click.option("--from", "source", metavar="DB", required=True,
+              help="The database to copy: a SQLite file or a postgresql:// URL.")
+@click.option("--to", "target", metavar="DB", required=True,
+              help="Where to copy it: a postgresql:// URL or a SQLite file (created or migrated).")
+@click.option("--chunk", type=click.IntRange(1), default=500, show_default=True,
+              help="Runs copied per transaction.")
+def db_copy(source: str, target: str, chunk: int) -> None:
+    """Copy a whole history (runs, logs, outputs, events) into another database.
+
+    Both must be free of daemons. Run it again after an interruption: it copies only
+    what is missing or changed, then checks that both hold the same counts (exit 1
+    if not).
+
+    \b
+    Example:
+      apsisctl db copy --from apsis.db --to postgresql://apsis@db1/apsis
+    """
+    from .ctl_db import run_copy
+
+    raise click.exceptions.Exit(run_copy(source, target, chunk))
 
 
 @cli.command("version")

@@ -1,8 +1,9 @@
-"""`apsisctl db migrate | check | archive | vacuum`: the SQLite file, opened directly.
+"""`apsisctl db migrate | check | archive | vacuum | copy`: the database, opened directly.
 
-All but `check` take the database's write lock, so they refuse to run beside a live
-daemon (with a hint to stop it) instead of racing it; `archive` asks that daemon to
-do the work instead.  `check` opens read-only.
+The database is a SQLite file or a PostgreSQL URL (`open_store` picks). All but
+`check` take the database's write lock, so they refuse to run beside a live daemon
+(with a hint to stop it) instead of racing it; `archive` asks that daemon to do the
+work instead.  `check` opens read-only.
 """
 
 from __future__ import annotations
@@ -25,10 +26,35 @@ from .parse import parse_duration
 UTC = dt.UTC
 
 
-def _paths(db: str | None, config_path: str | None) -> tuple[Path, Path | None]:
+Database = Path | str  # a SQLite file, or a PostgreSQL URL
+
+
+def _is_url(database: Database) -> bool:
+    return isinstance(database, str)
+
+
+def _shown(database: Database) -> str:
+    """The database as messages name it: a URL without its password."""
+    if isinstance(database, str):
+        from apsis.store.postgres import display_url
+
+        return display_url(database)
+    return str(database)
+
+
+def _database(value: str) -> Database:
+    return value if value.startswith(("postgresql://", "postgres://")) else Path(value)
+
+
+def _need(database: Database) -> None:
+    if not _is_url(database) and not Path(database).exists():
+        raise UserError(f"no database at {database}", "give --db PATH or --config F")
+
+
+def _paths(db: str | None, config_path: str | None) -> tuple[Database, Path | None]:
     """(database, archive) from --db and --config, else the embedded default ./apsis.db."""
     archive = None
-    database = Path("apsis.db")
+    database: Database = Path("apsis.db")
     if config_path:
         from apsis.config import load_config
         from apsis.errors import JobError
@@ -37,9 +63,14 @@ def _paths(db: str | None, config_path: str | None) -> tuple[Path, Path | None]:
             config = load_config(Path(config_path))
         except JobError as exc:
             raise UserError(f"bad config: {exc}") from None
-        database, archive = config.database, config.archive
+        database, archive = config.store_target, config.archive
+        if archive is None and config.database_url:
+            # What the daemon does: beside the config, where a SQLite file would be.
+            from apsis.store import default_archive_path
+
+            archive = default_archive_path(config.database)
     if db:
-        database = Path(db)
+        database = _database(db)
     return database, archive
 
 
@@ -49,15 +80,15 @@ def _store_errors() -> tuple[type[BaseException], type[BaseException]]:
     return StoreLockedError, StoreError
 
 
-def _run(path: Path, body: Any, *, locked_ok: bool = False, **open_kw: Any) -> Any:
-    """`body(store)` on the file; a daemon's lock is a user error unless `locked_ok`,
+def _run(path: Database, body: Any, *, locked_ok: bool = False, **open_kw: Any) -> Any:
+    """`body(store)` on the database; a daemon's lock is a user error unless `locked_ok`,
     which lets the StoreLockedError through for the caller to go through the daemon."""
-    from apsis.store import Store
+    from apsis.store import open_store
 
     locked, error = _store_errors()
 
     async def main() -> Any:
-        store = await Store.open(path, **open_kw)
+        store = await open_store(path, **open_kw)
         try:
             return await body(store)
         finally:
@@ -76,20 +107,19 @@ def _run(path: Path, body: Any, *, locked_ok: bool = False, **open_kw: Any) -> A
 
 def run_migrate(db: str | None, config_path: str | None) -> int:
     path, _ = _paths(db, config_path)
-    existed = path.exists()
+    existed = _is_url(path) or Path(path).exists()
     from apsis.store import SCHEMA_VERSION
 
-    # Store.open migrates (under the lock) as it opens.
+    # open_store migrates (under the lock) as it opens.
     _run(path, lambda store: asyncio.sleep(0), create=True)
-    click.echo(f"{'migrated' if existed else 'created'} {path}: schema version {SCHEMA_VERSION}",
-               err=True)
+    click.echo(f"{'migrated' if existed else 'created'} {_shown(path)}: "
+               f"schema version {SCHEMA_VERSION}", err=True)
     return int(ExitStatus.SUCCESS)
 
 
 def run_check(db: str | None, config_path: str | None, as_json: bool) -> int:
     path, _ = _paths(db, config_path)
-    if not path.exists():
-        raise UserError(f"no database at {path}", "give --db PATH or --config F")
+    _need(path)
 
     async def body(store: Any) -> tuple[dict[str, Any], list[str]]:
         return await store.stats(), await store.check()
@@ -98,9 +128,11 @@ def run_check(db: str | None, config_path: str | None, as_json: bool) -> int:
     if as_json:
         click.echo(fmt.dumps({"ok": not problems, "problems": problems, "stats": stats}))
     else:
-        click.echo(f"{path}: schema {stats.get('schema_version')}, {stats.get('runs')} runs, "
-                   f"{stats.get('events')} events, {_mib(stats.get('file_bytes'))} "
-                   f"(+{_mib(stats.get('wal_bytes'))} WAL, {_mib(stats.get('free_bytes'))} free)")
+        files = "" if _is_url(path) else (f" (+{_mib(stats.get('wal_bytes'))} WAL, "
+                                          f"{_mib(stats.get('free_bytes'))} free)")
+        click.echo(f"{stats.get('path')}: schema {stats.get('schema_version')}, "
+                   f"{stats.get('runs')} runs, {stats.get('events')} events, "
+                   f"{_mib(stats.get('file_bytes'))}{files}")
         for problem in problems:
             click.echo(f"problem: {problem}")
         click.echo("ok" if not problems else f"{len(problems)} problem(s)", err=True)
@@ -117,11 +149,18 @@ def run_archive(db: str | None, config_path: str | None, older_than: str,
     from apsis.store import StoreLockedError, default_archive_path
 
     path, configured = _paths(db, config_path)
-    if not path.exists():
-        raise UserError(f"no database at {path}", "give --db PATH or --config F")
+    _need(path)
     age = parse_duration(older_than, "--older-than")
     cut = dt.datetime.now(UTC) - dt.timedelta(seconds=age)
-    target = Path(archive_path) if archive_path else configured or default_archive_path(path)
+    if archive_path:
+        target = Path(archive_path)
+    elif configured is not None:
+        target = configured
+    elif isinstance(path, Path):
+        target = default_archive_path(path)
+    else:
+        raise UserError("a PostgreSQL database archives into a SQLite file: which one?",
+                        "give --archive FILE, or --config F (runs.archive, else beside F)")
     progress, update = _progress("archiving runs")
 
     async def body(store: Any) -> int:
@@ -141,21 +180,21 @@ def run_archive(db: str | None, config_path: str | None, older_than: str,
     return int(ExitStatus.SUCCESS)
 
 
-def _archive_through_daemon(path: Path, older_than: str, archive_path: str | None,
+def _archive_through_daemon(path: Database, older_than: str, archive_path: str | None,
                             client_obj: dict[str, Any]) -> int:
     """A running daemon holds the database: it moves the runs itself, between its writes."""
     url = client_obj["url"]
     if archive_path:
-        raise UserError(f"a running daemon holds {path} and archives to its own runs.archive",
+        raise UserError(f"a running daemon holds {_shown(path)} and archives to its own runs.archive",
                         "drop --archive, or stop the daemon first: apsisctl shutdown")
 
     async def main(client: Any) -> dict[str, Any]:
         stats = await client.stats()
         served = (stats.get("store") or {}).get("path")
-        if not served or not _same_file(served, path):
+        if not served or not _same_database(served, path):
             raise UserError(f"the daemon at {url} serves {served or 'another database'}, "
-                            f"not {path}", "give the daemon's --url, or the --db it uses")
-        click.echo(f"the daemon at {url} holds {path}: archiving through it", err=True)
+                            f"not {_shown(path)}", "give the daemon's --url, or the --db it uses")
+        click.echo(f"the daemon at {url} holds {_shown(path)}: archiving through it", err=True)
         return await client.archive(older_than)
 
     result = call(client_obj, main)
@@ -165,26 +204,76 @@ def _archive_through_daemon(path: Path, older_than: str, archive_path: str | Non
     return int(ExitStatus.SUCCESS)
 
 
-def _same_file(a: str | Path, b: str | Path) -> bool:
+def _same_database(served: str, database: Database) -> bool:
+    """Whether the daemon's database (as its stats name it) is this one."""
+    if _is_url(database):
+        return served == _shown(database)
     try:
-        return os.path.samefile(a, b)
+        return os.path.samefile(served, database)
     except OSError:
         return False
 
 
 def run_vacuum(db: str | None, config_path: str | None) -> int:
     path, _ = _paths(db, config_path)
-    if not path.exists():
-        raise UserError(f"no database at {path}", "give --db PATH or --config F")
-    before = path.stat().st_size
+    _need(path)
     progress, _ = _progress("vacuuming", indeterminate=True)
+
+    async def body(store: Any) -> tuple[int, int]:
+        before = (await store.stats())["file_bytes"]
+        await store.vacuum()
+        return before, (await store.stats())["file_bytes"]
+
     try:
-        _run(path, lambda store: store.vacuum())
+        before, after = _run(path, body)
     finally:
         if progress is not None:
             progress.stop()
-    after = path.stat().st_size
-    click.echo(f"vacuumed {path}: {_mib(before)} → {_mib(after)}", err=True)
+    how = "vacuumed and analyzed" if _is_url(path) else "vacuumed"
+    click.echo(f"{how} {_shown(path)}: {_mib(before)} → {_mib(after)}", err=True)
+    return int(ExitStatus.SUCCESS)
+
+
+def run_copy(source: str, target: str, chunk: int) -> int:
+    """`apsisctl db copy`: everything the target lacks, with a progress bar; exit 1 if
+    the counts differ at the end."""
+    src, dst = _database(source), _database(target)
+    _need(src)
+    if _shown(src) == _shown(dst) or (
+        not _is_url(src) and not _is_url(dst) and _same_database(str(src), dst)
+    ):
+        raise UserError("--from and --to name the same database")
+    from apsis.store.copy import copy_database, open_rows
+
+    progress, update = _progress("copying runs, then events")
+
+    async def main() -> Any:
+        async with open_rows(src, target=False) as source_rows, \
+                open_rows(dst, target=True) as target_rows:
+            return await copy_database(source_rows, target_rows, chunk=chunk, progress=update)
+
+    locked, error = _store_errors()
+    try:
+        report = asyncio.run(main())
+    except locked as exc:
+        raise UserError(str(exc), "stop the daemon first: apsisctl shutdown",
+                        ExitStatus.FAILURE) from None
+    except error as exc:
+        raise UserError(str(exc), None, ExitStatus.FAILURE) from None
+    finally:
+        if progress is not None:
+            progress.stop()
+    click.echo(f"copied {report.runs_copied} run(s) and {report.events_copied} event(s) "
+               f"from {_shown(src)} to {_shown(dst)}"
+               + (f"; {report.runs_skipped} run(s) were there already" if report.runs_skipped
+                  else ""), err=True)
+    for mismatch in report.mismatches:
+        click.echo(f"count differs: {mismatch}", err=True)
+    if report.mismatches:
+        click.echo("the target is not a copy of the source: see above", err=True)
+        return int(ExitStatus.FAILURE)
+    counts = ", ".join(f"{n} {table}" for table, (n, _) in report.counts.items())
+    click.echo(f"verified: both hold {counts}", err=True)
     return int(ExitStatus.SUCCESS)
 
 

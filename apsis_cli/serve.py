@@ -26,7 +26,7 @@ def run_serve(config_path: str | None, jobs: str | None, db: str | None, bind: s
     if jobs:
         config.jobs = Path(jobs)
     if db:
-        config.database = Path(db)
+        config.set_database(db)
     if bind:
         try:
             parse_bind(bind)

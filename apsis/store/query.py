@@ -3,6 +3,10 @@
 SQLite has no statistics here (the store never runs ANALYZE, so plans do not change
 under the daemon's feet), so the builder chooses: a list of run ids, else a selective
 arg or label, else the job, else unfinished states, else plain time order.
+
+The same builder serves PostgreSQL (`postgres=True`): the same filters and the same
+choice of driving side filter, without index hints (its planner has statistics), with
+arrays for lists and `$n` placeholders (`numbered`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ _UNFINISHED = frozenset(s.value for s in UNFINISHED)
 class RunQuery:
     """One query: filters are added, then `finish` picks the index to walk."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, postgres: bool = False) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
+        self.postgres = postgres
         self.where: list[str] = []
         self.params: list[Any] = []
         self.index = "INDEXED BY runs_time"
@@ -49,8 +54,7 @@ class RunQuery:
             self.params.append(job_id)
             self.job = True
         if states is not None:
-            self.where.append("state IN (SELECT value FROM json_each(?))")
-            self.params.append(json_list(states))
+            self.where.append(self.in_list("state", states))
             self.unfinished_only = set(states) <= _UNFINISHED
         if since is not None:
             self.where.append("sort_time >= ?")
@@ -86,8 +90,7 @@ class RunQuery:
 
     def finish(self, nums: list[int] | None, side: list[tuple[str, list[Any]]]) -> None:
         if nums is not None:
-            self.where.append("run_num IN (SELECT value FROM json_each(?))")
-            self.params.append(json_list(nums))
+            self.where.append(self.in_list("run_num", nums))
             self.index = "NOT INDEXED"  # still looks rows up by rowid
         elif self.driver is not None:
             self.index = "NOT INDEXED"
@@ -107,9 +110,25 @@ class RunQuery:
             self.params.extend(params)
         self.params.append(self.limit + 1)
 
+    def in_list(self, column: str, values: list[Any]) -> str:
+        """`column` is one of `values`, with the list as a single parameter."""
+        if self.postgres:
+            self.params.append(values)
+            return f"{column} = ANY(?)"
+        self.params.append(json_list(values))
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
     def sql(self) -> str:
         where = f"WHERE {' AND '.join(self.where)}" if self.where else ""
-        return (
-            f"SELECT sort_time, run_num, run FROM runs {self.index} {where} "
+        index = "" if self.postgres else self.index
+        sql = (
+            f"SELECT sort_time, run_num, run FROM runs {index} {where} "
             "ORDER BY sort_time DESC, run_num DESC LIMIT ?"
         )
+        return numbered(sql) if self.postgres else sql
+
+
+def numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2...` (the SQL here never holds a literal `?`)."""
+    parts = sql.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]

@@ -35,4 +35,5 @@ def test_spec_commands_exist():
                      "events", "tui"}
     assert set(apsisctl_cli.commands) >= {"serve", "check-job", "schema", "reload", "sanity",
                                           "db", "shutdown", "version"}
-    assert set(apsisctl_cli.commands["db"].commands) == {"migrate", "check", "archive", "vacuum"}
+    assert set(apsisctl_cli.commands["db"].commands) == {"migrate", "check", "archive", "vacuum",
+                                                         "copy"}

@@ -1,4 +1,9 @@
-"""Fixtures for the store tests: a fresh database per test, and run dicts."""
+"""Fixtures for the store tests: a fresh database per test, and run dicts.
+
+Every test that takes `store` or `database` runs on both backends, SQLite and
+PostgreSQL (tests/pg.py), unless marked `sqlite_only` (a test of SQLite's own files,
+pragmas or locks). `db_path` is always a SQLite file.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import sqlite3
+
 import pytest
 
-from apsis.store import Store
+from apsis.store import is_database_url, open_store
+from apsis.store.base import RunStore
+
+BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgres))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("backend", BACKENDS[:1] if sqlite_only else BACKENDS)
 
 
 def make_run(
@@ -63,9 +79,39 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(db_path)
+def database(backend: str, db_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh database: a SQLite path or a PostgreSQL URL, as `open_store` takes them."""
+    if backend == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return str(db_path)
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[RunStore]:
+    store = await open_store(database)
     try:
         yield store
     finally:
         await store.close()
+
+
+async def raw_sql(database: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Runs one statement (`?` placeholders) behind the store's back, on either backend:
+    to look at what the store does not show, or to break it on purpose."""
+    if is_database_url(database):
+        import asyncpg
+
+        from apsis.store.query import numbered
+
+        conn = await asyncpg.connect(database)
+        try:
+            return [tuple(row) for row in await conn.fetch(numbered(sql), *params)]
+        finally:
+            await conn.close()
+    lite = sqlite3.connect(database)
+    try:
+        rows = lite.execute(sql, params).fetchall()
+        lite.commit()
+        return rows
+    finally:
+        lite.close()

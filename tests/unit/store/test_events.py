@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 
-from apsis.store import Store
+from apsis.store import Store, open_store
 
 from .conftest import make_run, transition_event
 
@@ -21,12 +20,12 @@ def _daemon(status: str, ts: str | None = None) -> dict:
     return event
 
 
-async def test_seq_increases_across_reopen_and_trim(db_path: Path) -> None:
-    store = await Store.open(db_path)
+async def test_seq_increases_across_reopen_and_trim(database: str) -> None:
+    store = await open_store(database)
     assert await store.write([], [], [_daemon("a"), _daemon("b")]) == [1, 2]
     await store.close()
 
-    store = await Store.open(db_path)
+    store = await open_store(database)
     try:
         assert await store.last_seq() == 2
         assert await store.write([], [], [_daemon("c")]) == [3]
@@ -38,7 +37,7 @@ async def test_seq_increases_across_reopen_and_trim(db_path: Path) -> None:
         await store.close()
 
     # Even with every event trimmed, a reopened store goes on from the last seq.
-    store = await Store.open(db_path)
+    store = await open_store(database)
     try:
         assert await store.write([], [], [_daemon("d")]) == [4]
         assert await store.first_retained_seq() == 4

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from apsis.store import Store, StoreError
 
-from .conftest import make_run
+from .conftest import make_run, raw_sql
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,7 +39,7 @@ async def _fill(store: Store) -> None:
     await store.store_output_bytes("r2", "output", b"out2")
 
 
-async def test_archive_moves_finished_old_runs(store: Store, tmp_path: Path) -> None:
+async def test_archive_moves_finished_old_runs(store: Store, database: str, tmp_path: Path) -> None:
     await _fill(store)
     archive_path = tmp_path / "archive.db"
     calls: list[tuple[int, int]] = []
@@ -61,11 +60,7 @@ async def test_archive_moves_finished_old_runs(store: Store, tmp_path: Path) -> 
     # Ids stay unique: the counter is not lowered by the move.
     assert await store.allocate_run_ids(1) == ["r6"]
     # The job definition only r2 used is gone from the main database.
-    conn = sqlite3.connect(store.path)
-    try:
-        assert conn.execute("SELECT count(*) FROM jobdefs").fetchone()[0] == 1
-    finally:
-        conn.close()
+    assert await raw_sql(database, "SELECT count(*) FROM jobdefs") == [(1,)]
 
     archive = await Store.open(archive_path, readonly=True)
     try:
@@ -97,31 +92,26 @@ async def test_archive_twice_and_resume(store: Store, tmp_path: Path) -> None:
         await archive.close()
 
 
+@pytest.mark.sqlite_only  # a PostgreSQL database is never a file
 async def test_archive_must_be_another_file(store: Store) -> None:
     with pytest.raises(StoreError, match="another file"):
         await store.archive(CUT, store.path)
 
 
-async def test_check_finds_broken_counters(store: Store, db_path: Path) -> None:
+async def test_check_finds_broken_counters(store: Store, database: str) -> None:
     await _fill(store)
     assert await store.check() == []
-    conn = sqlite3.connect(db_path)
-    conn.execute("UPDATE run_counts SET n = n + 5 WHERE state = 'success'")
-    conn.commit()
-    conn.close()
+    await raw_sql(database, "UPDATE run_counts SET n = n + 5 WHERE state = 'success'")
     problems = await store.check()
     assert len(problems) == 1 and "run counts" in problems[0]
 
 
-async def test_vacuum_drops_leftover_chunks(store: Store, db_path: Path) -> None:
+async def test_vacuum_drops_leftover_chunks(store: Store, database: str) -> None:
     await _fill(store)
-    conn = sqlite3.connect(db_path)
-    conn.execute(
+    await raw_sql(
+        database,
         "INSERT INTO output_chunks (run_num, output_id, gen, chunk_no, start, length, data) "
-        "VALUES (1, 'output', 99, 0, 0, 1, x'00')"
-    )
-    conn.commit()
-    conn.close()
+        "VALUES (1, 'output', 99, 0, 0, 1, ?)", b"\x00")
     assert any("interrupted" in p for p in await store.check())
     await store.vacuum()
     assert await store.check() == []

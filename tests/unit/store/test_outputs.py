@@ -133,8 +133,12 @@ def _write_rotations(path: Path, block: bytes, count: int) -> None:
         file.writelines(block[i:] + block[:i] for i in range(count))
 
 
-async def test_large_file_is_stored_in_bounded_memory(with_run: Store, tmp_path: Path) -> None:
+async def test_large_file_is_stored_in_bounded_memory(
+    with_run: Store, tmp_path: Path, backend: str
+) -> None:
     store = with_run
+    # asyncpg copies each chunk into its protocol buffer as it sends it: one chunk more.
+    bound = (6 if backend == "sqlite" else 7) * CHUNK_SIZE
     path = tmp_path / "big"
     block = _noise(CHUNK_SIZE, seed=5)
     _write_rotations(path, block, 50)
@@ -151,7 +155,7 @@ async def test_large_file_is_stored_in_bounded_memory(with_run: Store, tmp_path:
         tracemalloc.stop()
     assert info["original_length"] == size and info["length"] < CHUNK_SIZE + 100
     assert whole["length"] == size
-    assert peak_capped < 6 * CHUNK_SIZE, peak_capped
-    assert peak_whole < 6 * CHUNK_SIZE, peak_whole
+    assert peak_capped < bound, peak_capped
+    assert peak_whole < bound, peak_whole
     tail = await store.get_output("r1", "whole", size - 100)
     assert tail == (block[49:] + block[:49])[-100:]

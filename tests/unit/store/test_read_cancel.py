@@ -50,6 +50,7 @@ async def test_cancelled_reads_at_any_point_leave_reads_working(store: Store, na
     assert await store.read_problem() is None
 
 
+@pytest.mark.sqlite_only  # closes SQLite's reader connection
 async def test_read_problem_names_a_closed_reader(store: Store) -> None:
     await store._reader.close()
     problem = await store.read_problem()

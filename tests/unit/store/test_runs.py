@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 
 import pytest
 
-from apsis.store import Store, StoreError
+from apsis.store import Store, StoreError, open_store
 
-from .conftest import make_run, transition_event
+from .conftest import make_run, raw_sql, transition_event
 
 pytestmark = pytest.mark.timeout(30)
 
 
-async def test_run_ids_increase_and_are_never_reused(db_path: Path) -> None:
-    store = await Store.open(db_path)
+async def test_run_ids_increase_and_are_never_reused(database: str) -> None:
+    store = await open_store(database)
     assert await store.allocate_run_ids(3) == ["r1", "r2", "r3"]
     await store.close()
-    store = await Store.open(db_path)
+    store = await open_store(database)
     try:
         assert await store.allocate_run_ids(2) == ["r4", "r5"]
         # A run written with a larger id moves the counter past it.
@@ -134,7 +132,7 @@ async def test_unfinished_runs_load(store: Store) -> None:
     assert set(counts) == set(states) and set(counts.values()) == {1}
 
 
-async def test_job_definitions_are_stored_once(store: Store, db_path: Path) -> None:
+async def test_job_definitions_are_stored_once(store: Store, database: str) -> None:
     job = {"job_id": "daily/load", "program": {"type": "shell", "command": "true"}}
     same = {"program": {"command": "true", "type": "shell"}, "job_id": "daily/load"}
     other = {"job_id": "daily/load", "program": {"type": "shell", "command": "false"}}
@@ -146,11 +144,7 @@ async def test_job_definitions_are_stored_once(store: Store, db_path: Path) -> N
     assert await store.get_run_job("r2") == job
     assert await store.get_run_job("r3") == other
     assert "job" not in await store.get_run("r1")
-    conn = sqlite3.connect(db_path)
-    try:
-        assert conn.execute("SELECT count(*) FROM jobdefs").fetchone()[0] == 2
-    finally:
-        conn.close()
+    assert await raw_sql(database, "SELECT count(*) FROM jobdefs") == [(2,)]
 
 
 async def test_run_without_job_has_no_definition(store: Store) -> None:
