@@ -28,8 +28,7 @@ from textual.worker import get_current_worker
 from apsis_tui.model import TuiModel
 from apsis_tui.state import TuiState
 
-PAGE_SIZE = 1000  # the first page: on screen soon
-LOAD_PAGE_SIZE = 2500  # the pages after it: each decoded in a few ms, keys get through between
+PAGE_SIZE = 1000  # runs a page: each decoded in a few ms, so keys get through between pages
 MAX_RUNS = 100_000
 HEALTH_INTERVAL = 2.0
 HANGUP_GRACE = 3.0  # seconds to exit cleanly after SIGHUP before exiting hard
@@ -83,7 +82,6 @@ class ApsisApp(App[int]):
         state: TuiState | None = None,
         max_runs: int = MAX_RUNS,
         page_size: int = PAGE_SIZE,
-        load_page_size: int = LOAD_PAGE_SIZE,
         health_interval: float = HEALTH_INTERVAL,
         ansi: bool | None = None,
     ) -> None:
@@ -100,7 +98,6 @@ class ApsisApp(App[int]):
         self.tui_state = state if state is not None else TuiState()
         self.max_runs = max_runs
         self.page_size = page_size
-        self.load_page_size = load_page_size
         self.health_interval = health_interval
         self._ansi = ansi
         self.model = TuiModel(clock)
@@ -181,7 +178,7 @@ class ApsisApp(App[int]):
             if not cursor or loaded >= self.max_runs:
                 return None
             return asyncio.ensure_future(self.client.runs(
-                limit=self.load_page_size, cursor=cursor, summary=True))
+                limit=self.page_size, cursor=cursor, summary=True))
 
         next_page = fetch(cursor)
         try:

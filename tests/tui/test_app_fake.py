@@ -58,7 +58,7 @@ async def test_runs_table_fills_and_focus(fake_app) -> None:
 
 @pytest.mark.parametrize(("max_runs", "loaded", "pages"), [(100, 12, 3), (7, 10, 2)])
 async def test_runs_load_page_by_page_up_to_max_runs(fake_app, max_runs, loaded, pages) -> None:
-    app = fake_app(page_size=5, load_page_size=5, max_runs=max_runs)
+    app = fake_app(page_size=5, max_runs=max_runs)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: not any(
             w.group == "runs" and not w.is_finished for w in app.workers))
