@@ -40,10 +40,13 @@ class Daemon:
 
     def __init__(self, root: Path, jobs: Mapping[str, str], *, config: str | None = None,
                  jobs_config: str | None = None, env: Mapping[str, str] | None = None,
-                 args: list[str] | None = None, token: str | None = None, unix: bool = False) -> None:
+                 args: list[str] | None = None, token: str | None = None, unix: bool = False,
+                 database: str | None = None) -> None:
         self.root = root
         self.jobs_dir = root / "jobs"
         self.db = root / "apsis.db"
+        # A postgresql:// URL (the `pg_url` fixture) instead of the SQLite file `db`.
+        self.database = database or str(self.db)
         self.log_path = root / "daemon.log"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         for job_id, text in jobs.items():
@@ -90,7 +93,7 @@ class Daemon:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "apsis_cli.apsisctl", "serve", "--jobs", str(self.jobs_dir),
-               "--db", str(self.db), "--bind", self.bind]
+               "--db", self.database, "--bind", self.bind]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         return cmd + self.extra_args
