@@ -26,6 +26,7 @@ MODULES = [
     "bench.get_runs_1m",
     "bench.cli_startup",
     "bench.tui_table",
+    "bench.postgres",
 ]
 
 

@@ -46,8 +46,10 @@ def find_bin_dir() -> Path | None:
 class PgServer:
     """One PostgreSQL cluster in a temp dir, reached through its unix socket."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+        """`durable`: fsync'd commits, as in production (benchmarks compare it with SQLite)."""
         self.bin_dir = bin_dir
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="apsis-pg-"))
         self.data = self.root / "data"
         self.log_path = self.root / "postgres.log"
@@ -73,9 +75,10 @@ class PgServer:
         try:
             self.proc = subprocess.Popen(
                 [str(self.bin_dir / "postgres"), "-D", str(self.data),
-                 "-k", str(self.root), "-c", "listen_addresses=", "-c", "fsync=off",
-                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
+                 "-k", str(self.root), "-c", "listen_addresses=", "-c", "max_connections=200",
+                 *([] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off",
+                                            "-c", "shared_buffers=32MB"])],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
                 cwd=self.root, **self.user)  # type: ignore[call-overload]
         finally:

@@ -76,22 +76,21 @@ CREATE TABLE run_counts (
     n BIGINT NOT NULL
 );
 
-CREATE FUNCTION apsis_run_args(run jsonb) RETURNS TABLE (name TEXT, value TEXT)
+CREATE FUNCTION apsis_run_args(args json) RETURNS TABLE (name TEXT, value TEXT)
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT key, value FROM jsonb_each_text(
-        CASE WHEN jsonb_typeof(run -> 'args') = 'object' THEN run -> 'args' END)
+    SELECT key, value FROM json_each_text(CASE WHEN json_typeof(args) = 'object' THEN args END)
 $$;
 
-CREATE FUNCTION apsis_run_labels(run jsonb) RETURNS TABLE (label TEXT)
+CREATE FUNCTION apsis_run_labels(labels json) RETURNS TABLE (label TEXT)
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT DISTINCT value FROM jsonb_array_elements_text(
-        CASE WHEN jsonb_typeof(run -> 'labels') = 'array' THEN run -> 'labels' END)
+    SELECT DISTINCT value FROM json_array_elements_text(
+        CASE WHEN json_typeof(labels) = 'array' THEN labels END)
 $$;
 
 CREATE FUNCTION apsis_runs_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    old_run jsonb;
-    new_run jsonb;
+    old_run json;
+    new_run json;
 BEGIN
     IF TG_OP IN ('DELETE', 'UPDATE') AND (TG_OP = 'DELETE' OR OLD.state IS DISTINCT FROM NEW.state) THEN
         UPDATE run_counts SET n = n - 1 WHERE state = OLD.state;
@@ -106,23 +105,25 @@ BEGIN
     IF TG_OP = 'UPDATE' AND OLD.run = NEW.run THEN
         RETURN NULL;
     END IF;
-    new_run := NEW.run::jsonb;
+    -- json, not jsonb: only checked, not converted, and `->` gives the text as written;
+    -- the store always writes runs with the same serializer, so equal text is equal value.
+    new_run := NEW.run::json;
     IF TG_OP = 'UPDATE' THEN
-        old_run := OLD.run::jsonb;
+        old_run := OLD.run::json;
     END IF;
-    IF TG_OP = 'INSERT' OR (old_run -> 'args') IS DISTINCT FROM (new_run -> 'args') THEN
+    IF TG_OP = 'INSERT' OR (old_run -> 'args')::text IS DISTINCT FROM (new_run -> 'args')::text THEN
         IF TG_OP = 'UPDATE' THEN
             DELETE FROM run_args WHERE run_num = NEW.run_num;
         END IF;
         INSERT INTO run_args (run_num, name, value)
-            SELECT NEW.run_num, a.name, a.value FROM apsis_run_args(new_run) a;
+            SELECT NEW.run_num, a.name, a.value FROM apsis_run_args(new_run -> 'args') a;
     END IF;
-    IF TG_OP = 'INSERT' OR (old_run -> 'labels') IS DISTINCT FROM (new_run -> 'labels') THEN
+    IF TG_OP = 'INSERT' OR (old_run -> 'labels')::text IS DISTINCT FROM (new_run -> 'labels')::text THEN
         IF TG_OP = 'UPDATE' THEN
             DELETE FROM run_labels WHERE run_num = NEW.run_num;
         END IF;
         INSERT INTO run_labels (run_num, label)
-            SELECT NEW.run_num, l.label FROM apsis_run_labels(new_run) l;
+            SELECT NEW.run_num, l.label FROM apsis_run_labels(new_run -> 'labels') l;
     END IF;
     RETURN NULL;
 END

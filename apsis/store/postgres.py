@@ -144,6 +144,7 @@ class PgStore:
             try:
                 pool = await asyncpg.create_pool(
                     url, min_size=1, max_size=_READERS, timeout=_CONNECT_TIMEOUT,
+                    reset=_keep_session,
                     server_settings={"application_name": application_name(),
                                      "default_transaction_read_only": "on"})
             except BaseException as exc:
@@ -805,6 +806,12 @@ async def _write_small_output(conn: asyncpg.Connection, output: SmallOutput) -> 
         [(num, output_id, gen, c.chunk_no, c.start, c.length, c.data) for c in output.chunks])
     await conn.execute(_UPSERT_OUTPUT, num, output_id, gen, output.length,
                        output.original_length, output.content_type)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset between two reads: none. asyncpg rolls back an unfinished
+    transaction itself; a reader changes no session state (no settings, locks, LISTEN
+    or cursors), so the default reset would only cost a round trip per read."""
 
 
 async def _delete_runs(conn: asyncpg.Connection, nums: list[int]) -> None:
