@@ -196,3 +196,49 @@ async def test_another_name_of_the_file_meets_the_same_lock(db_path: Path, link:
     again = await Store.open(alias)
     assert (await again.get_run("r1"))["run_id"] == "r1"
     await again.close()
+
+
+async def test_both_backends_keep_the_store_contract(store: Store) -> None:
+    from apsis.store.base import RunStore
+
+    assert isinstance(store, RunStore)
+
+
+@pytest.mark.postgres
+async def test_postgres_second_daemon_is_refused_until_the_first_dies(pg_url: str) -> None:
+    from apsis.store import open_store
+
+    with pytest.raises(StoreError, match="no Apsis database"):
+        await open_store(pg_url, readonly=True)
+    # Another process holds the database, then is killed: its lock goes with its session.
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", textwrap.dedent(f"""
+            import asyncio, sys
+            from apsis.store import open_store
+            async def main():
+                store = await open_store({pg_url!r})
+                await store.write([], [], [{{"type": "daemon", "status": "up"}}])
+                print("open", flush=True)
+                await asyncio.sleep(60)
+            asyncio.run(main())
+        """), stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"open\n"
+        with pytest.raises(StoreLockedError, match=f"pid {holder.pid}"):
+            await open_store(pg_url)
+        reader = await open_store(pg_url, readonly=True)
+        try:
+            assert await reader.last_seq() == 1
+            with pytest.raises(StoreError, match="read-only"):
+                await reader.allocate_run_ids(1)
+        finally:
+            await reader.close()
+    finally:
+        holder.kill()
+        await holder.wait()
+    store = await open_store(pg_url)
+    try:
+        assert await store.write([], [], [{"type": "daemon", "status": "again"}]) == [2]
+    finally:
+        await store.close()
