@@ -55,7 +55,9 @@ async def test_table_fills_goes_live_and_filters(daemon, tmp_path) -> None:  # n
         app = make_app(daemon.url, tmp_path)
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_until(pilot, lambda: first[0]["run_id"] in table_of(app).store)
-            assert app.model.connection == "live" and app.model.version
+            # The first page can be drawn before the event socket is open: live soon after.
+            await wait_until(pilot, lambda: app.model.connection == "live", timeout=5)
+            assert app.model.version
             # A run created now appears without any reload.
             new = await client.create_runs("hello")
             await wait_until(pilot, lambda: (table_of(app).store.get(new[0]["run_id"]) or {})
