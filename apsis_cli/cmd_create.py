@@ -55,6 +55,7 @@ async def _follow_created(client: Client, created: list[dict[str, Any]], *, wait
 
     ref: list[RunWatcher] = []
     async with deadline(timeout, ref):
+        # With --output, the final states come after the output, not in the middle of it.
         watcher = RunWatcher(client, ids, on_finish=report_finish(quiet=as_json or show_output),
                              on_waiting=report_waiting(quiet=as_json))
         ref.append(watcher)
@@ -68,6 +69,9 @@ async def _follow_created(client: Client, created: list[dict[str, Any]], *, wait
             await watcher.close()
     if as_json:
         click.echo(fmt.dumps([watcher.runs[r] for r in ids]))
+    elif show_output:
+        for run_id in ids:
+            report_finish(quiet=False)(watcher.runs[run_id])
     return exit_code(ids, watcher.states())
 
 
