@@ -103,6 +103,8 @@ async def find_problems(client: Client, late: float, since: dt.datetime,
                              "message": "stuck starting for "
                                         f"{present.format_elapsed((now - started).total_seconds())}"})
 
+    problems += await _waiting_on_nothing(client, jobs)
+
     async for run in client.iter_runs(since=_iso(since), states=["running", "stopping", "success",
                                                                   "failure", "error"]):
         times = run.get("times") or {}
@@ -114,6 +116,32 @@ async def find_problems(client: Client, late: float, since: dt.datetime,
                              "job_id": run.get("job_id"),
                              "message": "started "
                                         f"{present.format_elapsed((start - sched).total_seconds())} late"})
+    return problems
+
+
+async def _waiting_on_nothing(client: Client, jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Waiting runs whose dependency has no run that is not finished (none scheduled,
+    waiting or running): nothing will ever meet it unless someone creates that run."""
+    problems: list[dict[str, Any]] = []
+    async for run in client.iter_runs(states=["waiting"]):
+        for cond in run.get("conditions") or []:
+            if cond.get("type") != "dependency" or not cond.get("job_id"):
+                continue
+            dep = cond["job_id"]
+            # As the daemon binds it: args not given are the run's args of the dependency's params.
+            args = {p: v for p, v in (run.get("args") or {}).items()
+                    if p in (jobs.get(dep, {}).get("params") or [])}
+            args.update(cond.get("args") or {})
+            unfinished = sorted(set(present.STATES) - present.FINISHED_STATES)
+            found = await client.runs(job_id=dep, args=args, states=unfinished, limit=2)
+            others = [r for r in found.get("runs", []) if r.get("run_id") != run["run_id"]]
+            if not others:
+                what = " ".join([dep, *(f"{k}={v}" for k, v in sorted(args.items()))])
+                problems.append({"kind": "waiting_on_none", "run_id": run["run_id"],
+                                 "job_id": run.get("job_id"),
+                                 "message": f"waits for {what}, which has no run scheduled, "
+                                            "waiting or running: create it (`apsis run`) "
+                                            "or skip this run"})
     return problems
 
 

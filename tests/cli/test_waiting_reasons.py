@@ -11,7 +11,7 @@ import time
 
 from tests.integration.helpers import create, http, wait_run
 
-from .helpers import apsis, popen
+from .helpers import apsis, apsisctl, popen
 
 JOBS = {
     "load": "params: [date]\nprogram: 'sleep 30'\n",
@@ -74,3 +74,23 @@ def test_wait_prints_the_reason_on_stderr_as_it_changes(apsis_daemon):
         waiting = [line for line in err.splitlines() if " waiting: " in line]
         assert waiting == [f"{rid} waiting: max_running: 1 of 1 running ({first['run_id']})"], err
         api.post(f"/runs/{first['run_id']}/stop")
+
+
+def test_sanity_flags_a_run_waiting_on_a_run_that_does_not_exist(apsis_daemon):
+    daemon = apsis_daemon(JOBS)
+    with http(daemon) as api:
+        [report] = create(api, "report", args={"date": "2026-12-01"})
+        rid = report["run_id"]
+        wait_run(api, rid, {"waiting"})
+        result = apsisctl(daemon.url, "sanity")
+        assert result.returncode == 1, result
+        [line] = [line for line in result.stdout.splitlines() if rid in line]
+        assert line.startswith("waiting_on_none")
+        assert "waits for load date=2026-12-01, which has no run scheduled" in line
+        # Once that run exists (here, running), the wait has an end: nothing to flag.
+        [load] = create(api, "load", args={"date": "2026-12-01"})
+        wait_run(api, load["run_id"], {"running"})
+        result = apsisctl(daemon.url, "sanity")
+        assert rid not in result.stdout, result.stdout
+        api.post(f"/runs/{load['run_id']}/stop")
+        wait_run(api, load["run_id"])
