@@ -99,9 +99,10 @@ class PgServer:
              "-U", SUPERUSER, "-d", database, "-tA", "-c", sql],
             check=check, capture_output=True, text=True, timeout=30)
 
-    def create_database(self) -> str:
+    def create_database(self, template: str | None = None) -> str:
+        """A new database, empty or a copy of `template` (which no one may be connected to)."""
         name = f"apsis_test_{next(_databases)}"
-        self.psql(f"CREATE DATABASE {name}")
+        self.psql(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
         return name
 
     def drop_database(self, name: str) -> None:

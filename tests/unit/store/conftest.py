@@ -7,16 +7,17 @@ pragmas or locks). `db_path` is always a SQLite file.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-
-import sqlite3
 
 import pytest
 
 from apsis.store import is_database_url, open_store
 from apsis.store.base import RunStore
+from tests.pg import PgServer
 
 BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgres))
 
@@ -78,12 +79,31 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "apsis.db"
 
 
+@pytest.fixture(scope="session")
+def pg_schema_template(pg_server: PgServer) -> str:
+    """A database with the schema in place, copied for each test: quicker than migrating."""
+    name = pg_server.create_database()
+
+    async def migrate() -> None:
+        store = await open_store(pg_server.url(name))
+        await store.close()
+
+    asyncio.run(migrate())
+    return name
+
+
 @pytest.fixture
-def database(backend: str, db_path: Path, request: pytest.FixtureRequest) -> str:
+def database(backend: str, db_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database: a SQLite path or a PostgreSQL URL, as `open_store` takes them."""
-    if backend == "postgresql":
-        return request.getfixturevalue("pg_url")
-    return str(db_path)
+    if backend != "postgresql":
+        yield str(db_path)
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    name = server.create_database(template=request.getfixturevalue("pg_schema_template"))
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
 
 
 @pytest.fixture
