@@ -1,7 +1,12 @@
 """`make run`: the daemon on jobs/ with the embedded SQLite database, and the TUI on it.
 
 Quitting the TUI stops the daemon this started (the agent and any program still
-running carry on, as they would after any daemon restart).
+running carry on, as they would after any daemon restart). On a fresh database it
+creates a few demo runs, so the first screen shows runs that happen within seconds
+(successes, successors, a flaky job's retries), not only future schedules.
+If port 5000 is taken the daemon gets a free port: the URL is printed before the TUI
+opens and again when it quits, with the `export APSIS_URL=...` a CLI in another
+terminal needs.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+import datetime as dt
+import json
 import urllib.request
 from pathlib import Path
 
@@ -43,10 +50,41 @@ def wait_alive(url: str, daemon: subprocess.Popen, timeout: float = 30.0) -> Non
     sys.exit(f"the daemon did not answer at {url} within {timeout:g}s")
 
 
+def demo_runs(today: dt.date) -> list[tuple[str, dict[str, str]]]:
+    """The runs created on a fresh database, (job id, args): each finishes within seconds."""
+    return [("market/load-prices", {"date": today.isoformat(), "country": "US"}),
+            ("market/load-prices", {"date": today.isoformat(), "country": "GB"}),
+            ("ops/flaky", {}),
+            ("ops/heartbeat", {})]
+
+
+def create_demo_runs(url: str) -> None:
+    """Something to look at on a fresh database: runs that start now."""
+    for job_id, args in demo_runs(dt.date.today()):
+        body = json.dumps({"job_id": job_id, "args": args}).encode()
+        request = urllib.request.Request(f"{url}/api/v1/runs", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except OSError as exc:  # a demo job renamed or removed: the daemon runs all the same
+            print(f"demo run of {job_id} not created: {exc}", file=sys.stderr)
+
+
+def where(url: str, preferred: int) -> str:
+    """Where the daemon is, and how a CLI in another terminal reaches it."""
+    if url == f"http://127.0.0.1:{preferred}":
+        return f"daemon at {url} (log: apsis-dev.log)"
+    return (f"port {preferred} is taken: daemon at {url} (log: apsis-dev.log); in another "
+            f"terminal: export APSIS_URL={url}")
+
+
 def main() -> int:
     root = Path.cwd()
-    port = free_port()
+    preferred = 5000
+    port = free_port(preferred)
     url = f"http://127.0.0.1:{port}"
+    fresh = not (root / "apsis.db").exists()
     log = open(root / "apsis-dev.log", "ab")
     bin_dir = Path(sys.executable).parent
     daemon = subprocess.Popen(
@@ -54,12 +92,15 @@ def main() -> int:
          "--bind", f"127.0.0.1:{port}"], stdout=log, stderr=log)
     try:
         wait_alive(url, daemon)
-        print(f"daemon at {url} (log: apsis-dev.log)", file=sys.stderr)
+        if fresh:
+            create_demo_runs(url)
+        print(where(url, preferred), file=sys.stderr)
         env = {**os.environ, "APSIS_URL": url}
         return subprocess.call([str(bin_dir / "apsis"), "tui"], env=env)
     except KeyboardInterrupt:
         return 130
     finally:
+        print(f"stopping the daemon at {url}; `make run` starts it again", file=sys.stderr)
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             try:

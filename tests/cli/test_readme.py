@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from .helpers import BIN, env_for
 
@@ -33,10 +34,15 @@ def demo_jobs() -> dict[str, str]:
             for p in sorted(jobs_dir.rglob("*.yaml")) if not p.name.startswith(".")}
 
 
-def test_readme_example_runs_as_written(apsis_daemon):
+def demo_daemon(apsis_daemon: Any) -> Any:
+    """A real daemon on a copy of the demo jobs/ (with its .apsis-jobs.yaml), a fresh database."""
     daemon = apsis_daemon(demo_jobs(), start=False)
     shutil.copy(ROOT / "jobs" / ".apsis-jobs.yaml", daemon.jobs_dir / ".apsis-jobs.yaml")
-    daemon.start()
+    return daemon.start()
+
+
+def test_readme_example_runs_as_written(apsis_daemon):
+    daemon = demo_daemon(apsis_daemon)
     env = env_for(daemon.url, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     commands = readme_commands()
     assert any("market/load-prices" in c for c in commands), commands
