@@ -609,12 +609,12 @@ def _jitter(delay: float) -> float:
 
 def _refusal(status: int, body: bytes, reason: str) -> ApsisError:
     """The error for a refused request, with the code and message of its error body."""
-    code, message = None, body.decode(errors="replace").strip() or reason
     try:
         error = json.loads(body)["error"]
         code, message = error["code"], error["message"]
     except (ValueError, KeyError, TypeError):
-        pass
+        # Not an Apsis error body (an HTML 404 page, a proxy's 502): one line, not the page.
+        return ApsisError(f"HTTP {status} {reason}".strip(), status, "not_apsis")
     return (ApsisNotFound if status == 404 else ApsisError)(message, status, code)
 
 

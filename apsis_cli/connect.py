@@ -81,6 +81,10 @@ def translate(exc: BaseException, obj: dict[str, Any]) -> UserError:
             message = f"cannot reach the Apsis daemon at {url}: {message}"
         return UserError(message, "is `apsisctl serve` running there? set --url or APSIS_URL",
                          ExitStatus.UNAVAILABLE)
+    if getattr(exc, "code", None) == "not_apsis":
+        return UserError(f"not an Apsis daemon at {obj.get('url') or 'the URL'} (it answered {message})",
+                         "set --url or APSIS_URL to the daemon's URL (`make run` prints it)",
+                         ExitStatus.UNAVAILABLE)
     if isinstance(exc, ApsisNotFound):
         return UserError(message, "check the id: `apsis runs` and `apsis jobs` list them",
                          ExitStatus.USAGE)

@@ -1,0 +1,44 @@
+"""What a new user meets in the CLI in the first hour (issue 13), against real servers."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from .helpers import apsis
+
+
+class _NotApsis(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        page = b"<!DOCTYPE html>\n<html><head><title>404</title></head>\n<body>" + b"x" * 2000 + b"</body></html>\n"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_apsis() -> Iterator[str]:
+    """Another web server, on a free port (as on 5000 when `make run` moved the daemon)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotApsis)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_that_is_not_apsis_is_one_line(not_apsis):
+    result = apsis(not_apsis, "runs", timeout=20)
+    assert result.returncode == 69, result
+    assert result.stderr.startswith(f"error: not an Apsis daemon at {not_apsis} (it answered HTTP 404")
+    assert "<html>" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
