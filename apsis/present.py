@@ -25,6 +25,24 @@ ACTIVE_STATES: frozenset[str] = frozenset({State.STARTING.value, State.RUNNING.v
 PENDING_STATES: frozenset[str] = frozenset({State.NEW.value, State.SCHEDULED.value,
                                             State.WAITING.value})
 FAILED_STATES: frozenset[str] = frozenset({State.FAILURE.value, State.ERROR.value})
+# Names for several states at once, in `apsis runs -s` and the TUI's `state:` alike.
+STATE_GROUPS: dict[str, frozenset[str]] = {
+    "finished": FINISHED_STATES,
+    "active": ACTIVE_STATES,
+    "pending": PENDING_STATES,
+    "failed": FAILED_STATES,
+}
+
+
+def states_named(word: str) -> frozenset[str]:
+    """The states one word names: a state, a group, or a prefix of states (`fail`);
+    empty if it names none."""
+    word = word.strip().lower()
+    if word in STATE_GROUPS:
+        return STATE_GROUPS[word]
+    if word in STATES:
+        return frozenset({word})
+    return frozenset(s for s in STATES if word and s.startswith(word))
 
 Tone = Literal["disabled", "muted", "warning", "primary", "success", "error"]
 

@@ -174,7 +174,7 @@ def runs(obj: dict[str, Any], *, arg_filters: tuple[str, ...], job_id: str | Non
          until: str | None, show_times: bool, limit: int, all_runs: bool, follow: bool,
          as_json: bool, utc: bool) -> None:
     args = parse_args(arg_filters)
-    wanted_states = [parse_state(s) for s in states]
+    wanted_states = sorted({state for s in states for state in parse_state(s)})
     if since is None and until is None:
         # Runs exist a whole schedule horizon ahead; "newest" means up to the near future,
         # or a day of a five-minute job would fill the page.

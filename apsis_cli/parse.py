@@ -10,7 +10,7 @@ import datetime as dt
 import re
 
 from apsis.lib.timefmt import parse_duration as _parse_duration
-from apsis.present import STATES
+from apsis.present import STATE_GROUPS, STATES, states_named
 
 from .common import UserError
 
@@ -100,11 +100,14 @@ def parse_api_time(text: str | None) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def parse_state(text: str) -> str:
-    state = text.strip().lower()
-    if state not in STATES:
-        raise UserError(f"unknown state {text!r}", "states are: " + ", ".join(STATES))
-    return state
+def parse_state(text: str) -> list[str]:
+    """The states a `-s` word names, as the TUI's `state:` reads it: a state, a prefix
+    (`fail`), or a group (`failed`, `finished`, `active`, `pending`)."""
+    states = states_named(text)
+    if not states:
+        raise UserError(f"unknown state {text!r}", "states are: " + ", ".join(STATES)
+                        + "; groups: " + ", ".join(STATE_GROUPS) + "; or a prefix (fail)")
+    return sorted(states)
 
 
 def parse_signal(text: str) -> str:

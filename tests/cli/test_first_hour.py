@@ -42,3 +42,27 @@ def test_a_server_that_is_not_apsis_is_one_line(not_apsis):
     assert result.returncode == 69, result
     assert result.stderr.startswith(f"error: not an Apsis daemon at {not_apsis} (it answered HTTP 404")
     assert "<html>" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+JOBS = {"ops/ok": "program: 'true'\n", "ops/bad": "program: 'false'\n",
+        "market/load": "program: 'true'\n"}
+
+
+def _finished(url: str, *jobs: str) -> list[str]:
+    ids = []
+    for job in jobs:
+        result = apsis(url, "run", job, "--wait")
+        ids.append(result.stderr.split()[0])
+    return ids
+
+
+def test_state_words_are_the_tuis(daemon, url):
+    ok, bad = _finished(url, "ops/ok", "ops/bad")
+    fail = apsis(url, "runs", "-s", "fail")
+    assert fail.returncode == 0, fail.stderr
+    assert bad in fail.stdout and ok not in fail.stdout
+    finished = apsis(url, "runs", "-s", "finished").stdout
+    assert bad in finished and ok in finished
+    assert ok not in apsis(url, "runs", "-s", "failed").stdout
+    unknown = apsis(url, "runs", "-s", "bogus")
+    assert unknown.returncode == 2 and "groups: finished" in unknown.stderr

@@ -58,7 +58,9 @@ def test_bad_run_ids(bad):
 
 
 def test_states_and_signals():
-    assert parse_state("Running") == "running"
+    assert parse_state("Running") == ["running"]
+    assert parse_state("fail") == ["failure"]
+    assert parse_state("failed") == ["error", "failure"]
     with pytest.raises(UserError, match="unknown state"):
         parse_state("done")
     assert parse_signal("term") == "SIGTERM"
