@@ -24,10 +24,18 @@ async def resolve_job(client: Client, typed: str) -> dict[str, Any]:
         pass
     jobs = await client.jobs()
     by_id = {j["job_id"]: j for j in jobs}
+    folder = typed.rstrip("/") + "/"
+    inside = sorted(j for j in by_id if j.startswith(folder))
+    if inside and typed.rstrip("/") not in by_id:
+        shown = inside[:MAX_CANDIDATES_SHOWN]
+        more = len(inside) - len(shown)
+        raise UserError(f"{typed!r} is a folder of {len(inside)} job(s): " + ", ".join(shown)
+                        + (f" and {more} more" if more else ""), "name one of them",
+                        ExitStatus.USAGE)
     candidates = fuzzy_candidates(typed, by_id)
     if not candidates:
         raise UserError(f"no job matches {typed!r}",
-                        "`apsis jobs` lists the jobs; words may be abbreviated: dat/lo pri",
+                        "`apsis jobs` lists the jobs; words may be abbreviated: mar/lo",
                         ExitStatus.USAGE)
     if len(candidates) > 1:
         shown = candidates[:MAX_CANDIDATES_SHOWN]

@@ -66,3 +66,11 @@ def test_state_words_are_the_tuis(daemon, url):
     assert ok not in apsis(url, "runs", "-s", "failed").stdout
     unknown = apsis(url, "runs", "-s", "bogus")
     assert unknown.returncode == 2 and "groups: finished" in unknown.stderr
+
+
+def test_a_folder_lists_its_jobs(daemon, url):
+    result = apsis(url, "run", "ops")
+    assert result.returncode == 2, result
+    assert "'ops' is a folder of 2 job(s): ops/bad, ops/ok" in result.stderr
+    assert "name one of them" in result.stderr
+    assert "market/load" not in result.stderr
