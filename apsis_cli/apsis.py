@@ -474,7 +474,7 @@ def mark_cmd(obj: dict, state: str, run_ids: tuple[str, ...], as_json: bool) -> 
 @click.option("-r", "--run", "run_id", metavar="RUN", shell_complete=_complete_run,
               help="Only events of this run.")
 @click.option("-j", "--job", "job_id", metavar="JOB", shell_complete=_complete_job,
-              help="Only events of this job (exact id).")
+              help="Only events of this job (fuzzy prefix allowed).")
 @click.pass_obj
 def events_cmd(obj: dict, since: int | None, types: tuple[str, ...], run_id: str | None,
                job_id: str | None) -> None:

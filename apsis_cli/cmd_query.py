@@ -539,12 +539,27 @@ async def _drain_log(client: Client, rid: str, seq: int | None, emit: Any) -> No
 
 # ---------------------------------------------------------------- events, tui
 
+# The event stream's types (the `type` enum of the OpenAPI document's Event).
+EVENT_TYPES = ("run_transition", "run_log", "output_appended", "job_added", "job_changed",
+               "job_removed", "jobs_reloaded", "daemon", "reset")
+
+
 def events(obj: dict[str, Any], since: int | None, types: tuple[str, ...], run_id: str | None,
            job_id: str | None) -> None:
     rid = parse_run_id(run_id) if run_id else None
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        # The daemon filters by whatever it is given: a typo would wait forever for nothing.
+        raise UserError(f"unknown event type {unknown[0]!r}", "types: " + ", ".join(EVENT_TYPES))
 
     async def main(client: Client) -> None:
         from .common import follow_while_read
+
+        nonlocal job_id
+        if job_id:  # abbreviations as in `runs -j`; an unknown job is an error, not silence
+            job_id = (await resolve_job(client, job_id))["job_id"]
+        if rid:
+            await client.run(rid)  # an unknown run: exit 2 now, not a silent stream
 
         def write(event: dict[str, Any]) -> None:
             sys.stdout.write(fmt.dumps(event) + "\n")
