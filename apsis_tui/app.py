@@ -87,7 +87,9 @@ class ApsisApp(App[int]):
     ) -> None:
         """``client`` (and the other two) replace the real clients in tests;
         ``clock`` is the time every screen shows (frozen in snapshot tests)."""
-        super().__init__()
+        # A program's ANSI colours stay the terminal's own: converted through the
+        # theme's palette, red and magenta came out as one pink and blue as purple.
+        super().__init__(ansi_color=True)
         if client is None:
             client, events_client, health_client = make_clients(url, token)
         self.url = url or getattr(client, "url", "")
@@ -344,6 +346,10 @@ class ApsisApp(App[int]):
         for signum in (signal.SIGHUP, signal.SIGTERM):
             try:
                 loop.add_signal_handler(signum, self._on_hangup, signum)
+                # Go there: the screen that asked opens the new run or puts its cursor on it.
+                show = getattr(self.screen, "show_rerun", None)
+                if show is not None:
+                    show(run_id, result["run_id"])
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
 

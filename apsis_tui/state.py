@@ -7,8 +7,10 @@ write that fails is ignored, because losing a filter must never stop the TUI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ def default_path() -> Path:
 
 
 class TuiState:
-    """Read once at start; each change is written at once (atomically, by rename)."""
+    """Filters per daemon URL. Each change re-reads the file and changes only its own
+    entry, so two TUIs (on two daemons, or the same one) keep each other's filters;
+    the file is replaced atomically (a temp file renamed over it), never half written."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else default_path()
@@ -34,23 +38,31 @@ class TuiState:
         return data if isinstance(data, dict) else {}
 
     def filter_for(self, url: str) -> str:
-        value = (self._data.get("filters") or {}).get(url, "")
+        filters = self._data.get("filters")
+        value = filters.get(url, "") if isinstance(filters, dict) else ""
         return value if isinstance(value, str) else ""
 
     def set_filter(self, url: str, text: str) -> None:
-        filters = self._data.setdefault("filters", {})
+        data = self._read()  # what the other TUIs wrote since: merge into it
+        filters = data.get("filters")
         if not isinstance(filters, dict):
-            filters = self._data["filters"] = {}
+            filters = data["filters"] = {}
+        self._data = data
         if filters.get(url) == text:
             return
         filters[url] = text
-        self._write()
+        self._write(data)
 
-    def _write(self) -> None:
+    def _write(self, data: dict[str, Any]) -> None:
+        tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._data, indent=2, sort_keys=True))
+            # A temp file of our own (two TUIs writing at once never share one).
+            fd, tmp = tempfile.mkstemp(prefix=".tui-", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "w") as file:
+                json.dump(data, file, indent=2, sort_keys=True)
             os.replace(tmp, self.path)
         except OSError:
-            pass
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)

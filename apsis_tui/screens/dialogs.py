@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -156,6 +156,20 @@ def valid_time(text: str) -> bool:
     return True
 
 
+class JobSelect(Select[str]):
+    """A Select whose list opens as soon as one types a job's name, with what was typed
+    already searched for (Select alone searches only once its list is open)."""
+
+    def on_key(self, event: events.Key) -> None:
+        if self.expanded or not (event.character and event.is_printable):
+            return
+        event.stop()
+        event.prevent_default()
+        self.action_show_overlay()
+        overlay = self.query_one("SelectOverlay")  # the list, by its CSS type name
+        overlay.post_message(events.Key(event.key, event.character))
+
+
 class NewRunDialog(ModalScreen[None]):
     """Pick a job, fill its params, run now or at a time; Enter or ctrl+s creates."""
 
@@ -176,7 +190,7 @@ class NewRunDialog(ModalScreen[None]):
         with Vertical(classes="dialog-box new-run-box"):
             yield Label("New run", classes="dialog-title")
             yield Label("job")
-            yield Select(self._job_options(), prompt="pick a job (type to search)", id="job",
+            yield JobSelect(self._job_options(), prompt="pick a job (type to search)", id="job",
                          value=self.job_id if self.job_id in self.apsis.model.jobs else Select.NULL,
                          compact=True)
             yield VerticalScroll(id="params")

@@ -135,6 +135,8 @@ class RunScreen(Screen[None]):
         # Shown only for a run with several outputs (check_action hides it otherwise).
         Binding("O", "cycle_output", "Next output", key_display="O"),
         Binding("J", "toggle_json", "JSON", key_display="J"),
+        # Shown only when the run has dependencies or reruns to go to.
+        Binding("d", "dependency", "Dependency"),
         *OPERATION_BINDINGS,
     ]
 
@@ -207,11 +209,14 @@ class RunScreen(Screen[None]):
                 self.apsis.model.remember_job(await client.job(run["job_id"]))
             except ApsisError:
                 pass
-        tabs = self.query_one("#run-tabs", TabbedContent)
-        tabs.active = "output" if run.get("state") in STARTED_STATES else "details"
-        if run.get("state") not in STARTED_STATES and run.get("state") != "skipped":
-            self.query_one("#output-pane", OutputPane).append(
-                b"\x1b[2m(no output yet: it streams here once the run starts)\x1b[0m\n")
+        tab = "output" if run.get("state") in STARTED_STATES else "details"
+        self.query_one("#run-tabs", TabbedContent).active = tab
+        self._focus_tab(tab)  # so the tab's own keys work (and show) at once
+        view = self.query_one("#output-pane", OutputPane).view
+        if run.get("state") == "skipped":
+            view.empty_message = "no output: the run was skipped"
+        elif run.get("state") not in STARTED_STATES:
+            view.empty_message = "no output yet: it streams here once the run starts"
         self._render_all()
         self._maybe_stream_output()
 
@@ -221,6 +226,8 @@ class RunScreen(Screen[None]):
                 self.run_data = {**self.run_data, **run}
                 self._render_all()
                 self._maybe_stream_output()
+        if any(run.get("rerun_of") == self.run_id for run in runs):
+            self._render_details()  # lists the new rerun
 
     def _logged(self, logged: RunLogged) -> None:
         if logged.run_id == self.run_id:
@@ -245,13 +252,19 @@ class RunScreen(Screen[None]):
             self._set_outputs(expected_outputs({**self.run_data, "outputs": listed}))
             output_id = self.output_id or self.output_ids[0]
             pane.view.clear()
+            pane.set_complete(False)
+            pane.view.empty_message = "no output yet"
             async for data in client.output(self.run_id, output_id, follow=True):
                 pane.append(data)
         except ApsisError as exc:
             if self.run_data.get("state") in FINISHED_STATES:
-                pane.append(f"\x1b[2m(no output: {exc.message})\x1b[0m\n".encode())
+                pane.view.empty_message = f"no output: {exc.message}"
             else:
                 self.output_started = False  # not there yet: try again on the next change
+            return
+        # The stream ends when the run has finished: all its output is here.
+        pane.view.empty_message = "no output"
+        pane.set_complete(True)
 
     def _set_outputs(self, output_ids: list[str]) -> None:
         if output_ids == self.output_ids:
@@ -276,6 +289,8 @@ class RunScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cycle_output":
             return len(self.output_ids) > 1
+        if action == "dependency":
+            return bool(self._deps)
         return True
 
     # -- rendering ---------------------------------------------------------------------
@@ -356,6 +371,7 @@ class RunScreen(Screen[None]):
         deps: list[tuple[str, Any]] = []
         if run.get("rerun_of"):
             deps.append((f"rerun of {run['rerun_of']}", ("run", run["rerun_of"])))
+        deps += [(f"rerun as {rerun}", ("run", rerun)) for rerun in self._reruns()]
         for condition in conditions:
             if isinstance(condition, dict) and condition.get("type") == "dependency":
                 target = self.apsis.model.jobs.get(str(condition.get("job_id")))
@@ -367,12 +383,21 @@ class RunScreen(Screen[None]):
                 deps.append((label, ("dep", condition.get("job_id"), args)))
         if deps == self._deps:
             return
+        had = bool(self._deps)
         self._deps = deps
+        if had != bool(deps):
+            self.refresh_bindings()
         options = self.query_one("#deps", OptionList)
         options.clear_options()
         options.add_options([Option(label) for label, _ in deps])
         options.display = bool(deps)
         self.query_one("#deps-title", Label).display = bool(deps)
+
+    def _reruns(self) -> list[str]:
+        """The runs made by rerunning this one, oldest first."""
+        reruns = [r for r in self.apsis.model.runs.values() if r.get("rerun_of") == self.run_id]
+        return [str(r["run_id"]) for r in sorted(
+            reruns, key=lambda r: (len(str(r["run_id"])), str(r["run_id"])))]
 
     def _render_log(self) -> None:
         text = Text()
@@ -394,7 +419,19 @@ class RunScreen(Screen[None]):
 
     @on(OptionList.OptionSelected, "#deps")
     def _jump(self, event: OptionList.OptionSelected) -> None:
-        _, target = self._deps[event.option_index]
+        self._open_dep(event.option_index)
+
+    def action_dependency(self) -> None:
+        """One key to the run a dependency waits for (or the rerun): opened at once
+        when there is one, else the list on Details to pick from."""
+        if len(self._deps) == 1:
+            self._open_dep(0)
+        elif self._deps:
+            self.query_one("#run-tabs", TabbedContent).active = "details"
+            self.query_one("#deps", OptionList).focus()
+
+    def _open_dep(self, index: int) -> None:
+        _, target = self._deps[index]
         if target[0] == "run":
             self.apsis.open_run(target[1])
         else:
@@ -451,6 +488,11 @@ class RunScreen(Screen[None]):
 
     def action_operation(self, operation: str) -> None:
         self.apsis.request_operation(self.run_id, operation)
+
+    def show_rerun(self, run_id: str, rerun_id: str) -> None:
+        """This run was rerun: open the new run (Esc comes back here)."""
+        if run_id == self.run_id:
+            self.apsis.open_run(rerun_id)
 
 
 def _indent(text: str, prefix: str = "  ") -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -63,6 +63,9 @@ class RunsScreen(Screen[None]):
         super().__init__()
         self._filter_timer: Timer | None = None
         self._received = False  # a batch of runs reached the table
+        # Pages arrive newest first, the far future first: keep the cursor at *now*
+        # as each lands, until the user moves it (a key or a click).
+        self._keep_at_now = True
 
     @property
     def apsis(self) -> ApsisApp:
@@ -101,6 +104,8 @@ class RunsScreen(Screen[None]):
             # The first runs, or a page of the initial load: apply it now, page by
             # page, so no single frame has to merge tens of thousands of runs.
             table.load(runs)
+            if self._keep_at_now:
+                self.call_after_refresh(table.scroll_to_now)
         else:
             table.apply_runs(runs)  # events: coalesced, painted at most 10 times a second
         self._update_count()
@@ -186,6 +191,12 @@ class RunsScreen(Screen[None]):
 
         self.app.push_screen(PickDialog("Add to the filter", filter_choices(dict(run))), picked)
 
+    def on_key(self, event: events.Key) -> None:
+        self._keep_at_now = False
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        self._keep_at_now = False
+
     def key_escape(self) -> None:
         if self.focused is self.query_one("#filter", Input):
             self.table.focus()
@@ -204,3 +215,8 @@ class RunsScreen(Screen[None]):
         run_id = self.table.cursor_run_id
         if run_id is not None:
             self.apsis.request_operation(run_id, operation)
+
+    def show_rerun(self, run_id: str, rerun_id: str) -> None:
+        """A run was rerun: put the cursor on the new run (Enter opens it)."""
+        self.table.flush()
+        self.table.move_to_run(rerun_id)

@@ -165,6 +165,7 @@ class OutputView(ScrollView, can_focus=True):
         self._text_re: re.Pattern[str] | None = None
         self._match_line: int | None = None
         self._match_count: tuple[int, int] | None = None  # (buffer length, count)
+        self._empty_message = ""
         if data:
             self._index(self._take_pending())
 
@@ -198,7 +199,7 @@ class OutputView(ScrollView, can_focus=True):
         self._index(self._take_pending())
         self._update_virtual_size()
         if self._follow:
-            self.scroll_to(y=self.max_scroll_y, animate=False)
+            self._scroll_to_end()
         self.refresh()
 
     def clear(self) -> None:
@@ -254,6 +255,24 @@ class OutputView(ScrollView, can_focus=True):
     def _update_virtual_size(self) -> None:
         self.virtual_size = Size(self._max_width, self.line_count)
 
+    @property
+    def empty_message(self) -> str:
+        return self._empty_message
+
+    @empty_message.setter
+    def empty_message(self, text: str) -> None:
+        """What the view says while it holds no output ("no output yet"), dimmed."""
+        if text != self._empty_message:
+            self._empty_message = text
+            self.refresh()
+
+    def _scroll_to_end(self) -> None:
+        """To the last line now, and again once a layout has taken the new size in
+        (a hidden tab, or output that arrived before the first layout)."""
+        self.scroll_to(y=self.max_scroll_y, animate=False)
+        self.call_after_refresh(
+            lambda: self._follow and self.scroll_to(y=self.max_scroll_y, animate=False))
+
     # -- follow ----------------------------------------------------------------------
 
     @property
@@ -266,7 +285,7 @@ class OutputView(ScrollView, can_focus=True):
             self._follow = value
             self.post_message(self.FollowChanged(self, value))
         if value:
-            self.scroll_to(y=self.max_scroll_y, animate=False)
+            self._scroll_to_end()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
@@ -397,6 +416,10 @@ class OutputView(ScrollView, can_focus=True):
         index = self.scroll_offset.y + y
         base = self.rich_style
         if index >= self.line_count:
+            if index == 0 and self._empty_message and not self._pending:
+                text = Text(f" {self._empty_message}", style="dim", end="")
+                return Strip(list(text.render(self.app.console))).apply_style(base).crop_extend(
+                    0, width, base)
             return Strip.blank(width, base)
         cached = self._strips.get(index)
         if cached is not None and cached[0] == self._generation:
@@ -429,11 +452,11 @@ class OutputView(ScrollView, can_focus=True):
         if self._pending:
             self._flush_timer = self.set_timer(self.flush_interval, self.flush)
         if self._follow:
-            self.call_after_refresh(lambda: self.scroll_to(y=self.max_scroll_y, animate=False))
+            self._scroll_to_end()
 
     def on_resize(self, event: events.Resize) -> None:
         if self._follow:
-            self.scroll_to(y=self.max_scroll_y, animate=False)
+            self._scroll_to_end()
 
     def action_search_next(self) -> None:
         self.search_next()
@@ -448,6 +471,8 @@ class OutputView(ScrollView, can_focus=True):
 class OutputPane(Vertical):
     """An OutputView with a search box (``/``) and a status line: what the Run screen
     embeds."""
+
+    HELP_NAME = "Output search"  # the section title in the keys help
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close_search", "Close search", show=False),
@@ -476,6 +501,7 @@ class OutputPane(Vertical):
         self._data = data
         self._follow = follow
         self._label = ""
+        self._complete = False
 
     def set_label(self, label: str) -> None:
         """What the status line names first: which output is shown, when a run has several."""
@@ -498,11 +524,28 @@ class OutputPane(Vertical):
     def append(self, data: bytes) -> None:
         self.view.append(data)
 
+    def set_complete(self, complete: bool) -> None:
+        """The output is all there (the run finished): the status says so, instead of
+        "following" output that will never grow."""
+        self._complete = complete
+        self.view.flush()
+        self._update_status()
+
     def open_search(self) -> None:
         search = self.query_one(".output-search", Input)
         search.add_class("-open")
         search.value = self.view.search_term
         search.focus()
+
+    @property
+    def search_open(self) -> bool:
+        return self.query_one(".output-search", Input).has_class("-open")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Esc closes an open search; with none open it goes on to the screen (back).
+        if action == "close_search":
+            return self.search_open
+        return True
 
     def action_close_search(self) -> None:
         search = self.query_one(".output-search", Input)
@@ -527,7 +570,12 @@ class OutputPane(Vertical):
 
     def _update_status(self) -> None:
         view = self.view
-        parts = ["following" if view.follow else "paused (End or f to follow)"]
+        if self._complete:
+            lines = f"{view.line_count:,} line{'' if view.line_count == 1 else 's'}"
+            end = "at the end" if view.follow else "End: go to the end"
+            parts = [f"run finished · {lines} · {end}"]
+        else:
+            parts = ["following" if view.follow else "paused (End or f to follow)"]
         if self._label:
             parts.insert(0, self._label)
         if view.search_term:

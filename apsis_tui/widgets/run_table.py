@@ -91,11 +91,14 @@ def layout_columns(
     id_width: int,
     job_width: int,
     arg_widths: dict[str, int] | None,
+    args_width: int | None = None,
 ) -> tuple[Column, ...]:
     """Fit the columns into ``width`` cells; ``arg_widths`` turns args into columns.
 
     Fixed columns take what their content needs; the job and args columns share the
-    rest, the job column first up to its longest id but no more than about half.
+    rest, the job column first up to its longest id but no more than about half, the
+    args column no more than ``args_width`` (its longest text), so a wide terminal
+    does not push the times far from the job.
     """
     wide = width >= WIDE_WIDTH
     fixed = [
@@ -117,7 +120,11 @@ def layout_columns(
     if arg_widths is None:
         job = min(max(job_width, 3), max(8, remain * 11 // 20))
         job = min(job, remain)
-        flex = [Column("job", "job", job), Column("args", "args", max(0, remain - job))]
+        args = max(0, remain - job)
+        if args_width is not None:
+            args = min(args, max(args_width, 4))
+            job = min(max(job_width, 3), remain - args)
+        flex = [Column("job", "job", job), Column("args", "args", args)]
     else:
         desired = {name: max(len(name), w) for name, w in arg_widths.items()}
         given: dict[str, int] = {}
@@ -463,11 +470,14 @@ class RunTable(ScrollView, can_focus=True):
         self._columns_checked = (self.store.version, width)
         single = self.store.single_job()
         arg_widths = self.store.arg_widths() if single is not None else None
+        every_arg = self.store.arg_widths() if single is None else {}
+        args_width = sum(len(k) + 1 + w for k, w in every_arg.items()) + len(every_arg) - 1
         key = (
             width,
             self.store.id_width(),
             self.store.job_width() if single is None else 0,
             tuple(arg_widths.items()) if arg_widths is not None else None,
+            args_width,
         )
         if key != self._columns_key:
             self._columns_key = key
@@ -476,6 +486,7 @@ class RunTable(ScrollView, can_focus=True):
                 id_width=key[1],  # type: ignore[arg-type]
                 job_width=key[2],  # type: ignore[arg-type]
                 arg_widths=arg_widths,
+                args_width=args_width,
             )
             self._row_cache.clear()
 
