@@ -30,6 +30,12 @@ from apsis_tui.state import TuiState
 
 PAGE_SIZE = 1000  # runs a page: each decoded in a few ms, so keys get through between pages
 MAX_RUNS = 100_000
+FREEZE_EVERY = 10_000  # runs loaded between two moves of what exists out of the GC's reach
+# Pages are handed to the screens a few at a time (one merge and one repaint for them
+# all), at least every SHOW_EVERY seconds, never more than SHOW_PAGES at once: a bigger
+# batch would hold a key up while it is merged.
+SHOW_EVERY = 0.1
+SHOW_PAGES = 3
 HEALTH_INTERVAL = 2.0
 HANGUP_GRACE = 3.0  # seconds to exit cleanly after SIGHUP before exiting hard
 
@@ -183,6 +189,9 @@ class ApsisApp(App[int]):
                 limit=self.page_size, cursor=cursor, summary=True))
 
         next_page = fetch(cursor)
+        frozen = 0
+        held: list[tuple[list[dict[str, Any]], int]] = []  # pages not yet shown
+        shown_at = time.monotonic()
         try:
             while next_page is not None and not worker.is_cancelled:
                 try:
@@ -195,10 +204,17 @@ class ApsisApp(App[int]):
                 cursor = page.get("cursor")
                 # Ask for the next page first: the daemon reads it while this one is applied.
                 next_page = fetch(cursor)
-                self.model.apply_page(page["runs"], page["seq"])
-                # The runs live as long as the app: out of the GC's reach now, or each full
-                # collection during the load walks every run loaded so far.
-                self.model.freeze()
+                held.append((page["runs"], page["seq"]))
+                if (next_page is None or len(held) >= SHOW_PAGES
+                        or time.monotonic() - shown_at >= SHOW_EVERY):
+                    # Each page checked against its own seq, all shown in one repaint.
+                    self.model.apply_pages(held)
+                    held, shown_at = [], time.monotonic()
+                if loaded - frozen >= FREEZE_EVERY:
+                    # The runs live as long as the app: out of the GC's reach now, or each
+                    # full collection during the load walks every run loaded so far.
+                    self.model.freeze()
+                    frozen = loaded
                 await asyncio.sleep(0)  # let the screen paint and keys through between pages
         finally:
             if next_page is not None:

@@ -117,12 +117,18 @@ class TuiModel:
 
     def apply_page(self, runs: Iterable[Mapping[str, Any]], seq: int) -> None:
         """Runs as of event ``seq``; a run an event changed later keeps that change."""
+        self.apply_pages([(runs, seq)])
+
+    def apply_pages(self, pages: Iterable[tuple[Iterable[Mapping[str, Any]], int]]) -> None:
+        """Several pages (runs, seq) at once, published as one change: the screens merge
+        and repaint once for all of them."""
         batch = []
-        for run in runs:
-            run_id = run["run_id"]
-            if self._run_seq.get(run_id, -1) > seq:
-                continue
-            batch.append(self._store_run(summarize(run)))
+        run_seq = self._run_seq
+        for runs, seq in pages:
+            for run in runs:
+                if run_seq.get(run["run_id"], -1) > seq:
+                    continue
+                batch.append(self._store_run(summarize(run)))
         self.loaded = True
         if batch:
             self.runs_changed.publish(batch)

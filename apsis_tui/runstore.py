@@ -13,7 +13,8 @@ Updates locate rows with ``bisect`` (O(log n) comparisons; the list shift that
 follows is a C ``memmove``, microseconds for 100 000 rows). A batch of more than a
 few runs (a page of the initial load) is merged instead: its keys sorted, appended,
 and the two sorted runs merged by one ``list.sort`` (linear), so loading 100 000
-runs page by page costs a few merges, not 100 000 shifts of a growing list. A filter
+runs page by page (newest first: each page sorts before the last) costs a list copy
+a page, not 100 000 shifts of a growing list. A filter
 change is one list comprehension over the whole order, which stays well under a
 second for 100 000 runs. Headless: this module never imports Textual.
 """
@@ -73,6 +74,20 @@ def sort_key(run: Run) -> SortKey:
                 parsed = parsed.replace(tzinfo=UTC)
             return (parsed.timestamp(), number, run_id)
     return (schedule_time(run), number, run_id)
+
+
+def _merged(keys: list[SortKey], new: list[SortKey]) -> list[SortKey]:
+    """Sorted `keys` with the (unsorted, absent) `new` keys merged in. A page of the load
+    (newest first) all sorts before what is there: a copy, not a comparison per key."""
+    if not new:
+        return keys
+    new.sort()
+    if not keys or new[-1] < keys[0]:
+        return new + keys
+    keys += new
+    if new[0] < keys[-len(new) - 1]:
+        keys.sort()  # two sorted runs: one linear merge
+    return keys
 
 
 class RunStore:
@@ -210,18 +225,16 @@ class RunStore:
             if predicate is None or predicate(run):
                 shown.append(key)
                 shown_jobs.append(run.get("job_id", ""))
+                if self._view_args is not None:
+                    self._widen_args(run)
         view_jobs = self._view_jobs
         for job_id, n in Counter(shown_jobs).items():
             view_jobs[job_id] = view_jobs.get(job_id, 0) + n
-        if shown:
-            self._view_args = None  # widened again when asked, in one pass
         if replaced:
             self._order = [k for k in self._order if k not in replaced]
             self._view = [k for k in self._view if k not in replaced]
-        self._order += sorted(added)
-        self._order.sort()  # two sorted runs: one merge
-        self._view += sorted(shown)
-        self._view.sort()
+        self._order = _merged(self._order, added)
+        self._view = _merged(self._view, shown)
 
     def remove(self, run_id: str) -> None:
         key = self._keys.pop(run_id, None)
