@@ -11,12 +11,11 @@ future runs. This module keeps, in plain Python:
 
 Updates locate rows with ``bisect`` (O(log n) comparisons; the list shift that
 follows is a C ``memmove``, microseconds for 100 000 rows). A batch of more than a
-few runs (a page of the initial load) is merged instead: its keys sorted, appended,
-and the two sorted runs merged by one ``list.sort`` (linear), so loading 100 000
-runs page by page (newest first: each page sorts before the last) costs a list copy
-a page, not 100 000 shifts of a growing list. A filter
-change is one list comprehension over the whole order, which stays well under a
-second for 100 000 runs. Headless: this module never imports Textual.
+few runs (pages of the initial load) is merged instead: its keys sorted, then put
+before what is there (pages come newest first: a list copy) or merged by one
+``list.sort`` of two sorted runs (linear), never 100 000 shifts of a growing list.
+A filter change is one list comprehension over the whole order, which stays well
+under a second for 100 000 runs. Headless: this module never imports Textual.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ CLOSE_BEHIND = 4008  # the client fell behind; reconnect with since=<last seq>
 CLOSE_GOING_AWAY = 1001  # the daemon is stopping
 REPLAY_BATCH = 1000  # events per read of the store
 FRAME_BYTES = 1 << 20  # a batched frame holds events up to about this size
-LOG_BYTES = 32 << 20  # encoded events the log keeps for readers (a burst of ~50 000)
+LOG_BYTES = 16 << 20  # encoded events the log keeps for readers (a burst of ~30 000)
 CACHE_BYTES = 8 << 20  # shared pages kept for readers that come to the same place
 SEND_TIMEOUT = 60.0  # one message that cannot be written for this long: the client is gone
 STUCK_SECONDS = 5.0  # a send blocked this long, with the stream far ahead: cut off
