@@ -64,6 +64,11 @@ class Config:
     remote_ssh: str | None = None  # the ssh command for remote hosts, e.g. "ssh -F cfg"
     remote_agent_dir: str | None = None  # the agent's state dir on remote hosts
     remote_start_timeout: float = 10.0  # a start a host does not answer in time: an error
+    # Standby daemons on one PostgreSQL database (SPEC §1.14, `ha:`).
+    ha_node: str | None = None  # this daemon's name in the cluster; None: host:port
+    ha_advertise: str | None = None  # the URL clients reach this daemon at, when it leads
+    ha_takeover: float = 10.0  # a standby takes over within this of the leader's loss
+    ha_host_lost: float = 300.0  # a run whose host cannot be reached: error after this
 
     @property
     def store_target(self) -> str | Path:
@@ -157,7 +162,7 @@ def load_config(path: Path | None) -> Config:
         parse_bind(cfg.bind)
     for section, handler in (("schedule", _schedule), ("runs", _runs), ("output", _output),
                              ("waiting", _waiting), ("api", _api), ("log", _log),
-                             ("events", _events), ("remote", _remote)):
+                             ("events", _events), ("remote", _remote), ("ha", _ha)):
         if f.has(section):
             with diags.collect():
                 sf = Fields(f.get(section) or {}, section, diags, f.loc_of(section))
@@ -249,6 +254,20 @@ def _remote(f: Fields, cfg: Config, rel) -> None:
     cfg.remote_ssh = f.get("ssh", None, as_str)
     cfg.remote_agent_dir = f.get("agent_dir", None, as_str)
     cfg.remote_start_timeout = f.get("start_timeout", cfg.remote_start_timeout, parse_duration)
+
+
+def _ha(f: Fields, cfg: Config, rel) -> None:
+    cfg.ha_node = f.get("node", None, as_str)
+    cfg.ha_advertise = f.get("advertise", None, as_str)
+    cfg.ha_takeover = f.get("takeover", cfg.ha_takeover, _at_least_a_second)
+    cfg.ha_host_lost = f.get("host_lost", cfg.ha_host_lost, parse_duration)
+
+
+def _at_least_a_second(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds < 1:
+        raise ValueError(f"must be at least 1s (a standby polls every second), not {value}")
+    return seconds
 
 
 def _events(f: Fields, cfg: Config, rel) -> None:

@@ -53,12 +53,14 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     from .engine.core import Engine
     from .engine.service import Service
     from .jobs_dir import load_jobs_dir
-    from .store import open_store
+    from .store import is_database_url, open_store
 
     exposure = config.exposure_warning()
     if exposure:
         log.warning("%s", exposure)
-    store = await open_store(config.store_target)
+    # On PostgreSQL several daemons may share the database: they elect a leader.
+    elect = is_database_url(config.store_target)
+    store = await open_store(config.store_target, elect=elect)
     try:
         sock = listen(config.bind)
     except OSError as exc:
@@ -73,7 +75,10 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     engine.url = base_url(config)
     stop = engine.shutdown_requested
     try:
-        await engine.start(since)
+        if elect:
+            await _elect(engine, store, config, since)
+        else:
+            await engine.start(since)
     except BaseException:
         # Close what is open, or its threads keep the process alive after the error.
         try:
@@ -130,6 +135,18 @@ async def serve(config: Config, *, since: str | None = None) -> int:
 
 
 SHUTDOWN_BOUND = 10.0  # seconds from "shutting down" to the process's end, whatever hangs
+
+
+async def _elect(engine: Any, store: Any, config: Config, since: str | None) -> None:
+    """Leads if no other daemon on the database does, else serves as a standby."""
+    from .engine.leadership import Leadership
+
+    bind = parse_bind(config.bind)
+    node = config.ha_node or (socket.gethostname() if isinstance(bind, str)
+                              else f"{socket.gethostname()}:{bind[1]}")
+    engine.leadership = Leadership(engine, store, node=node, advertise=config.ha_advertise,
+                                   takeover=config.ha_takeover)
+    await engine.leadership.begin(since)
 
 
 class ExitDeadline:

@@ -41,20 +41,26 @@ def error_response(status: int, code: str, message: str,
                         headers=headers)
 
 
-def error_for(exc: BaseException) -> ApiError | None:
+def error_for(exc: BaseException, request: Request | None = None) -> ApiError | None:
     """The API error for an exception the engine or store raises on bad input, else None.
 
     The status is chosen here, by the error's type: the engine knows nothing of HTTP.
+    A write to a standby is redirected (307) to the same path on the leader, if known.
     """
-    from ..engine.errors import (Conflict, DiskFull, EngineError, Invalid, NotFound, NotRecorded,
-                                 Unavailable)
+    from ..engine.errors import (Conflict, DiskFull, EngineError, Invalid, NotFound, NotLeader,
+                                 NotRecorded, Unavailable)
     from ..model.states import TransitionError
     from ..store.errors import DiskFullError, InvalidCursorError, UnknownRunError
 
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, NotLeader) and exc.leader and request is not None:
+        target = exc.leader.rstrip("/") + request.url.path
+        if request.url.query:
+            target += "?" + request.url.query
+        return ApiError(307, exc.code, exc.message, {"Location": target})
     if isinstance(exc, EngineError):
-        status = {NotFound: 404, Invalid: 422, Conflict: 409, Unavailable: 503,
+        status = {NotFound: 404, Invalid: 422, Conflict: 409, Unavailable: 503, NotLeader: 503,
                   NotRecorded: 500, DiskFull: 507}.get(type(exc), 422)
         return ApiError(status, exc.code, exc.message)
     if isinstance(exc, DiskFullError):  # a write outside a run's change: new run ids

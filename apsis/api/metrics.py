@@ -103,6 +103,10 @@ class _Snapshot:
         yield CounterMetricFamily("apsis_event_clients_cut_off",
                                   "Event stream clients closed because they fell behind.",
                                   value=api.events_cut_off)
+        yield GaugeMetricFamily("apsis_leader", "1 while this daemon leads, 0 on a standby.",
+                                value=1 if service.role()["role"] == "leader" else 0)
+        yield CounterMetricFamily("apsis_failovers", "Times this daemon took over as leader.",
+                                  value=service.failovers)
         started = service.started_at
         yield GaugeMetricFamily("apsis_start_time_seconds", "When the daemon started (Unix time).",
                                 value=started.timestamp() if isinstance(started, dt.datetime) else 0)

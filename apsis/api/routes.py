@@ -48,7 +48,7 @@ def endpoint(role: str) -> Callable[[Handler], Callable[[Request], Awaitable[Res
                 api.auth.check(request, role)
                 return await fn(api, request)
             except Exception as exc:
-                err = error_for(exc)
+                err = error_for(exc, request)
                 if err is None:
                     raise
                 return err.response()
@@ -77,7 +77,7 @@ async def alive(api: Api, request: Request) -> Response:
         raise ApiError(503, "store_unavailable", problem)
     return JSONResponse({"status": "ok", "version": __version__,
                          "started_at": format_time(service.started_at),
-                         "seq": service.last_seq})
+                         "seq": service.last_seq, **service.role()})
 
 
 @endpoint("read")

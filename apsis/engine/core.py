@@ -134,7 +134,17 @@ class Engine:
         self.url = ""  # the API's base URL, given to programs as APSIS_URL
         self.restart_requested = False
         self.shutdown_requested = asyncio.Event()
+        self.leading = False  # deciding and writing (`lead`); a standby only serves
+        self.leadership: Any = None  # the election among daemons sharing a database, if any
         self._archiving = asyncio.Lock()  # the loop and `apsisctl db archive` take turns
+
+    def lose_leadership(self, why: str) -> None:
+        """Stops scheduling and starting at once, and restarts as a standby: another
+        daemon may lead now, and nothing this one holds in memory can be trusted."""
+        log.error("no longer the leader (%s): stopping, to start again as a standby", why)
+        self.leading = False
+        self.stopping = True
+        self.request_shutdown(restart=True)
 
     def request_shutdown(self, restart: bool = False) -> None:
         """Asks the daemon to stop (and, with `restart`, to start again in the same process)."""
@@ -144,6 +154,18 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self, since: str | None = None) -> None:
+        """Serves and leads at once: a daemon alone on its database."""
+        await self.serve()
+        await self.lead(since)
+
+    async def serve(self) -> None:
+        """What a standby does too: reads and events come from the store; nothing is
+        decided, scheduled or started until `lead`."""
+        self.bus.last_seq = await self.store.last_seq()
+
+    async def lead(self, since: str | None = None) -> None:
+        """Starts deciding: restores the unfinished runs, catches up and schedules."""
+        self.leading = True
         self.writer.start()
         self.spawn(self.due.run(), "due-queue")
         self.bus.last_seq = await self.store.last_seq()
@@ -166,7 +188,8 @@ class Engine:
         for timer in self._timers.values():
             timer.cancel()
         try:
-            await self.emit([{"type": "daemon", "status": "stopping"}])
+            if self.leading:
+                await self.emit([{"type": "daemon", "status": "stopping"}])
         except Exception:
             log.exception("could not record the daemon's stop")
         for task in list(self._tasks):
@@ -190,11 +213,13 @@ class Engine:
         task.add_done_callback(done)
         return task
 
-    async def restore(self) -> list[Run]:
+    async def restore(self) -> tuple[list[Run], list[Run]]:
         """Picks up the unfinished runs a previous daemon left (SPEC §1.10).
 
-        Returns the scheduled runs whose time passed while the daemon was down: the
+        Returns the scheduled runs whose time passed while the daemon was down, and
+        the runs left `starting` whose program its agent says it never started: the
         scheduler decides, by their schedule's `catchup`, which of them still start.
+        A `starting` run the agent did start is reattached, with its real outcome.
         """
         now = utcnow()
         missed: list[Run] = []
@@ -203,6 +228,7 @@ class Engine:
             self.runs.remember(Run.from_jso(jso))
         log.info("restoring %d unfinished runs", len(jsos))
         errors: list[tuple[Run, str]] = []
+        starting: list[Run] = []
         for run in self.runs:
             if run.state == State.NEW:
                 errors.append((run, "the daemon stopped before this run was scheduled"))

@@ -41,6 +41,23 @@ class Unavailable(EngineError):
     code = "unavailable"
 
 
+class NotLeader(Unavailable):
+    """This daemon is a standby: writes go to the leader, at `leader` (its advertise URL)
+    if it gave one; `leader_node` names it, if any daemon leads."""
+
+    code = "not_leader"
+
+    def __init__(self, leader: str | None, leader_node: str | None) -> None:
+        if leader_node is None:
+            message = "this daemon is a standby and no leader is known yet; retry shortly"
+        else:
+            where = f" at {leader}" if leader else " (it gave no ha.advertise URL)"
+            message = f"this daemon is a standby: send writes to the leader, {leader_node}{where}"
+        super().__init__(message)
+        self.leader = leader
+        self.leader_node = leader_node
+
+
 class NotRecorded(EngineError):
     """The database refused this change: nothing of it happened (the rest of the batch did)."""
 

@@ -16,7 +16,7 @@ from ..model.job import Job
 from ..model.run import Run
 from ..model.states import FINISHED, State
 from ..program import parse_signal
-from .errors import Conflict, Invalid, NotFound
+from .errors import Conflict, Invalid, NotFound, NotLeader
 
 if TYPE_CHECKING:
     from .core import Engine
@@ -47,6 +47,26 @@ class Service:
 
     def request_shutdown(self, restart: bool = False) -> None:
         self._engine.request_shutdown(restart)
+
+    def role(self) -> dict[str, Any]:
+        """This daemon's place among those sharing its database (GET /alive): alone on
+        its database it is the leader, at epoch 0."""
+        leadership = self._engine.leadership
+        if leadership is None:
+            return {"role": "leader", "leader": self._engine.url or None, "epoch": 0}
+        return {"role": leadership.role, "leader": leadership.leader, "epoch": leadership.epoch}
+
+    @property
+    def failovers(self) -> int:
+        """Times this daemon took over from another leader."""
+        leadership = self._engine.leadership
+        return 0 if leadership is None else leadership.failovers
+
+    def _leading(self) -> None:
+        """Refuses a write on a standby, saying where the leader is."""
+        leadership = self._engine.leadership
+        if leadership is not None and leadership.role != "leader":
+            raise NotLeader(leadership.leader, leadership.leader_node)
 
     async def readable(self) -> str | None:
         """None if the store answers reads, else what is wrong (for /alive)."""
@@ -132,6 +152,7 @@ class Service:
         return self._engine.inline_job(jso, job_id)
 
     async def reload_jobs(self, *, dry_run: bool = False) -> dict[str, Any]:
+        self._leading()
         return await self._engine.reload_jobs(dry_run=dry_run)
 
     # -- runs: reading ------------------------------------------------------------------
@@ -188,6 +209,7 @@ class Service:
 
     async def create_runs(self, job: Job, args: dict[str, str], *, times: list[dt.datetime],
                           stop: dt.datetime | None = None) -> list[Run]:
+        self._leading()
         return await self._engine.create_runs(job, self.check_args(job, args), times=times,
                                               stop=stop)
 
@@ -208,6 +230,7 @@ class Service:
         raise Conflict(f"cannot {op} run {run_id}: it is {state} (only {allowed} runs)")
 
     async def skip(self, run_id: str) -> Run:
+        self._leading()
         waiting = {State.SCHEDULED, State.WAITING}
         run = await self._unfinished(run_id, waiting, "skip")
         await self._take_back(run)
@@ -215,6 +238,7 @@ class Service:
         return run
 
     async def start(self, run_id: str) -> Run:
+        self._leading()
         run = await self._unfinished(run_id, {State.SCHEDULED, State.WAITING}, "start")
         await self._take_back(run)
         await self._engine.start_run(run, message="started by request, ignoring its conditions")
@@ -226,11 +250,13 @@ class Service:
         self._engine.waiter.remove(run)
 
     async def stop(self, run_id: str) -> Run:
+        self._leading()
         run = await self._unfinished(run_id, {State.RUNNING}, "stop")
         await self._engine.runner.stop_run(run, "stopped by request")
         return run
 
     async def signal(self, run_id: str, signal: str) -> Run:
+        self._leading()
         try:
             name = parse_signal(signal)
         except ValueError as exc:
@@ -242,6 +268,7 @@ class Service:
 
     async def mark(self, run_id: str, to: State) -> Run:
         """A finished run moved to another finished state (history corrected, no actions)."""
+        self._leading()
         if to not in FINISHED:
             raise Invalid(f"can only mark a run success, failure, error or skipped, not {to.value}",
                           "bad_state_name")
@@ -256,6 +283,7 @@ class Service:
         return run
 
     async def rerun(self, run_id: str) -> Run:
+        self._leading()
         engine = self._engine
         jso = await engine.store.get_run(run_id)
         if jso is None:
@@ -276,4 +304,5 @@ class Service:
         return Path(self._engine.archive_path())
 
     async def archive_runs(self, cut: dt.datetime) -> int:
+        self._leading()
         return await self._engine.archive_runs(cut)

@@ -176,7 +176,21 @@ CREATE TABLE output_chunks (
 ALTER TABLE output_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Leader election (SPEC §1.14): one row. `epoch` goes up at every change of leader and
+# fences the writes of a leader that lost its lock; `heartbeat` is the leader's last
+# sign of life (for `apsisctl status` and people).
+_V2 = r"""
+CREATE TABLE cluster (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch BIGINT NOT NULL,
+    leader TEXT,
+    advertise TEXT,
+    heartbeat TIMESTAMPTZ
+);
+INSERT INTO cluster (id, epoch) VALUES (1, 0);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 assert len(MIGRATIONS) == SCHEMA_VERSION, "a SQLite migration needs its PostgreSQL twin"
 
 

@@ -12,6 +12,11 @@ database is reached:
 - Event seqs are taken from the `last_seq` row of `meta` inside the write transaction:
   the row lock orders concurrent writers, so seqs are strictly increasing and gapless in
   commit order (pg_schema.py says why not a SEQUENCE).
+- Several daemons may share one database (SPEC §1.14): opened with `elect=True`, the
+  store writes nothing until `try_lead` wins the daemon lock and raises the fencing
+  `epoch` of the `cluster` row; every write transaction then checks that epoch first,
+  so a leader that lost its lock cannot commit after another took over (`FencedError`).
+  Each write with events ends with a NOTIFY, which standbys LISTEN to (`watch_events`).
 - Commits are durable when they return (`synchronous_commit` as the server sets it,
   `on` by default), like SQLite's `synchronous=FULL`.
 """
@@ -23,6 +28,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import logging
 import os
 import socket
 import urllib.parse
@@ -47,6 +53,8 @@ from apsis.store.store import (
     _prepare_runs,
 )
 
+log = logging.getLogger("apsis.store")
+
 Run = dict[str, Any]
 ProgressCallback = Callable[[int, int], None]
 
@@ -55,6 +63,14 @@ _READERS = 4
 _CONNECT_TIMEOUT = 10.0
 _FINISHED = sorted(s.value for s in FINISHED)
 _UNFINISHED = sorted(s.value for s in UNFINISHED)
+
+EVENTS_CHANNEL = "apsis_events"
+
+
+class FencedError(StoreError):
+    """This daemon is not (or no longer) the leader: its write was refused, nothing of it
+    committed."""
+
 
 def display_url(url: str) -> str:
     """The URL without its password: what messages, logs and stats show."""
@@ -114,7 +130,8 @@ async def take_daemon_lock(conn: asyncpg.Connection, shown: str) -> None:
 class PgStore:
     """The database of one Apsis daemon in PostgreSQL. Open with `await PgStore.open(url)`."""
 
-    def __init__(self, url: str, pool: asyncpg.Pool, writer: asyncpg.Connection | None) -> None:
+    def __init__(self, url: str, pool: asyncpg.Pool, writer: asyncpg.Connection | None,
+                 *, elect: bool = False) -> None:
         self.url = url
         self.path = display_url(url)
         self._pool = pool
@@ -123,14 +140,18 @@ class PgStore:
         # (run_num, output_id) -> gen of outputs being written right now.
         self._staging: dict[tuple[int, str], int] = {}
         self._closed = False
+        self._elect = elect
+        self.epoch: int | None = None  # set while this store leads (elect=True)
 
     # ------------------------------------------------------------------ open/close
 
     @classmethod
-    async def open(cls, url: str, *, create: bool = True, readonly: bool = False) -> PgStore:
+    async def open(cls, url: str, *, create: bool = True, readonly: bool = False,
+                   elect: bool = False) -> PgStore:
         """Connects (and, unless readonly, locks and migrates) the database at `url`.
 
-        Raises `StoreLockedError` if another daemon holds it.
+        Raises `StoreLockedError` if another daemon holds it. With `elect` it is not
+        locked yet: it writes once `try_lead` has made it the leader.
         """
         shown = display_url(url)
         writer: asyncpg.Connection | None = None
@@ -138,7 +159,8 @@ class PgStore:
         try:
             if not readonly:
                 writer = await connect(url)
-                await take_daemon_lock(writer, shown)
+                if not elect:
+                    await take_daemon_lock(writer, shown)
                 if create or await pg_schema.read_version(writer):
                     await pg_schema.apply_migrations(writer)
             try:
@@ -157,7 +179,7 @@ class PgStore:
                     f"database {shown} has schema version {version}, this Apsis needs "
                     f"{pg_schema.SCHEMA_VERSION}: run `apsisctl db migrate`"
                 )
-            return cls(url, pool, writer)
+            return cls(url, pool, writer, elect=elect)
         except BaseException:
             if pool is not None:
                 await pool.close()
@@ -197,7 +219,67 @@ class PgStore:
     def _need_writer(self) -> asyncpg.Connection:
         if self._writer is None:
             raise StoreError(f"database {self.path} is open read-only")
+        if self._elect and self.epoch is None:
+            raise FencedError(f"this daemon is a standby on {self.path}: only the leader writes")
         return self._writer
+
+    # ------------------------------------------------------------------ leadership
+
+    async def try_lead(self, node: str, advertise: str | None) -> int | None:
+        """Takes the daemon lock if it is free, and with it a new epoch; returns the
+        epoch, or None while another daemon leads. The lock lives as long as the writer
+        connection: its end (crash, kill -9, network cut) lets a standby take over."""
+        writer = self._writer
+        assert writer is not None and self._elect
+        async with self._write_lock:
+            if not await writer.fetchval("SELECT pg_try_advisory_lock($1)", pg_schema.DAEMON_LOCK):
+                return None
+            self.epoch = int(await writer.fetchval(
+                "UPDATE cluster SET epoch = epoch + 1, leader = $1, advertise = $2, "
+                "heartbeat = now() RETURNING epoch", node, advertise))
+        return self.epoch
+
+    async def heartbeat(self) -> None:
+        """Records that the leader is alive; raises if it is not the leader any more
+        (`FencedError`) or its connection is gone."""
+        async def body(conn: asyncpg.Connection) -> None:
+            await conn.execute("UPDATE cluster SET heartbeat = now()")
+
+        await self._transaction(body)
+
+    async def cluster(self) -> dict[str, Any]:
+        """The `cluster` row: epoch, leader (node name), advertise (URL), heartbeat."""
+        row = await self._pool.fetchrow("SELECT epoch, leader, advertise, heartbeat FROM cluster")
+        return dict(row)
+
+    async def watch_events(self, changed: Callable[[], None], *,
+                           retry: float = 1.0) -> None:
+        """Calls `changed` at each NOTIFY of new events, and once after every (re)connect so
+        that a NOTIFY missed while disconnected loses nothing. Runs until cancelled."""
+        while True:
+            try:
+                await self._listen(changed, retry * 5)
+            except StoreError as exc:
+                log.warning("cannot listen for events: %s; retrying", exc)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("lost the event listener's connection: %s; reconnecting", exc)
+            await asyncio.sleep(retry)
+
+    async def _listen(self, changed: Callable[[], None], probe_every: float) -> None:
+        """One connection's LISTEN, until the connection is lost."""
+        conn = await connect(self.url, readonly=True)
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(EVENTS_CHANNEL, lambda *_args: changed())
+            changed()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), probe_every)
+                if not lost.is_set():
+                    await conn.fetchval("SELECT 1")  # notices a dead connection
+        finally:
+            conn.terminate()
 
     async def _read(self, sql: str, *params: Any) -> list[asyncpg.Record]:
         return await self._pool.fetch(sql, *params)
@@ -236,10 +318,14 @@ class PgStore:
         in half (it finishes, committed or rolled back, and the callbacks run)."""
         writer = self._need_writer()
 
+        epoch = self.epoch
+
         async def run() -> Any:
             async with self._write_lock:
                 try:
                     async with writer.transaction():
+                        if epoch is not None:
+                            await _check_epoch(writer, epoch, self.path)
                         result = await body(writer)
                 except asyncpg.IntegrityConstraintViolationError as exc:
                     if failed is not None:
@@ -343,6 +429,8 @@ class PgStore:
                     await conn.execute("DELETE FROM meta WHERE key = $1", f"clock:{key}")
                 else:
                     await conn.execute(_SET_META, f"clock:{key}", value)
+            if seqs:  # delivered at commit, to the standbys' LISTEN
+                await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, str(seqs[-1]))
             return seqs
 
         def failed() -> None:
@@ -816,6 +904,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def _delete_runs(conn: asyncpg.Connection, nums: list[int]) -> None:
     await transfer.PgRows(conn).delete_runs(nums)
+
+
+async def _check_epoch(conn: asyncpg.Connection, epoch: int, shown: str) -> None:
+    """Fencing: the write goes on only if no other daemon took over since `epoch` (the
+    row lock makes a takeover wait for this transaction, or this one for it)."""
+    current = await conn.fetchval("SELECT epoch FROM cluster FOR SHARE")
+    if current != epoch:
+        raise FencedError(f"write refused: another daemon leads {shown} since epoch {current} "
+                          f"(this one led epoch {epoch})")
 
 
 async def _last_seq(conn: asyncpg.Connection) -> int:

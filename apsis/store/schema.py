@@ -153,7 +153,11 @@ CREATE TABLE output_chunks (
 );
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Version 2 is PostgreSQL's `cluster` table (leader election, pg_schema.py): nothing here,
+# but the versions stay numbered alike on both backends.
+_V2 = "SELECT 1;"
+
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
