@@ -34,6 +34,7 @@ RunPredicate = Callable[[Run], bool]
 SortKey = tuple[float, int, str]
 
 _MERGE_BATCH = 64  # a batch of more runs than this is merged, not inserted one by one
+_BULK_FRACTION = 8
 
 
 def run_number(run_id: str) -> int:
@@ -208,6 +209,11 @@ class RunStore:
         shown: list[SortKey] = []
         shown_jobs: list[str] = []
         latest = {str(run["run_id"]): run for run in batch}  # a run given twice: its last
+        # Arg widths: widened run by run, or for a batch as big as an eighth of the
+        # store, recomputed in one pass when next asked.
+        widen = self._view_args is not None and len(latest) * _BULK_FRACTION < len(self._runs)
+        if not widen:
+            self._view_args = None
         for run_id, run in latest.items():
             key = sort_key(run)
             old_key = self._keys.get(run_id)
@@ -224,7 +230,7 @@ class RunStore:
             if predicate is None or predicate(run):
                 shown.append(key)
                 shown_jobs.append(run.get("job_id", ""))
-                if self._view_args is not None:
+                if widen:
                     self._widen_args(run)
         view_jobs = self._view_jobs
         for job_id, n in Counter(shown_jobs).items():
