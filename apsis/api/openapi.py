@@ -6,6 +6,7 @@ server does. Websocket paths are listed as GET with `101` (and `426` for a plain
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from .routes import MAX_COUNT, MAX_PAGE, MAX_SCHEDULE
@@ -14,6 +15,32 @@ STATES = ["new", "scheduled", "waiting", "starting", "running", "stopping",
           "success", "failure", "error", "skipped"]
 
 JSON = "application/json"
+
+# Values are described exactly: what a schema allows, the server takes, and what it
+# forbids, the server refuses (schemathesis checks both ways). Times and durations are
+# patterns of the forms the server parses (a narrower date grammar than the server's:
+# no 29 February), so a generated value is one the server accepts.
+_DURATION = r"[0-9]{1,5}(\.[0-9]{1,3})?(s|m|h|d|w)?"
+_DATE = (r"[12][0-9]{3}-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)"
+         r"|(0[13578]|1[02])-31)")
+_DAYTIME = (r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+            r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?")
+TIME = {"type": "string", "pattern": f"^(now|[+-]{_DURATION}|{_DATE}({_DAYTIME})?)$",
+        "description": "An ISO 8601 date or time (UTC without an offset), `now`, `+DURATION` "
+                       "(from now) or `-DURATION` (ago).", "example": "now"}
+DURATION = {"type": "string", "pattern": f"^{_DURATION}$",
+            "description": "Seconds, or a number with s, m, h, d or w.", "example": "90d"}
+MAX_INT = 10**18 - 1  # integer query parameters have at most 18 digits
+RUN_ID_PATTERN = "^r[0-9]{1,18}$"
+# A job id as a path in the jobs directory: no empty part, none led by a dot.
+JOB_ID_PATTERN = r"^[^./\x00-\x20][^/\x00-\x1f]*(/[^./\x00-\x1f][^/\x00-\x1f]*)*$"
+
+
+def signal_names() -> list[str]:
+    """Every spelling the server takes for a signal: SIGTERM, TERM and 15."""
+    names = sorted(signal.Signals.__members__)
+    numbers = sorted({int(s) for s in signal.Signals})
+    return names + [n[3:] for n in names] + [str(n) for n in numbers]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -35,7 +62,10 @@ _ERRORS = {
     404: "No such run, job or output.",
     409: "The run's state does not allow the operation.",
     413: "The body is too large.",
-    422: "Well-formed but invalid: wrong args for the job, an invalid inline job.",
+    422: "Well-formed but invalid: wrong args for the job, an invalid inline job, a string "
+         "holding a lone surrogate (`bad_text`).",
+    503: "The daemon cannot use its database (`store_unavailable`), or is shutting down.",
+    507: "The disk is full (`disk_full`, naming the database): nothing was written.",
 }
 
 
@@ -53,7 +83,8 @@ def _query(name: str, description: str, schema: dict[str, Any], **extra: Any) ->
             "schema": schema, **extra}
 
 
-RUN_ID = _path_param("run_id", "A run id, like r123.", {"type": "string", "example": "r1"})
+RUN_ID = _path_param("run_id", "A run id, like r123 (any other text is an unknown run: 404).",
+                     {"type": "string", "example": "r1"})
 JOB_ID = _path_param("job_id", "The exact job id: the job file's path in the jobs directory "
                      "without .yaml; slashes are part of it (send them as / or %2F).")
 OUTPUT_ID = _path_param("output_id", "`output` (combined), or `stdout` / `stderr` (split).",
@@ -115,6 +146,24 @@ _JOB_DETAIL = {
                        "job that has no file."})},
 }
 
+# Numbers stand for their text, as a YAML job file writes `argv: [sleep, 5]`; an argv
+# of one word may be that word.
+_TEXT = {"oneOf": [{"type": "string"}, {"type": "number"}]}
+_ARGV = {"type": "array", "items": _TEXT, "minItems": 1}
+_PROGRAM = {"description": "A program: a shell command, an argv list, or an object with "
+                          "`type` (more keys in docs/jobs.md).", "oneOf": [
+    {"type": "string"},
+    _ARGV,
+    {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {
+        "type": {"type": "string", "enum": ["no-op"]},
+        "duration": {"oneOf": [DURATION, {"type": "number", "minimum": 0}]},
+        "success": _nullable({"type": "boolean"})}},
+    {"type": "object", "required": ["type", "command"], "additionalProperties": False,
+     "properties": {"type": {"type": "string", "enum": ["shell"]}, "command": _TEXT}},
+    {"type": "object", "required": ["type", "argv"], "additionalProperties": False,
+     "properties": {"type": {"type": "string", "enum": ["program"]},
+                    "argv": {"oneOf": [*_TEXT["oneOf"], _ARGV]}}}]}
+
 _CREATE_RUNS = {
     "type": "object",
     "description": "Runs of a job of the jobs directory (`job_id`, role operate), or of an inline "
@@ -124,17 +173,32 @@ _CREATE_RUNS = {
     "additionalProperties": False,
     "properties": {
         "job_id": {"type": "string"},
-        "job": {"type": "object", "properties": {
-            "program": {"description": "A program: a shell command string, an argv list, or "
-                                       "an object with `type`."},
-            "params": {"type": "array", "items": {"type": "string"}},
-            "job_id": {"type": "string"},
-            "metadata": {"type": "object"}}},
-        "args": {"type": "object", "additionalProperties": {"type": "string"}},
-        "times": {"type": "object", "additionalProperties": False, "properties": {
-            "schedule": {"type": "string", "description": "`now` (default), an ISO 8601 time, "
-                         "or `+DURATION`.", "example": "now"},
-            "stop": {"type": "string", "description": "When to stop the runs (same forms)."}}},
+        "job": {"type": "object", "required": ["program"], "additionalProperties": False,
+                "description": "A job file's content as JSON. Listed here: what a one-off "
+                "job needs; the server takes every key of a job file (schedule, condition, "
+                "action, successors: docs/jobs.md) and refuses any other.", "properties": {
+            "program": _PROGRAM,
+            "params": _nullable({"description": "One param, a list, or a mapping whose keys "
+                                                "are the params (as in a job file).",
+                                 "oneOf": [{"type": "string"},
+                                           {"type": "array", "items": {"type": "string"},
+                                            "uniqueItems": True},
+                                           {"type": "object"}]}),
+            "job_id": _nullable({"type": "string", "pattern": JOB_ID_PATTERN,
+                                 "description": "Absent or null: `adhoc/` + a hash."}),
+            "metadata": _nullable({"type": "object", "properties": {"labels": {
+                "description": "A label or a list; numbers and booleans become their text, "
+                               "as in a YAML job file.",
+                "oneOf": [{"type": "string"}, {"type": "array", "items": {"oneOf": [
+                    {"type": "string"}, {"type": "number"}, {"type": "boolean"}]}}]}}})}},
+        "args": _nullable({"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "One string for each of the job's params, no "
+                                          "others (null: none)."}),
+        "times": _nullable({"type": "object", "additionalProperties": False, "properties": {
+            "schedule": _nullable({**TIME, "description": "When (default, or null: `now`): "
+                                   + TIME["description"]}),
+            "stop": _nullable({**TIME, "description": "When to stop the runs, after `schedule` "
+                               "(null: not stopped): " + TIME["description"]})}}),
         "count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": 1},
     },
     "oneOf": [{"required": ["job_id"]}, {"required": ["job"]}],
@@ -240,10 +304,16 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]]
     return op
 
 
+# What a client does next with a run it created (schemathesis follows these too).
+_RUN_LINKS = {op: {"operationId": op, "parameters": {"run_id": "$response.body#/runs/0/run_id"}}
+              for op in ("get_run", "run_log", "run_outputs", "run_output", "skip_run",
+                         "start_run", "stop_run", "rerun_run", "signal_run", "mark_run")}
+
+
 def _run_operation(name: str, what: str) -> dict[str, Any]:
     return {"post": _op(what, {"200": _json(_ref("Run"), "The run after the operation "
                                                           "(for rerun: the new run)."),
-                               **_errors(404, 409)},
+                               **_errors(404, 409, 503, 507)},
                         params=[RUN_ID], role="operate", op_id=f"{name}_run")}
 
 
@@ -258,8 +328,8 @@ def openapi_document() -> dict[str, Any]:
     """The whole document; paths are relative to the server URL `/api/v1`."""
     paths: dict[str, Any] = {
         "/alive": {"get": _op("Liveness, version and the last event seq",
-                              {"200": _json(_ref("Alive"), "The daemon is up."), **_errors()},
-                              op_id="alive")},
+                              {"200": _json(_ref("Alive"), "The daemon is up."),
+                               **_errors(503)}, op_id="alive")},
         "/jobs": {"get": _op("Jobs, optionally those carrying every given label", {
             "200": _json(_ref("JobList"), "Jobs sorted by id."), **_errors()},
             params=[_query("label", "Only jobs with this label (repeatable: all of them).",
@@ -272,11 +342,9 @@ def openapi_document() -> dict[str, Any]:
         "/jobs/{job_id}/schedule": {"get": _op("Runs the job's schedules ask for in a window", {
             "200": _json(_ref("JobSchedule"), "Expected runs in time order."), **_errors(404)},
             params=[JOB_ID,
-                    _query("from", "Window start (default now): ISO time, `now`, `+DURATION`.",
-                           {"type": "string"}),
-                    _query("to", "Window end, exclusive (default: ten years after from; "
-                                 "`limit` bounds the answer).",
-                           {"type": "string"}),
+                    _query("from", "Window start (default now).", TIME),
+                    _query("to", "Window end, exclusive, not before `from` (default: ten years "
+                                 "after from; `limit` bounds the answer).", TIME),
                     _query("limit", "At most this many runs.",
                            {"type": "integer", "minimum": 1, "maximum": MAX_SCHEDULE,
                             "default": 100})],
@@ -289,15 +357,15 @@ def openapi_document() -> dict[str, Any]:
                     _query("state", "Runs in any of these states (repeatable).",
                            {"type": "array", "items": {"type": "string", "enum": STATES}},
                            style="form", explode=True),
-                    _query("since", "Schedule time at or after (ISO, `now`, `+DURATION`).",
-                           {"type": "string"}),
-                    _query("until", "Schedule time before.", {"type": "string"}),
+                    _query("since", "Schedule time at or after.", TIME),
+                    _query("until", "Schedule time before.", TIME),
                     _query("label", "Runs carrying this label (repeatable: all of them).",
                            {"type": "array", "items": {"type": "string"}}, style="form",
                            explode=True),
                     _query("limit", "Page size.", {"type": "integer", "minimum": 1,
                                                    "maximum": MAX_PAGE, "default": 100}),
-                    _query("cursor", "The `cursor` of the previous page.", {"type": "string"}),
+                    _query("cursor", "The `cursor` of the previous page, as it was (any other "
+                                     "text: 400 `bad_cursor`).", {"type": "string"}),
                     _query("summary", "true: each run is its summary (run_id, job_id, args, "
                                       "state, labels, times, message, rerun_of, attempt, "
                                       "exit_code, signal, ad_hoc, expected), without program, "
@@ -306,8 +374,9 @@ def openapi_document() -> dict[str, Any]:
                            {"type": "boolean", "default": False}),
                 ], op_id="list_runs"),
             "post": _op("Create runs of a job, or of an inline ad hoc job", {
-                "201": _json(_ref("CreatedRuns"), "The runs, committed to the database."),
-                **_errors(404, 409, 413, 422)},
+                "201": {**_json(_ref("CreatedRuns"), "The runs, committed to the database."),
+                        "links": _RUN_LINKS},
+                **_errors(404, 409, 413, 422, 503, 507)},
                 role="operate (admin for an inline job)",
                 body={"required": True, "content": {JSON: {"schema": _ref("CreateRuns")}}},
                 op_id="create_runs"),
@@ -323,7 +392,15 @@ def openapi_document() -> dict[str, Any]:
             params=[RUN_ID], op_id="run_outputs")},
         "/runs/{run_id}/output/{output_id}": {
             "get": {**_op("Raw output bytes [start, end); or, over a websocket, live output", {
-                "200": {"description": "The bytes (clamped to what exists).",
+                "200": {"description": "The bytes (clamped to what exists). A running "
+                                       "program's output over `output.max_bytes` is its head "
+                                       "and tail with a line saying what was cut, as stored.",
+                        "headers": {
+                            "X-Apsis-Output-Start": {"description": "The offset of the first "
+                                                     "byte sent.", "schema": {"type": "integer"}},
+                            "X-Apsis-Output-Cut": {"description": "Bytes left out between the "
+                                                   "head and the tail (only when some were).",
+                                                   "schema": {"type": "integer"}}},
                         "content": {"application/octet-stream": {
                             "schema": {"type": "string", "format": "binary"}}}},
                 "101": {"description": "Websocket: binary frames from `start` as the output "
@@ -332,9 +409,9 @@ def openapi_document() -> dict[str, Any]:
                 **_errors(404)},
                 params=[RUN_ID, OUTPUT_ID,
                         _query("start", "First byte.", {"type": "integer", "minimum": 0,
-                                                        "default": 0}),
-                        _query("end", "Byte after the last (HTTP only).",
-                               {"type": "integer", "minimum": 0})],
+                                                        "maximum": MAX_INT, "default": 0}),
+                        _query("end", "Byte after the last, not before `start` (HTTP only).",
+                               {"type": "integer", "minimum": 0, "maximum": MAX_INT})],
                 op_id="run_output")}},
         "/runs/{run_id}/skip": _run_operation("skip", "Skip a scheduled or waiting run"),
         "/runs/{run_id}/start": _run_operation("start", "Start a scheduled or waiting run now, "
@@ -343,19 +420,20 @@ def openapi_document() -> dict[str, Any]:
         "/runs/{run_id}/rerun": _run_operation("rerun", "Create a new run of a finished run's "
                                                         "instance"),
         "/runs/{run_id}/signal/{signal}": {"post": _op("Send a signal to a running run", {
-            "200": _json(_ref("Run"), "The run."), **_errors(404, 409, 422)},
-            params=[RUN_ID, _path_param("signal", "SIGTERM, TERM or 15.",
-                                        {"type": "string", "example": "SIGTERM"})],
+            "200": _json(_ref("Run"), "The run."), **_errors(404, 409, 422, 503, 507)},
+            params=[RUN_ID, _path_param("signal", "SIGTERM, TERM or 15 (names in any case).",
+                                        {"type": "string", "enum": signal_names(),
+                                         "example": "SIGTERM"})],
             role="operate", op_id="signal_run")},
         "/runs/{run_id}/mark/{state}": {"post": _op("Mark a finished run another finished state", {
-            "200": _json(_ref("Run"), "The run."), **_errors(404, 409, 422)},
+            "200": _json(_ref("Run"), "The run."), **_errors(404, 409, 422, 503, 507)},
             params=[RUN_ID, _path_param("state", "The new state.",
                                         {"type": "string",
                                          "enum": ["success", "failure", "error", "skipped"]})],
             role="operate", op_id="mark_run")},
         "/control/reload": {"post": _op("Reload the jobs directory", {
             "200": _json(_ref("Reload"), "What changed (nothing applied with dry_run)."),
-            **_errors()},
+            **_errors(503, 507)},
             params=[_query("dry_run", "Only report.", {"type": "boolean", "default": False})],
             role="admin", op_id="reload")},
         "/control/shutdown": {"post": _op("Stop the daemon (exit code 75 with restart)", {
@@ -366,10 +444,9 @@ def openapi_document() -> dict[str, Any]:
         "/control/archive": {"post": _op(
             "Move finished runs older than older_than to the archive database (runs.archive, "
             "else beside the database), in chunks that do not block the daemon", {
-                "200": _json(_ref("Archive"), "What moved."), **_errors()},
+                "200": _json(_ref("Archive"), "What moved."), **_errors(503, 507)},
             params=[_query("older_than", "Finished runs scheduled more than this long ago: "
-                                         "90d, 12w.",
-                           {"type": "string", "example": "90d"}, required=True)],
+                                         "90d, 12w.", DURATION, required=True)],
             role="admin", op_id="archive")},
         "/control/stats": {"get": _op("Daemon and database statistics", {
             "200": _json(_ref("Stats"), "Statistics."), **_errors()}, op_id="stats")},
@@ -381,8 +458,9 @@ def openapi_document() -> dict[str, Any]:
             "The event stream (websocket): JSON messages with a strictly increasing seq",
             [_query("since", "Replay events after this seq, then go live (omitted: from now). "
                              "Too old: the first message is {type: reset}.",
-                    {"type": "integer", "minimum": 0}),
-             _query("run_id", "Only events of this run.", {"type": "string"}),
+                    {"type": "integer", "minimum": 0, "maximum": MAX_INT}),
+             _query("run_id", "Only events of this run.",
+                    {"type": "string", "pattern": RUN_ID_PATTERN}),
              _query("job_id", "Only events carrying this job (transitions, job events).",
                     {"type": "string"}),
              _query("type", "Only these event types (repeatable).",

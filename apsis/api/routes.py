@@ -100,8 +100,8 @@ async def get_job(api: Api, request: Request) -> Response:
     base = job_id[: -len("/schedule")]
     if not service.has_job(job_id) and job_id.endswith("/schedule") and service.has_job(base):
         return await _job_schedule(api, request, await service.job(base))
+    job = await service.job(job_id)  # an unknown job is 404, whatever its query says
     Query(request, ())
-    job = await service.job(job_id)
     # The file's text only here: lists and events carry the parsed job alone.
     return JSONResponse({**job.to_jso(), "source": job.source})
 

@@ -35,7 +35,10 @@ def parse_program(value: Any, loc: Location | None, ctx: ParseContext) -> Progra
     if isinstance(value, str):
         return ShellProgram(command=value)
     if isinstance(value, list):
-        argv = as_str_list(value)
+        try:
+            argv = as_str_list(value)
+        except ValueError as exc:  # `[true]`: a job error where it is written, not a crash
+            raise JobError(f"program argv: {exc}", loc) from None
         if not argv:
             raise JobError("program argv must not be empty", loc)
         return ArgvProgram(argv=argv)
