@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test bench lint check-jobs clean
+.PHONY: run test bench soak lint check-jobs clean
 
 # What running needs; the test tools (schemathesis, hypothesis...) only for `make test`.
 $(STAMP): pyproject.toml
@@ -26,6 +26,10 @@ test: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+# Ten minutes under load (one with QUICK=1); adds its figures to bench/results.json.
+soak: $(TEST_STAMP)
+	$(BIN)/python -m bench --soak $(if $(QUICK),--quick,)
 
 lint: $(TEST_STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev]'

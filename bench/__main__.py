@@ -2,7 +2,9 @@
 
 Each benchmark module has `run(quick: bool) -> {name: {value, unit, baseline}}`;
 a baseline is measured in the same run, so ratios survive a noisy machine.
-A benchmark that fails is reported and the others still run.
+A benchmark that fails is reported and the others still run. `--soak` runs the
+ten-minute soak instead (`make soak`); its figures stay in the results file until
+the next soak, and a partial run (`--soak`, `--only`) keeps every other figure there.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 MODULES = [
     "bench.check_job",
+    "bench.reload_one",
     "bench.daemon_runs",
     "bench.concurrent_runs",
     "bench.startup_1m",
@@ -28,17 +31,24 @@ MODULES = [
     "bench.tui_table",
     "bench.postgres",
 ]
+SOAK = ["bench.soak"]  # ten minutes: only on request
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a run of a few minutes")
     parser.add_argument("--only", action="append", help="run only these modules (e.g. check_job)")
+    parser.add_argument("--soak", action="store_true",
+                        help="only the soak benchmark: 10 minutes under load (1 with --quick)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     opts = parser.parse_args()
+    out = Path(opts.out)
     metrics: dict[str, dict] = {}
+    if out.exists():  # a partial run keeps every other figure; a full one, the soak's
+        kept = json.loads(out.read_text()).get("metrics", {})
+        metrics = {k: v for k, v in kept.items() if opts.soak or opts.only or k.startswith("soak_")}
     failed = []
-    for name in MODULES:
+    for name in SOAK if opts.soak else MODULES:
         if opts.only and name.split(".")[-1] not in opts.only:
             continue
         start = time.monotonic()
@@ -57,8 +67,8 @@ def main() -> int:
             continue
         metrics.update(found)
         print(f"{name}: {json.dumps(found)} ({time.monotonic() - start:.0f}s)", file=sys.stderr)
-    Path(opts.out).write_text(json.dumps({"metrics": metrics}, indent=2) + "\n")
-    print(f"wrote {opts.out}", file=sys.stderr)
+    out.write_text(json.dumps({"metrics": metrics}, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
     return 1 if failed else 0
 
 
