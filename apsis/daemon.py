@@ -225,9 +225,10 @@ async def _watch_jobs(engine: Any, jobs: Path) -> None:
     from watchfiles import awatch
 
     try:
-        async for _changes in awatch(jobs, debounce=500, recursive=True):
+        async for changes in awatch(jobs, debounce=500, recursive=True):
             try:
-                result = await engine.reload_jobs()
+                # Only the files that changed are parsed again (all, if the config did).
+                result = await engine.reload_jobs(paths=[Path(path) for _, path in changes])
                 log.info("jobs reloaded: %d added, %d changed, %d removed, %d problem(s)",
                          len(result["added"]), len(result["changed"]), len(result["removed"]),
                          len(result["errors"]))

@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .action import parse_actions, parse_successors
 from .cond import parse_conditions
@@ -420,30 +420,67 @@ def load_jobs_dir(path: str | Path, *, display_root: str | None = None,
     for file in not_jobs:
         diags.warning(f"not a job: only {JOB_SUFFIX} files are jobs; rename it to "
                       f"{file.stem}{JOB_SUFFIX} if it is one", Location(_display(root, display_root, file)))
-    jobs: dict[str, Job] = {}
-    broken: dict[str, list[str]] = {}
-    partial: dict[str, Job] = {}
+    loaded = JobsDir(root, config, {}, diags)
     for i, file in enumerate(files):
-        job_id = job_id_for(os.path.relpath(file, root))
-        shown = _display(root, display_root, file)
-        before = len(diags.errors)
-        kind = _not_regular(file)
-        target = _escapes(root, file)
-        if target is not None:
-            diags.error(f"refused: a symlink to {target}, outside the jobs directory; "
-                        "copy the file in, or link to a file inside", Location(shown))
-            broken[job_id] = [str(d) for d in diags.errors[before:]]
-        elif kind is not None:
-            diags.warning(f"skipped: {kind}, not a regular file", Location(shown))
-        else:
-            try:
-                jobs[job_id] = load_job_file(file, job_id, ctx, shown)
-            except JobError as exc:
-                if len(diags.errors) == before:  # not yet reported by the parser itself
-                    diags.add(exc)
-                broken[job_id] = [str(d) for d in diags.errors[before:]]
-                if isinstance(exc, BrokenJob) and exc.partial is not None:
-                    partial[job_id] = exc.partial
+        _load_one(loaded, file, ctx, display_root)
         if progress:
             progress(i + 1, len(files))
-    return JobsDir(root, config, jobs, diags, broken, partial)
+    return loaded
+
+
+def _load_one(into: JobsDir, file: Path, ctx: ParseContext, display_root: str | None) -> None:
+    """Loads one job file into `into` (its job, or why it is broken or skipped)."""
+    root, diags = into.path, ctx.diags
+    job_id = job_id_for(os.path.relpath(file, root))
+    shown = _display(root, display_root, file)
+    before = len(diags.errors)
+    kind = _not_regular(file)
+    target = _escapes(root, file)
+    if target is not None:
+        diags.error(f"refused: a symlink to {target}, outside the jobs directory; "
+                    "copy the file in, or link to a file inside", Location(shown))
+        into.broken[job_id] = [str(d) for d in diags.errors[before:]]
+    elif kind is not None:
+        diags.warning(f"skipped: {kind}, not a regular file", Location(shown))
+    else:
+        try:
+            into.jobs[job_id] = load_job_file(file, job_id, ctx, shown)
+        except JobError as exc:
+            if len(diags.errors) == before:  # not yet reported by the parser itself
+                diags.add(exc)
+            into.broken[job_id] = [str(d) for d in diags.errors[before:]]
+            if isinstance(exc, BrokenJob) and exc.partial is not None:
+                into.partial[job_id] = exc.partial
+
+
+def reload_files(old: JobsDir, paths: Iterable[Path]) -> tuple[JobsDir, set[str]] | None:
+    """`old` with only these files loaded again, and the ids of the jobs they are; None
+    when that is not enough (the directory's config changed, or a folder did).
+
+    A jobs directory of 10 000 files is not parsed again for one edited job.
+    """
+    root = old.path.resolve()
+    new = JobsDir(old.path, old.config, dict(old.jobs), Diagnostics(),
+                  dict(old.broken), dict(old.partial))
+    ctx = make_context(old.config, new.diags)
+    touched: set[str] = set()
+    for path in paths:
+        path = Path(path)
+        try:
+            rel = path.resolve().relative_to(root) if path.is_absolute() else path
+        except ValueError:
+            continue  # not under the jobs directory
+        if path.name == CONFIG_NAME or path.is_dir():
+            return None
+        if any(part.startswith(".") for part in rel.parts) or path.suffix != JOB_SUFFIX:
+            if path.suffix == NOT_JOB_SUFFIX:
+                new.diags.warning(f"not a job: only {JOB_SUFFIX} files are jobs; rename it "
+                                  f"to {path.stem}{JOB_SUFFIX} if it is one", Location(str(rel)))
+            continue
+        job_id = job_id_for(str(rel))
+        touched.add(job_id)
+        for kept in (new.jobs, new.broken, new.partial):
+            kept.pop(job_id, None)
+        if path.exists():
+            _load_one(new, old.path / rel, ctx, None)
+    return new, touched

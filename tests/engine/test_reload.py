@@ -40,3 +40,38 @@ async def test_reload_events_are_published(harness):
     while not sub.queue.empty():
         types.append((await sub.get())["type"])
     assert "job_changed" in types and "jobs_reloaded" in types
+
+
+async def test_reloading_the_files_that_changed_parses_only_those(harness, monkeypatch):
+    """The watcher names the files it saw change: only they are parsed again."""
+    import apsis.jobs_dir
+
+    harness.write_jobs({f"j{i}": "params: [x]\nprogram: {type: no-op}\n" for i in range(20)})
+    harness.write_jobs({"ops/a": "program: {type: no-op}\n"})
+    await harness.start()
+    engine = harness.engine
+    parsed: list[str] = []
+    real = apsis.jobs_dir.load_job_file
+    monkeypatch.setattr(apsis.jobs_dir, "load_job_file",
+                        lambda path, job_id, *a: parsed.append(job_id) or real(path, job_id, *a))
+    jobs = harness.jobs
+    (jobs / "j3.yaml").write_text("params: [x]\nprogram: {type: no-op, duration: 1}\n")
+    (jobs / "j4.yaml").write_text("params: [x]\nprogram: {type: no-op, duration: soon}\n")
+    (jobs / "ops" / "a.yaml").unlink()
+    (jobs / "new.yaml").write_text("program: {type: no-op}\n")
+    (jobs / "new.yml").write_text("program: {type: no-op}\n")
+    result = await engine.reload_jobs(paths=[jobs / n for n in
+                                             ("j3.yaml", "j4.yaml", "ops/a.yaml", "new.yaml", "new.yml")])
+    assert sorted(parsed) == ["j3", "j4", "new"]
+    assert (result["added"], result["changed"], result["removed"]) == (["new"], ["j3"], ["ops/a"])
+    assert any("j4.yaml" in e and "duration" in e for e in result["errors"])
+    assert engine.jobs_dir.jobs["j4"].program.to_jso()["duration"] == 0  # the old one stays
+    assert len(engine.jobs_dir.jobs) == 21  # j0..j19 and new
+    [r] = await harness.run("j3", {"x": "1"})
+    assert (await harness.wait(r))[r]["state"] == "success"
+
+    # The directory's config changed: everything is loaded again.
+    parsed.clear()
+    (jobs / ".apsis-jobs.yaml").write_text("globals: {x: 1}\n")
+    await engine.reload_jobs(paths=[jobs / ".apsis-jobs.yaml"])
+    assert len(parsed) == 21
