@@ -188,7 +188,8 @@ class Client:
             return self._check(response)
 
     def _check(self, response: httpx.Response) -> httpx.Response:
-        if response.status_code < 400:
+        # A 307 is a standby's answer to a write: refused, saying where the leader is.
+        if response.status_code < 300:
             return response
         raise _refusal(response.status_code, response.content, response.reason_phrase)
 

@@ -4,10 +4,12 @@ serves reads and events, redirects writes, and takes over when the leader is kil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -115,3 +117,41 @@ async def test_a_leader_whose_epoch_is_stale_cannot_write(pg_url):
             await store.heartbeat()
     finally:
         await store.close()
+
+
+async def test_a_leader_that_loses_its_database_connection_stops_leading(apsis_daemon, pg_url):
+    # The leader's sessions are cut (not its process): it stops at once and comes back as
+    # a standby; one daemon leads, at the next epoch, and takes writes.
+    import asyncpg
+
+    first, second = _pair(apsis_daemon, pg_url)
+    with http(first) as api:
+        epoch = api.get("/alive").json()["epoch"]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        cut = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE $1", f"apsis % pid {first.pid}")
+    finally:
+        await conn.close()
+    assert cut >= 1
+    deadline = time.monotonic() + 20
+    while "no longer the leader" not in first.log_text():
+        assert time.monotonic() < deadline, first.log_text()[-3000:]
+        await asyncio.sleep(0.1)
+    first.wait_alive()
+    while True:
+        roles = {}
+        for daemon in (first, second):
+            with contextlib.suppress(httpx.TransportError), http(daemon) as api:
+                alive = api.get("/alive").json()
+                roles[alive["role"]] = (daemon, alive["epoch"])
+        if set(roles) == {"leader", "standby"}:
+            break
+        assert time.monotonic() < deadline, roles
+        await asyncio.sleep(0.1)
+    leader, new_epoch = roles["leader"]
+    assert new_epoch == epoch + 1
+    with http(leader) as api:
+        [run] = create(api, "echo", args={"n": "4"})
+        assert wait_run(api, run["run_id"])["state"] == "success"
