@@ -42,6 +42,7 @@ MIN_TICK_SECONDS = 0.5
 MAX_AHEAD = 100
 # A schedule that yields more runs than this in one window is cut off and reported.
 MAX_RUNS_PER_WINDOW = 100_000
+_END_OF_TIME = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 @dataclass(slots=True)
@@ -62,7 +63,11 @@ class Window:
 
     stop: dt.datetime
     runs: list[Planned] = field(default_factory=list)
+    # Only the schedule clocks that change (a write each), of the schedules `seen`.
     schedule_clocks: dict[str, dt.datetime | None] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    # Per schedule expanded up to `stop`: its job and its first run at or after `stop`.
+    next_due: dict[str, tuple[Job, dt.datetime | None]] = field(default_factory=dict)
     advances_clock: bool = True
 
     @property
@@ -87,6 +92,10 @@ class Scheduler:
         self._stored_keys: set[str] = set()  # the schedule clocks in the database
         # Schedules (by key) that had runs missed in the catch-up window.
         self._missed_keys: set[str] = set()
+        # Per schedule not held back: the job it was expanded for, and its first run at or
+        # after the clock (None: no more runs). A window that ends before that time has
+        # nothing to ask of it, so a tick over 10 000 quiet jobs costs little.
+        self._next_due: dict[str, tuple[Job, dt.datetime | None]] = {}
 
     def begin(self, since: str, stored: str | None, now: dt.datetime,
               schedule_clocks: Mapping[str, str] | None = None) -> None:
@@ -111,10 +120,9 @@ class Scheduler:
         stop = max(clock, now + dt.timedelta(seconds=self.horizon))
         window = self._window(lambda key: self.behind.get(key, clock), stop, now, catching_up,
                               jobs=None)
-        for key in (self._stored_keys | set(self.behind)) - set(window.schedule_clocks):
+        for key in (self._stored_keys | set(self.behind)) - window.seen:
             window.schedule_clocks[key] = None  # a schedule gone, or disabled
-        unchanged = all(self.behind.get(k) == v for k, v in window.schedule_clocks.items())
-        if not window.runs and stop == clock and unchanged:
+        if not window.runs and stop == clock and not window.schedule_clocks:
             return None
         return window
 
@@ -122,6 +130,7 @@ class Scheduler:
         """The window's runs are committed: the clocks move to its end."""
         if window.advances_clock:
             self.clock = window.stop
+        self._next_due.update(window.next_due)
         for key, when in window.schedule_clocks.items():
             if when is None:
                 self.behind.pop(key, None)
@@ -198,9 +207,19 @@ class Scheduler:
                 if not schedule.enabled:
                     continue
                 key = schedule_key(job.job_id, index)
+                window.seen.add(key)
+                due = self._next_due.get(key)
+                if (not catching_up and key not in self.behind and due is not None
+                        and due[0] is job and (due[1] is None or due[1] >= stop)):
+                    continue  # nothing of it before `stop`
                 start = start_of(key)
                 end = max(start, self._bounded_stop(job, index, now, stop))
-                window.schedule_clocks[key] = end if end < stop else None
+                clock = end if end < stop else None
+                if clock != self.behind.get(key):
+                    window.schedule_clocks[key] = clock
+                if clock is None and not catching_up:  # (not in the way of start-up)
+                    after = next(schedule_runs(job, index, stop, _END_OF_TIME), None)
+                    window.next_due[key] = (job, None if after is None else after.time)
                 missed: list[PlannedRun] = []
                 try:
                     for planned in schedule_runs(job, index, start, end, cap=MAX_RUNS_PER_WINDOW):
