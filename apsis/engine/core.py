@@ -613,6 +613,8 @@ class Engine:
         if problems:
             log.warning("jobs reloaded with %d problem(s):\n  %s", len(problems), "\n  ".join(problems))
         self.jobs_dir = new
+        if not self.leading:  # a standby keeps its jobs current; the leader records reloads
+            return result
         events = ([{"type": "job_added", "job": new_jsos[j]} for j in added]
                   + [{"type": "job_changed", "job": new_jsos[j]} for j in changed]
                   + [{"type": "job_removed", "job": old_jsos[j]} for j in removed]

@@ -91,6 +91,15 @@ def test_a_standby_names_a_leader_without_an_advertise_url(apsis_daemon, pg_url)
         assert refused.status_code == 503
         assert "first" in refused.json()["error"]["message"]
         assert refused.json()["error"]["code"] == "not_leader"
+        # It keeps its jobs directory current for readers, reload after reload, without
+        # writing.
+        deadline = time.monotonic() + 20
+        for job_id in ("new", "newer"):
+            standby.write_job(job_id, "program: 'true'\n")
+            while sapi.get(f"/jobs/{job_id}").status_code != 200:
+                assert time.monotonic() < deadline, standby.log_text()[-3000:]
+                time.sleep(0.1)
+    assert "reloading jobs failed" not in standby.log_text()
     assert leader.running
 
 
