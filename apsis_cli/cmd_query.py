@@ -188,7 +188,8 @@ def runs(obj: dict[str, Any], *, arg_filters: tuple[str, ...], job_id: str | Non
         from apsis.client import runs_params
 
         query = _query(None, wanted_states, labels, args, since_iso, until_iso)
-        page = get_now(obj, "/runs", runs_params(**query, limit=limit))
+        # A table needs only the summary; --json gives the runs whole.
+        page = get_now(obj, "/runs", runs_params(**query, limit=limit, summary=not as_json))
         _print_runs(page.get("runs") or [], show_times, as_json, utc)
         return
 
