@@ -167,6 +167,10 @@ class EventLog:
         """A reader has gone; the last one frees the log."""
         self.readers -= 1
         if not self.readers:
+            # What it held is gone: a reader that comes next, before any new event, reads
+            # those from the store (an empty page short of the bus's last seq would spin).
+            if len(self._seqs) > self._first:
+                self.covers_after = self._seqs[-1]
             self._clear()
 
     def read(self, after: int, flt: EventFilter) -> Page | None:
