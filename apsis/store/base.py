@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
-from apsis.store.store import RunPage, SmallOutput
+from apsis.store.store import RunPage, SmallOutput, SummaryPage
 
 Run = dict[str, Any]
 ProgressCallback = Callable[[int, int], None]
@@ -124,6 +124,10 @@ class RunStore(Protocol):
         cursor: str | None = None,
     ) -> RunPage:
         """Runs matching every filter, newest first, a page at a time (see `Store`)."""
+        ...
+
+    async def query_run_summaries(self, **filters: Any) -> SummaryPage:
+        """As `query_runs`, each run as the JSON text of its summary (GET /runs?summary)."""
         ...
 
     # -- events

@@ -45,8 +45,10 @@ from apsis.store.keys import encode_cursor, time_key
 from apsis.store.query import SELECTIVE, RunQuery, numbered
 from apsis.store.store import (
     DEFAULT_CONTENT_TYPE,
+    SUMMARY_OMITS,
     RunPage,
     SmallOutput,
+    SummaryPage,
     _event_keys,
     _num,
     _prepare_log_entry,
@@ -516,6 +518,12 @@ class PgStore:
             sort_time, num, _ = rows[limit - 1]
             next_cursor = encode_cursor(sort_time, num)
         return RunPage(runs, next_cursor, seq)
+
+    async def query_run_summaries(self, **filters: Any) -> SummaryPage:
+        """As `query_runs`, each run as the JSON text of its summary (see `Store`)."""
+        page = await self.query_runs(**filters)
+        return SummaryPage([_dumps({k: v for k, v in run.items() if k not in SUMMARY_OMITS})
+                            for run in page.runs], page.cursor, page.seq)
 
     # ------------------------------------------------------------------ events
 

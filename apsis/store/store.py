@@ -63,10 +63,11 @@ class SummaryPage(NamedTuple):
     seq: int
 
 
-# A run's summary, cut out of its stored JSON by SQLite: what tables draw, without what
-# only the Run screen shows (program, conditions, actions, outputs) or the engine's own.
-_SUMMARY_SQL = ("json_remove(run, '$.program', '$.conditions', '$.actions', '$.outputs', "
-                "'$.meta', '$.job')")
+# A run's summary is the run without these: what tables draw, without what only the Run
+# screen shows (program, conditions, actions, outputs) or the engine's own. SQLite cuts it
+# out of the stored JSON.
+SUMMARY_OMITS = ("program", "conditions", "actions", "outputs", "meta", "job")
+_SUMMARY_SQL = "json_remove(run, " + ", ".join(f"'$.{key}'" for key in SUMMARY_OMITS) + ")"
 
 
 def _dumps(value: Any) -> str:

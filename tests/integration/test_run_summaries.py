@@ -13,7 +13,14 @@ JOBS = {"noop": "program: {type: no-op}\n",
 
 
 def test_summary_pages_are_the_full_pages_cut_down(apsis_daemon):
-    daemon = apsis_daemon(JOBS)
+    check_summary_pages(apsis_daemon(JOBS))
+
+
+def test_summary_pages_on_postgresql(apsis_daemon, pg_url):
+    check_summary_pages(apsis_daemon(JOBS, database=pg_url))
+
+
+def check_summary_pages(daemon) -> None:
     with httpx.Client(base_url=daemon.api, timeout=30) as http:
         for n in range(5):
             http.post("/runs", json={"job_id": "echo", "args": {"n": str(n)}, "count": 2}
