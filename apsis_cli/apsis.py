@@ -65,6 +65,9 @@ def wait_options(fn: F) -> F:
                            "4 skipped.")(fn)
     fn = click.option("--timeout", metavar="DUR", default=None,
                       help="With --wait: give up after DUR (exit 124).")(fn)
+    fn = click.option("--follow-retries", is_flag=True,
+                      help="When a run fails and its job retries it, wait for the last attempt "
+                           "and exit by it (implies --wait).")(fn)
     return fn
 
 
@@ -243,7 +246,7 @@ def log_cmd(obj: dict, run_id: str, follow: bool, as_json: bool, utc: bool) -> N
 @click.pass_obj
 def run_cmd(obj: dict, job_id: str, args: tuple[str, ...], at: str | None, count: int,
             stop: str | None, wait: bool, show_output: bool, timeout: str | None,
-            as_json: bool, utc: bool) -> None:
+            follow_retries: bool, as_json: bool, utc: bool) -> None:
     """Create a run of JOB now (or at TIME) and print its id.
 
     With --wait, wait for it and exit by its final state; --output also streams its
@@ -260,7 +263,7 @@ def run_cmd(obj: dict, job_id: str, args: tuple[str, ...], at: str | None, count
 
     raise click.exceptions.Exit(create_runs(
         obj, job_id, args, at=at, count=count, stop=stop, wait=wait, show_output=show_output,
-        timeout=timeout, as_json=as_json, utc=utc))
+        timeout=timeout, as_json=as_json, utc=utc, follow_retries=follow_retries))
 
 
 @cli.command("schedule", context_settings=CONTEXT)
@@ -275,7 +278,7 @@ def run_cmd(obj: dict, job_id: str, args: tuple[str, ...], at: str | None, count
 @click.pass_obj
 def schedule_cmd(obj: dict, time: str, job_id: str, args: tuple[str, ...], count: int,
                  stop: str | None, wait: bool, show_output: bool, timeout: str | None,
-                 as_json: bool, utc: bool) -> None:
+                 follow_retries: bool, as_json: bool, utc: bool) -> None:
     """Schedule a run of JOB at TIME (the same as `apsis run JOB --at TIME`).
 
     \b
@@ -287,7 +290,7 @@ def schedule_cmd(obj: dict, time: str, job_id: str, args: tuple[str, ...], count
 
     raise click.exceptions.Exit(create_runs(
         obj, job_id, args, at=time, count=count, stop=stop, wait=wait, show_output=show_output,
-        timeout=timeout, as_json=as_json, utc=utc))
+        timeout=timeout, as_json=as_json, utc=utc, follow_retries=follow_retries))
 
 
 @cli.command("adhoc", context_settings={**CONTEXT, "allow_interspersed_args": False})
@@ -298,7 +301,8 @@ def schedule_cmd(obj: dict, time: str, job_id: str, args: tuple[str, ...], count
 @output_options()
 @click.pass_obj
 def adhoc_cmd(obj: dict, command: tuple[str, ...], at: str | None, shell: bool, wait: bool,
-              show_output: bool, timeout: str | None, as_json: bool, utc: bool) -> None:
+              show_output: bool, timeout: str | None, follow_retries: bool, as_json: bool,
+              utc: bool) -> None:
     """Run an ad hoc command (its job is labelled `ad-hoc`) and print the run id.
 
     The command runs on the daemon's host as an argv, without a shell, unless
@@ -314,7 +318,7 @@ def adhoc_cmd(obj: dict, command: tuple[str, ...], at: str | None, shell: bool, 
 
     raise click.exceptions.Exit(create_adhoc(
         obj, command, at=at, shell=shell, wait=wait, show_output=show_output, timeout=timeout,
-        as_json=as_json, utc=utc))
+        as_json=as_json, utc=utc, follow_retries=follow_retries))
 
 
 @cli.command("backfill", context_settings=CONTEXT)
@@ -354,16 +358,20 @@ def backfill_cmd(obj: dict, job_id: str, args: tuple[str, ...], from_: str, to: 
 @click.argument("run_ids", nargs=-1, required=True, metavar="RUN...", shell_complete=_complete_run)
 @click.option("--timeout", metavar="DUR", help="Give up after DUR (exit 124): 90s, 10m, 2h.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing; only the exit code tells.")
+@click.option("--follow-retries", is_flag=True,
+              help="When a run fails and its job retries it, wait for the last attempt.")
 @output_options(utc=False)
 @click.pass_obj
 def wait_cmd(obj: dict, run_ids: tuple[str, ...], timeout: str | None, quiet: bool,
-             as_json: bool) -> None:
+             follow_retries: bool, as_json: bool) -> None:
     """Block until the runs finish; the exit code says how they ended.
 
     Exit 0 if all succeeded, else the code of the first run (in argument order) that
     did not: 1 failure, 3 error, 4 skipped.  124 when --timeout expires, 69 when the
     daemon stays unreachable, 2 for an unknown run.  Follows the event stream and
     survives a daemon restart; a run that has already finished returns at once.
+    On a terminal, a status line shows what is still running; a failed run's
+    scheduled retry is named (`--follow-retries` waits for the last attempt).
 
     \b
     Examples:
@@ -373,7 +381,7 @@ def wait_cmd(obj: dict, run_ids: tuple[str, ...], timeout: str | None, quiet: bo
     """
     from .cmd_wait import wait
 
-    raise click.exceptions.Exit(wait(obj, run_ids, timeout, quiet, as_json))
+    raise click.exceptions.Exit(wait(obj, run_ids, timeout, quiet, as_json, follow_retries))
 
 
 @cli.command("output", context_settings=CONTEXT)

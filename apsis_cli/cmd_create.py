@@ -43,7 +43,7 @@ async def _stream_seq(client: Client, wait: bool) -> int | None:
 
 async def _follow_created(client: Client, created: list[dict[str, Any]], *, wait: bool,
                           show_output: bool, timeout: float | None, as_json: bool,
-                          seq: int | None = None) -> int:
+                          seq: int | None = None, follow_retries: bool = False) -> int:
     """After creating: print ids, then optionally stream output and wait; the exit code."""
     ids = [r["run_id"] for r in created]
     _announce(created, as_json=as_json, to_stderr=show_output)
@@ -51,7 +51,7 @@ async def _follow_created(client: Client, created: list[dict[str, Any]], *, wait
         if as_json:
             click.echo(fmt.dumps(created))
         return int(ExitStatus.SUCCESS)
-    from .cmd_wait import deadline, report_finish, report_waiting
+    from .cmd_wait import deadline, report_finish, report_waiting, settle_retries
 
     ref: list[RunWatcher] = []
     async with deadline(timeout, ref):
@@ -67,18 +67,19 @@ async def _follow_created(client: Client, created: list[dict[str, Any]], *, wait
             await watcher.wait_finished()
         finally:
             await watcher.close()
+        if show_output and not as_json:
+            for run_id in ids:
+                report_finish(quiet=False)(watcher.runs[run_id])
+        final = await settle_retries(client, watcher, ids, follow=follow_retries, quiet=as_json)
     if as_json:
-        click.echo(fmt.dumps([watcher.runs[r] for r in ids]))
-    elif show_output:
-        for run_id in ids:
-            report_finish(quiet=False)(watcher.runs[run_id])
-    return exit_code(ids, watcher.states())
+        click.echo(fmt.dumps([final[r] for r in ids]))
+    return exit_code(ids, {r: final[r].get("state", "") for r in ids})
 
 
 def create_runs(obj: dict[str, Any], job_id: str, args: tuple[str, ...], *, at: str | None,
                 count: int = 1, stop: str | None = None, wait: bool = False,
                 show_output: bool = False, timeout: str | None = None, as_json: bool = False,
-                utc: bool = False) -> int:
+                utc: bool = False, follow_retries: bool = False) -> int:
     """`apsis run` and `apsis schedule`."""
     bound = parse_args(args)
     at_iso = iso(parse_time(at, "--at", utc=utc)) if at else None
@@ -88,11 +89,12 @@ def create_runs(obj: dict[str, Any], job_id: str, args: tuple[str, ...], *, at: 
     async def main(client: Client) -> int:
         job = await resolve_job(client, job_id)
         _check_params(job, bound)
-        seq = await _stream_seq(client, wait or show_output)
+        seq = await _stream_seq(client, wait or show_output or follow_retries)
         created = await client.create_runs(job["job_id"], bound, schedule=at_iso, stop=stop_iso,
                                            count=count)
-        return await _follow_created(client, created, wait=wait, show_output=show_output,
-                                     timeout=seconds, as_json=as_json, seq=seq)
+        return await _follow_created(client, created, wait=wait or follow_retries,
+                                     show_output=show_output, timeout=seconds, as_json=as_json,
+                                     seq=seq, follow_retries=follow_retries)
 
     return call(obj, main)
 
@@ -126,7 +128,7 @@ def adhoc_job(command: tuple[str, ...], shell: bool) -> dict[str, Any]:
 
 def create_adhoc(obj: dict[str, Any], command: tuple[str, ...], *, at: str | None, shell: bool,
                  wait: bool, show_output: bool, timeout: str | None, as_json: bool,
-                 utc: bool) -> int:
+                 utc: bool, follow_retries: bool = False) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
@@ -135,10 +137,11 @@ def create_adhoc(obj: dict[str, Any], command: tuple[str, ...], *, at: str | Non
     seconds = parse_duration(timeout, "--timeout") if timeout else None
 
     async def main(client: Client) -> int:
-        seq = await _stream_seq(client, wait or show_output)
+        seq = await _stream_seq(client, wait or show_output or follow_retries)
         created = await client.create_adhoc(adhoc_job(command, shell), schedule=at_iso)
-        return await _follow_created(client, created, wait=wait, show_output=show_output,
-                                     timeout=seconds, as_json=as_json, seq=seq)
+        return await _follow_created(client, created, wait=wait or follow_retries,
+                                     show_output=show_output, timeout=seconds, as_json=as_json,
+                                     seq=seq, follow_retries=follow_retries)
 
     return call(obj, main)
 

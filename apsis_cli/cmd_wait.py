@@ -17,7 +17,15 @@ from .common import UserError
 from .connect import call
 from .exitcodes import ExitStatus
 from .parse import parse_duration, parse_run_id
-from .watch import RunWatcher, default_output_id, exit_code, stream_output, tail_offset, write_bytes
+from .watch import (
+    RunWatcher,
+    default_output_id,
+    exit_code,
+    find_retry,
+    stream_output,
+    tail_offset,
+    write_bytes,
+)
 
 if TYPE_CHECKING:
     from apsis.client import Client
@@ -82,16 +90,114 @@ async def wait_runs(client: Client, run_ids: Sequence[str], timeout: float | Non
     return watcher
 
 
+async def settle_retries(client: Client, watcher: RunWatcher, ids: Sequence[str], *,
+                         follow: bool, quiet: bool) -> dict[str, dict[str, Any]]:
+    """Each finished run, or with `follow` the last attempt of its retries (by the first
+    run's id); says `r12 failure: retry r13 scheduled at …` for each retry found."""
+    final: dict[str, dict[str, Any]] = {}
+    for run_id in ids:
+        run, seq = watcher.runs[run_id], watcher.seq
+        actions = run.get("actions")  # (an attempt's summary lacks them: they are the same)
+        while (found := await find_retry(client, {"actions": actions, **run}, seq)) is not None:
+            retry, created_at = found
+            if not quiet:
+                when = fmt.format_time((retry.get("times") or {}).get("schedule"), compact=False)
+                click.echo(f"{run.get('run_id')} {run.get('state')}: retry {retry['run_id']} "
+                           f"scheduled at {when} (attempt {retry.get('attempt') or '?'})", err=True)
+            if not follow:
+                break
+            attempt = RunWatcher(client, [retry["run_id"]], on_finish=report_finish(quiet),
+                                 on_waiting=report_waiting(quiet))
+            try:
+                # Followed from its creation: its end, and its own retry, are after that.
+                await attempt.start(created_at, [retry])
+                await attempt.wait_finished()
+            finally:
+                await attempt.close()
+            run, seq = attempt.runs[retry["run_id"]], attempt.seq
+        final[run_id] = run
+    return final
+
+
+class StatusLine:
+    """One line on a terminal's stderr, rewritten in place while `apsis wait` waits
+    (`waiting 0:00:12: r12 running, r13 waiting`); nothing at all when stderr is not one."""
+
+    def __init__(self, watcher_ref: list[RunWatcher]) -> None:
+        self._ref = watcher_ref
+        self._shown = False
+        self._started = asyncio.get_running_loop().time()
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
+
+    def draw(self) -> None:
+        if not self._ref:
+            return
+        w = self._ref[0]
+        if not any(w.state(r) for r in w.run_ids):
+            return  # not known yet
+        pending = [f"{r} {w.state(r) or '?'}" for r in w.run_ids if not w.finished(r)]
+        if not pending:
+            return self.clear()
+        elapsed = present.format_elapsed(asyncio.get_running_loop().time() - self._started)
+        text = f"waiting {elapsed}: " + ", ".join(pending)
+        import shutil
+
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        sys.stderr.write("\r\x1b[K" + (text if len(text) <= width else text[:width - 1] + "…"))
+        sys.stderr.flush()
+        self._shown = True
+
+    async def run(self) -> None:
+        while True:
+            self.draw()
+            await asyncio.sleep(1)
+
+
 def wait(obj: dict[str, Any], run_ids: tuple[str, ...], timeout: str | None, quiet: bool,
-         as_json: bool) -> int:
+         as_json: bool, follow_retries: bool = False) -> int:
     ids = [parse_run_id(r) for r in run_ids]
     seconds = parse_duration(timeout, "--timeout") if timeout else None
+    silent = quiet or as_json
 
     async def main(client: Client) -> int:
-        watcher = await wait_runs(client, ids, seconds, quiet or as_json)
+        ref: list[RunWatcher] = []
+        status = StatusLine(ref) if not silent and sys.stderr.isatty() else None
+        drawing = asyncio.ensure_future(status.run()) if status else None
+
+        def then_clear(report: Any) -> Any:
+            def wrapped(run: dict[str, Any]) -> None:
+                if status:
+                    status.clear()
+                report(run)
+            return wrapped
+
+        try:
+            async with deadline(seconds, ref):
+                watcher = RunWatcher(client, ids, on_finish=then_clear(report_finish(silent)),
+                                     on_waiting=then_clear(report_waiting(silent)))
+                ref.append(watcher)
+                try:
+                    await watcher.start()
+                    await watcher.wait_finished()
+                finally:
+                    await watcher.close()
+                if drawing:
+                    drawing.cancel()
+                    status.clear()
+                final = await settle_retries(client, watcher, ids, follow=follow_retries,
+                                             quiet=silent)
+        finally:
+            if drawing:
+                drawing.cancel()
+                status.clear()
         if as_json:
-            click.echo(fmt.dumps([watcher.runs[r] for r in ids]))
-        return exit_code(ids, watcher.states())
+            click.echo(fmt.dumps([final[r] for r in ids]))
+        return exit_code(ids, {r: final[r].get("state", "") for r in ids})
 
     return call(obj, main)
 

@@ -52,6 +52,7 @@ class RunWatcher:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self.seq = 0  # the stream position the runs are known as of
 
     # -------------------------------------------------------------- state
 
@@ -98,6 +99,7 @@ class RunWatcher:
                 self._update(run)
         else:
             seq = await self._snapshot()
+        self.seq = seq
         if not self.all_finished():
             self._task = asyncio.create_task(self._follow(seq))
         return self
@@ -121,7 +123,7 @@ class RunWatcher:
                     filters["run_id"] = pending[0]
                 async for event in self.client.events(since=seq, **filters):
                     if event.get("seq") is not None:
-                        seq = int(event["seq"])
+                        seq = self.seq = int(event["seq"])
                     if event.get("type") == "reset":
                         for run_id in self.run_ids:
                             if not self.finished(run_id):
@@ -142,7 +144,7 @@ class RunWatcher:
                     if self.all_finished():
                         return
                 # The stream ended without an error: take a fresh snapshot and go on.
-                seq = await self._snapshot()
+                seq = self.seq = await self._snapshot()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - handed to whoever waits, re-raised there
@@ -176,6 +178,39 @@ class RunWatcher:
 
     async def wait_started(self, run_id: str) -> None:
         await self.wait_for(lambda: self.state(run_id) in STARTED_STATES)
+
+
+# How long a failed run's retry action may take to create the retry (or say it will not).
+RETRY_GRACE = 5.0
+
+
+async def find_retry(client: Client, run: dict[str, Any],
+                     seq: int) -> tuple[dict[str, Any], int] | None:
+    """The run a failed run's retry action created (its summary, and the stream position
+    just before its creation, to follow it from), or None.
+
+    Actions fire just after the run finishes: the retry's creation, then the failed
+    run's `retry: …` log entry, follow in the stream after `seq`; the entry ends the
+    search (with no retry when it says there are no attempts left).
+    """
+    if run.get("state") not in ("failure", "error") or not any(
+            isinstance(a, dict) and a.get("type") == "retry" for a in run.get("actions") or []):
+        return None
+    retry: tuple[dict[str, Any], int] | None = None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(RETRY_GRACE):
+            async with contextlib.aclosing(client.events(
+                    since=seq, types=["run_transition", "run_log"])) as events:
+                async for event in events:
+                    if (event.get("type") == "run_transition"
+                        and (event.get("run") or {}).get("rerun_of") == run.get("run_id")):
+                        retry = event["run"], int(event.get("seq") or 1) - 1
+                    elif (event.get("type") == "run_log"
+                          and event.get("run_id") == run.get("run_id")
+                          and str((event.get("entry") or {}).get("message") or "")
+                          .startswith("retry:")):
+                        break
+    return retry
 
 
 def default_output_id(run: dict[str, Any]) -> str:

@@ -12,12 +12,18 @@ import httpx
 
 from apsis_cli.cmd_query import EVENT_TYPES
 
-from .helpers import apsis, one_run, popen
+from .helpers import APSIS, apsis, env_for, one_run, popen
 
 JOBS = {
     "market/load-prices": "# Prices of one trading day.\nparams: [date]\nprogram: 'true'\n",
     "ops/ok": "program: 'true'\n",
     "ops/bad": "program: 'false'\n",
+    "ops/slow": "program: 'sleep 3'\n",
+    # Fails twice, then succeeds: each attempt counts the files in its directory.
+    "ops/flaky": ("params: [dir]\n"
+                  "program: 'mkdir -p {{ dir }} && touch {{ dir }}/$$ && "
+                  "test $(ls {{ dir }} | wc -l) -ge 3'\n"
+                  "action: {type: retry, count: 3, delay: 0.5}\n"),
 }
 
 
@@ -56,3 +62,63 @@ def test_event_types_are_the_daemons(url):
     document = httpx.get(f"{url}/api/v1/openapi.json", timeout=10).json()
     enum = document["components"]["schemas"]["Event"]["properties"]["type"]["enum"]
     assert sorted(EVENT_TYPES) == sorted(enum)
+
+
+# ------------------------------------------------------------------ 17: waiting
+
+def _in_pty(args: list[str], env: dict[str, str], timeout: float = 20) -> tuple[int, bytes]:
+    """Runs apsis with a terminal as stderr (stdout piped away); its exit code and stderr."""
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([APSIS, *args], env=env, stdout=subprocess.DEVNULL, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        os.close(master)
+        code = proc.wait(20)
+    return code, out
+
+
+def test_wait_shows_a_status_line_on_a_terminal_only(url):
+    run_id = one_run(apsis(url, "run", "ops/slow"))
+    code, shown = _in_pty(["wait", run_id], env_for(url, TERM="xterm", NO_COLOR="1"))
+    assert code == 0
+    assert f"waiting 0:00:01: {run_id} running".encode() in shown, shown
+    assert b" ?" not in shown, shown
+    assert shown.rstrip().endswith(f"{run_id} success".encode()), shown
+    piped = apsis(url, "wait", one_run(apsis(url, "run", "ops/slow")))
+    assert piped.returncode == 0 and "\r" not in piped.stderr and "waiting" not in piped.stderr
+
+
+def test_a_failure_names_its_scheduled_retry(url, tmp_path):
+    result = apsis(url, "run", "ops/flaky", f"dir={tmp_path / 'once'}", "--wait")
+    assert result.returncode == 1, result
+    first = result.stdout.strip()
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"{first} failure"), lines
+    assert lines[1].startswith(f"{first} failure: retry r"), lines
+    assert "scheduled at " in lines[1] and lines[1].endswith("(attempt 2)"), lines
+
+
+def test_follow_retries_waits_for_the_last_attempt(url, tmp_path):
+    result = apsis(url, "run", "ops/flaky", f"dir={tmp_path / 'all'}", "--follow-retries")
+    assert result.returncode == 0, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 5 and lines[-1].endswith(" success"), lines
+    assert "retry" in lines[1] and "(attempt 3)" in lines[3], lines
