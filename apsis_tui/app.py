@@ -346,6 +346,10 @@ class ApsisApp(App[int]):
             self.model.apply_run(result)
             if operation == "rerun":
                 self.notify(f"{run_id} rerun as {result['run_id']}", title="Rerun")
+                # Go there: the screen that asked opens the new run or puts its cursor on it.
+                show = getattr(self.screen, "show_rerun", None)
+                if show is not None:
+                    show(run_id, result["run_id"])
                 return
             self.notify(f"{run_id} is now {result.get('state', '?')}", title=operation.title())
         else:
@@ -362,10 +366,6 @@ class ApsisApp(App[int]):
         for signum in (signal.SIGHUP, signal.SIGTERM):
             try:
                 loop.add_signal_handler(signum, self._on_hangup, signum)
-                # Go there: the screen that asked opens the new run or puts its cursor on it.
-                show = getattr(self.screen, "show_rerun", None)
-                if show is not None:
-                    show(run_id, result["run_id"])
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
 
