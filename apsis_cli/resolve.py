@@ -43,6 +43,6 @@ async def resolve_job(client: Client, typed: str) -> dict[str, Any]:
         listing = ", ".join(shown) + (f" and {more} more" if more else "")
         raise UserError(f"{typed!r} is ambiguous: it matches {listing}",
                         "type more of the id, or the exact id", ExitStatus.USAGE)
-    job = by_id[candidates[0]]
-    # The listing may carry a summary only; the definition is one request away.
-    return job if "program" in job else await client.job(candidates[0])
+    # The listing carries no `source` (the file as written): the job itself, as if
+    # named exactly, so an abbreviation shows the same thing.
+    return await client.job(candidates[0])

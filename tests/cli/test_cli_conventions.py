@@ -122,3 +122,15 @@ def test_follow_retries_waits_for_the_last_attempt(url, tmp_path):
     lines = result.stderr.splitlines()
     assert len(lines) == 5 and lines[-1].endswith(" success"), lines
     assert "retry" in lines[1] and "(attempt 3)" in lines[3], lines
+
+
+# ------------------------------------------------------------------ 12: job, abbreviated
+
+def test_an_abbreviated_job_is_shown_as_the_exact_one(url):
+    exact = apsis(url, "job", "market/load-prices")
+    short = apsis(url, "job", "mar/lo")
+    assert exact.returncode == short.returncode == 0, short.stderr
+    assert "# Prices of one trading day." in exact.stdout
+    assert short.stdout == exact.stdout
+    as_json = json.loads(apsis(url, "job", "mar/lo", "--json").stdout)
+    assert as_json["source"].startswith("# Prices of one trading day.")
