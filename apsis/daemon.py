@@ -60,7 +60,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
         log.warning("%s", exposure)
     # On PostgreSQL several daemons may share the database: they elect a leader.
     elect = is_database_url(config.store_target)
-    store = await open_store(config.store_target, elect=elect)
+    store = await open_store(config.store_target, elect=elect, takeover=config.ha_takeover)
     try:
         sock = listen(config.bind)
     except OSError as exc:

@@ -32,19 +32,21 @@ def is_database_url(database: str | os.PathLike[str]) -> bool:
 
 
 async def open_store(database: str | os.PathLike[str], *, create: bool = True,
-                     readonly: bool = False, elect: bool = False) -> RunStore:
+                     readonly: bool = False, elect: bool = False,
+                     takeover: float = 10.0) -> RunStore:
     """The store at `database`: PostgreSQL for a `postgresql://` URL (the password from
     the URL, PGPASSWORD or ~/.pgpass), else the SQLite file at that path.
 
     Unless readonly it is locked against a second daemon and migrated as it opens.
     With `elect`, a PostgreSQL store is not locked yet: daemons elect their leader
-    (apsis/engine/leadership.py); a SQLite one is locked as always.
+    (apsis/engine/leadership.py), and a lost one's lock comes free within about
+    `takeover` seconds; a SQLite one is locked as always.
     """
     if is_database_url(database):
         from apsis.store.postgres import PgStore  # asyncpg only when PostgreSQL is used
 
         return await PgStore.open(str(database), create=create, readonly=readonly,
-                                  elect=elect)
+                                  elect=elect, takeover=takeover)
     return await Store.open(database, create=create, readonly=readonly)
 
 __all__ = [

@@ -89,9 +89,11 @@ def application_name() -> str:
     return f"apsis {socket.gethostname()} pid {os.getpid()}"[:63]
 
 
-async def connect(url: str, *, readonly: bool = False) -> asyncpg.Connection:
-    """One connection, with errors that say what to fix (password, database, server)."""
-    settings = {"application_name": application_name()}
+async def connect(url: str, *, readonly: bool = False,
+                  settings: Mapping[str, str] | None = None) -> asyncpg.Connection:
+    """One connection, with errors that say what to fix (password, database, server);
+    `settings` are more server settings of the session."""
+    settings = {**(settings or {}), "application_name": application_name()}
     if readonly:
         settings["default_transaction_read_only"] = "on"
     try:
@@ -149,18 +151,20 @@ class PgStore:
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True, readonly: bool = False,
-                   elect: bool = False) -> PgStore:
+                   elect: bool = False, takeover: float = 10.0) -> PgStore:
         """Connects (and, unless readonly, locks and migrates) the database at `url`.
 
         Raises `StoreLockedError` if another daemon holds it. With `elect` it is not
-        locked yet: it writes once `try_lead` has made it the leader.
+        locked yet: it writes once `try_lead` has made it the leader, and the server ends
+        its session within about `takeover` seconds of losing touch with it (TCP
+        keepalives), so that the lock comes free for a standby.
         """
         shown = display_url(url)
         writer: asyncpg.Connection | None = None
         pool: asyncpg.Pool | None = None
         try:
             if not readonly:
-                writer = await connect(url)
+                writer = await connect(url, settings=_keepalives(takeover) if elect else None)
                 if not elect:
                     await take_daemon_lock(writer, shown)
                 if create or await pg_schema.read_version(writer):
@@ -912,6 +916,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def _delete_runs(conn: asyncpg.Connection, nums: list[int]) -> None:
     await transfer.PgRows(conn).delete_runs(nums)
+
+
+def _keepalives(takeover: float) -> dict[str, str]:
+    """TCP keepalive settings that end a lost peer's session within about `takeover`
+    (idle, then probes a second apart); ignored on a unix socket."""
+    third = str(max(1, int(takeover / 3)))
+    return {"tcp_keepalives_idle": third, "tcp_keepalives_interval": "1",
+            "tcp_keepalives_count": third, "tcp_user_timeout": str(int(takeover * 1000))}
 
 
 async def _check_epoch(conn: asyncpg.Connection, epoch: int, shown: str) -> None:
