@@ -154,9 +154,10 @@ def job_cmd(obj: dict, job_id: str, next_n: int, as_json: bool, utc: bool) -> No
 # ---------------------------------------------------------------- runs
 
 @cli.command("runs", context_settings=CONTEXT)
-@click.argument("arg_filters", nargs=-1, metavar="[ARG=VAL]...")
+@click.argument("arg_filters", nargs=-1, metavar="[JOB|FOLDER/] [ARG=VAL]...")
 @click.option("-j", "--job", "job_id", metavar="JOB", shell_complete=_complete_job,
-              help="Only runs of this job (fuzzy prefix allowed).")
+              help="Only runs of this job (fuzzy prefix allowed), or of the jobs in a "
+                   "folder (ops/).")
 @click.option("-s", "--state", "states", multiple=True, metavar="STATE",
               shell_complete=_complete_state, help="Only runs in this state (repeatable).")
 @click.option("-l", "--label", "labels", multiple=True, metavar="LABEL",
@@ -179,7 +180,8 @@ def runs_cmd(obj: dict, arg_filters: tuple[str, ...], job_id: str | None,
              as_json: bool, utc: bool) -> None:
     """List runs, newest last (the newest 100 unless --limit or --all).
 
-    ARG=VAL filters by the runs' args.  Times (--since, --until) are ISO 8601
+    JOB (like -j) keeps the runs of one job, FOLDER/ (or /FOLDER, as in the TUI)
+    those of every job under it.  ARG=VAL filters by the runs' args.  Times (--since, --until) are ISO 8601
     (local time unless --utc or an offset is given), `now`, `+2h` or `-1d`.
 
     \b

@@ -23,7 +23,7 @@ from .parse import (
     parse_state,
     parse_time,
 )
-from .resolve import resolve_job
+from .resolve import resolve_job, resolve_jobs
 
 if TYPE_CHECKING:
     from apsis.client import Client
@@ -169,11 +169,41 @@ def _query(client_job_id: str | None, states: list[str], labels: tuple[str, ...]
             "args": args or None, "since": since, "until": until}
 
 
+def _api(query: dict[str, Any]) -> dict[str, Any]:
+    """The part of a runs query the API takes (a folder's jobs are filtered here)."""
+    return {k: v for k, v in query.items() if k != "jobs"}
+
+
+def _sort_key(run: dict[str, Any]) -> tuple[str, int]:
+    """The API's order (newest first is the reverse): schedule time, else creation."""
+    times = run.get("times") or {}
+    when = parse_api_time(times.get("schedule") or times.get("new"))
+    num = run.get("run_id", "r0")[1:]
+    return (iso(when) if when else "", int(num) if num.isdigit() else 0)
+
+
+async def _page(client: Client, query: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The newest `limit` runs matching `query`: one request, or one per job of a folder
+    (the API filters by one job id), merged in the API's order."""
+    if not query.get("jobs"):
+        return await client.runs(**_api(query), limit=limit)
+    import asyncio
+
+    pages = await asyncio.gather(*(client.runs(**{**_api(query), "job_id": job}, limit=limit)
+                                   for job in sorted(query["jobs"])))
+    found = sorted((r for p in pages for r in p.get("runs") or []), key=_sort_key, reverse=True)
+    return {"runs": found[:limit], "seq": min(int(p.get("seq") or 0) for p in pages)}
+
+
 def runs(obj: dict[str, Any], *, arg_filters: tuple[str, ...], job_id: str | None,
          states: tuple[str, ...], labels: tuple[str, ...], since: str | None,
          until: str | None, show_times: bool, limit: int, all_runs: bool, follow: bool,
          as_json: bool, utc: bool) -> None:
-    args = parse_args(arg_filters)
+    terms = [a for a in arg_filters if "=" not in a]
+    args = parse_args([a for a in arg_filters if "=" in a])
+    if len(terms) + bool(job_id) > 1:
+        raise UserError("name one job or folder", "apsis runs ops/ (a folder), apsis runs -j mar/lo")
+    job_term = job_id or (terms[0] if terms else None)
     wanted_states = sorted({state for s in states for state in parse_state(s)})
     if since is None and until is None:
         # Runs exist a whole schedule horizon ahead; "newest" means up to the near future,
@@ -183,7 +213,7 @@ def runs(obj: dict[str, Any], *, arg_filters: tuple[str, ...], job_id: str | Non
     until_iso = iso(parse_time(until, "--until", utc=utc)) if until else None
     if follow and all_runs:
         raise UserError("--follow and --all do not go together", "use --follow with --limit N")
-    if not (follow or all_runs or job_id):
+    if not (follow or all_runs or job_term):
         # One page: one plain GET, no event loop (the common `apsis runs`).
         from apsis.client import runs_params
 
@@ -194,14 +224,16 @@ def runs(obj: dict[str, Any], *, arg_filters: tuple[str, ...], job_id: str | Non
         return
 
     async def main(client: Client) -> None:
-        exact_job = (await resolve_job(client, job_id))["job_id"] if job_id else None
-        query = _query(exact_job, wanted_states, labels, args, since_iso, until_iso)
+        ids = await resolve_jobs(client, job_term) if job_term else []
+        query = _query(ids[0] if len(ids) == 1 else None, wanted_states, labels, args,
+                       since_iso, until_iso)
+        query["jobs"] = frozenset(ids) if len(ids) > 1 else None
         if follow:
             await _follow_runs(client, query, limit, show_times, as_json, utc)
         elif all_runs:
             await _all_runs(client, query, show_times, as_json, utc)
         else:
-            page = await client.runs(**query, limit=limit)
+            page = await _page(client, query, limit)
             _print_runs(page.get("runs") or [], show_times, as_json, utc)
 
     call(obj, main)
@@ -239,7 +271,9 @@ async def _all_runs(client: Client, query: dict[str, Any], show_times: bool, as_
     batch: list[dict[str, Any]] = []
     if as_json:
         sys.stdout.write("[")
-    async for run in client.iter_runs(**query, page_size=PAGE_SIZE):
+    async for run in client.iter_runs(**_api(query), page_size=PAGE_SIZE):
+        if query["jobs"] and run.get("job_id") not in query["jobs"]:
+            continue
         if as_json:
             sys.stdout.write(("\n" if first else ",\n") + fmt.dumps(run))
             first = False
@@ -280,6 +314,8 @@ def _matches(run: dict[str, Any], query: dict[str, Any]) -> bool:
     """Client-side filtering of live updates, mirroring the API's query."""
     if query["job_id"] and run.get("job_id") != query["job_id"]:
         return False
+    if query["jobs"] and run.get("job_id") not in query["jobs"]:
+        return False
     if query["states"] and run.get("state") not in query["states"]:
         return False
     run_args = run.get("args") or {}
@@ -297,7 +333,7 @@ def _matches(run: dict[str, Any], query: dict[str, Any]) -> bool:
 async def _follow_runs(client: Client, query: dict[str, Any], limit: int, show_times: bool,
                        as_json: bool, utc: bool) -> None:
     """The run table kept live from run_transition events (JSON Lines / lines when piped)."""
-    page = await client.runs(**query, limit=limit)
+    page = await _page(client, query, limit)
     seq = page.get("seq")
     rows: dict[str, dict[str, Any]] = {r["run_id"]: r for r in reversed(page.get("runs") or [])}
     live = _isatty() and not as_json

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 MAX_CANDIDATES_SHOWN = 10
 
 
+class FolderError(UserError):
+    """A job was asked for and a folder of jobs named."""
+
+
 async def resolve_job(client: Client, typed: str) -> dict[str, Any]:
     """The job `typed` names: its exact id first (one request), else a unique fuzzy match."""
     from apsis.client import ApsisNotFound
@@ -24,12 +28,11 @@ async def resolve_job(client: Client, typed: str) -> dict[str, Any]:
         pass
     jobs = await client.jobs()
     by_id = {j["job_id"]: j for j in jobs}
-    folder = typed.rstrip("/") + "/"
-    inside = sorted(j for j in by_id if j.startswith(folder))
+    inside = _inside(typed, by_id)
     if inside and typed.rstrip("/") not in by_id:
         shown = inside[:MAX_CANDIDATES_SHOWN]
         more = len(inside) - len(shown)
-        raise UserError(f"{typed!r} is a folder of {len(inside)} job(s): " + ", ".join(shown)
+        raise FolderError(f"{typed!r} is a folder of {len(inside)} job(s): " + ", ".join(shown)
                         + (f" and {more} more" if more else ""), "name one of them",
                         ExitStatus.USAGE)
     candidates = fuzzy_candidates(typed, by_id)
@@ -46,3 +49,31 @@ async def resolve_job(client: Client, typed: str) -> dict[str, Any]:
     # The listing carries no `source` (the file as written): the job itself, as if
     # named exactly, so an abbreviation shows the same thing.
     return await client.job(candidates[0])
+
+
+def _inside(typed: str, job_ids: Any) -> list[str]:
+    """The jobs under the folder `typed` (`ops`, `ops/`, `/ops`), sorted."""
+    folder = typed.strip("/") + "/"
+    return sorted(j for j in job_ids if j.startswith(folder))
+
+
+def is_folder_term(typed: str) -> bool:
+    """`ops/` or `/ops`: a folder as the TUI's `/path` term names one, never a fuzzy id."""
+    return typed.startswith("/") or typed.endswith("/")
+
+
+async def resolve_jobs(client: Client, typed: str) -> list[str]:
+    """The exact ids `typed` names as a run filter: one job (fuzzy, as `resolve_job`), or
+    every job under a folder (`ops/`, `/ops`, or `ops` when no job is called that)."""
+    if is_folder_term(typed):
+        path = typed.strip("/")
+        ids = [j["job_id"] for j in await client.jobs()]
+        found = ([path] if path in ids else []) + _inside(path, ids)
+        if not found:
+            raise UserError(f"no job in folder {path!r}", "`apsis jobs` lists the jobs",
+                            ExitStatus.USAGE)
+        return found
+    try:
+        return [(await resolve_job(client, typed))["job_id"]]
+    except FolderError:
+        return _inside(typed, [j["job_id"] for j in await client.jobs()])

@@ -134,3 +134,23 @@ def test_an_abbreviated_job_is_shown_as_the_exact_one(url):
     assert short.stdout == exact.stdout
     as_json = json.loads(apsis(url, "job", "mar/lo", "--json").stdout)
     assert as_json["source"].startswith("# Prices of one trading day.")
+
+
+# ------------------------------------------------------------------ 18: folders as filters
+
+def test_runs_of_a_folder(url):
+    ok = apsis(url, "run", "ops/ok", "--wait").stdout.strip()
+    bad = apsis(url, "run", "ops/bad", "--wait").stdout.strip()
+    market = one_run(apsis(url, "run", "market/load-prices", "date=2026-12-02"))
+    for args in (["ops/"], ["/ops"], ["-j", "ops/"], ["ops"]):
+        shown = apsis(url, "runs", *args)
+        assert shown.returncode == 0, (args, shown.stderr)
+        ids = {line.split()[0] for line in shown.stdout.splitlines()}
+        assert {ok, bad} <= ids and market not in ids, (args, shown.stdout)
+        assert all(" ops/" in line for line in shown.stdout.splitlines()), shown.stdout
+    limited = apsis(url, "runs", "ops/", "--limit", "1").stdout.split()
+    assert limited[0] == bad, limited
+    every = apsis(url, "runs", "-j", "market/", "--all").stdout
+    assert market in every and ok not in every
+    none = apsis(url, "runs", "nosuch/")
+    assert none.returncode == 2 and "no job in folder 'nosuch'" in none.stderr
