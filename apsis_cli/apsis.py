@@ -88,7 +88,7 @@ def cli(ctx: click.Context, url: str, token: str | None, retry_for: str) -> None
     \b
     Examples:
       apsis runs --times                        # the newest 100 runs
-      apsis run data/load-prices date=2026-12-01 --wait --output
+      apsis run market/load-prices date=2026-12-01 country=US --wait --output
       apsis wait r12345 r12346 --timeout 2h     # exit 0 only if all succeeded
       apsis output r12345 --follow              # live output, ANSI colours kept
       apsis runs -s failure --since -1d --json | jq '.[].run_id'
@@ -116,12 +116,12 @@ def jobs_cmd(obj: dict, pattern: str | None, labels: tuple[str, ...], as_json: b
              utc: bool) -> None:
     """List jobs: id, params, labels and next scheduled run.
 
-    PATTERN is a glob (`data/*`), a substring, or a fuzzy prefix (`dat/lo`).
+    PATTERN is a glob (`market/*`), a substring, or a fuzzy prefix (`mar/lo`).
 
     \b
     Examples:
       apsis jobs
-      apsis jobs 'data/*' --label daily
+      apsis jobs 'market/*' --label daily
       apsis jobs --json | jq -r '.[].job_id'
     """
     from .cmd_query import jobs
@@ -139,12 +139,12 @@ def jobs_cmd(obj: dict, pattern: str | None, labels: tuple[str, ...], as_json: b
 def job_cmd(obj: dict, job_id: str, next_n: int, as_json: bool, utc: bool) -> None:
     """Show a job's definition and its next N scheduled times.
 
-    JOB may be an unambiguous fuzzy prefix: `dat/lo pri` for `data/load prices`.
+    JOB may be an unambiguous fuzzy prefix: `mar/lo` for `market/load-prices`.
 
     \b
     Examples:
-      apsis job 'data/load prices'
-      apsis job dat/lo --next 10 --utc
+      apsis job market/load-prices
+      apsis job mar/lo --next 10 --utc
     """
     from .cmd_query import job
 
@@ -164,12 +164,13 @@ def job_cmd(obj: dict, job_id: str, next_n: int, as_json: bool, utc: bool) -> No
               help="Only runs with this label (repeatable).")
 @click.option("--since", metavar="TIME", help="Only runs scheduled at or after TIME (-1d: a day ago).")
 @click.option("--until", metavar="TIME",
-              help="Only runs scheduled before TIME (default, without --since: an hour from now).")
+              help="Only runs scheduled before TIME (default, without --since or --all: an "
+                   "hour from now, so that future scheduled runs do not fill the page).")
 @click.option("-t", "--times", "show_times", is_flag=True,
               help="Add schedule, start, end and elapsed columns.")
 @click.option("-n", "--limit", type=click.IntRange(1), default=100, show_default=True, metavar="N",
               help="Show the newest N runs.")
-@click.option("-a", "--all", "all_runs", is_flag=True, help="Show every matching run (streamed).")
+@click.option("-a", "--all", "all_runs", is_flag=True, help="Show every matching run, past and future (streamed; no default --until).")
 @click.option("-f", "--follow", is_flag=True,
               help="Keep the table live (JSON Lines of changed runs with --json).")
 @output_options()
@@ -178,7 +179,8 @@ def runs_cmd(obj: dict, arg_filters: tuple[str, ...], job_id: str | None,
              states: tuple[str, ...], labels: tuple[str, ...], since: str | None,
              until: str | None, show_times: bool, limit: int, all_runs: bool, follow: bool,
              as_json: bool, utc: bool) -> None:
-    """List runs, newest last (the newest 100 unless --limit or --all).
+    """List runs, newest last: the newest 100 (--limit) scheduled before an hour from
+    now (--until), or with --all every one, scheduled runs far ahead included.
 
     JOB (like -j) keeps the runs of one job, FOLDER/ (or /FOLDER, as in the TUI)
     those of every job under it.  ARG=VAL filters by the runs' args.  Times (--since, --until) are ISO 8601
@@ -187,7 +189,7 @@ def runs_cmd(obj: dict, arg_filters: tuple[str, ...], job_id: str | None,
     \b
     Examples:
       apsis runs --times
-      apsis runs -j data/load -s failure -s error --since -7d
+      apsis runs -j mar/lo -s failure -s error --since -7d
       apsis runs country=US date=2026-12-01
       apsis runs --follow --times
       apsis runs --all --json > runs.json
@@ -256,10 +258,10 @@ def run_cmd(obj: dict, job_id: str, args: tuple[str, ...], at: str | None, count
 
     \b
     Examples:
-      apsis run 'data/load prices' date=2026-12-01 country=US
-      apsis run dat/lo date=2026-12-01 --wait --output
-      apsis run report --at +2h
-      apsis run cleanup --at 2026-12-01T18:00 --stop 2026-12-01T19:00
+      apsis run market/load-prices date=2026-12-01 country=US
+      apsis run mar/lo date=2026-12-01 country=US --wait --output
+      apsis run ops/flaky --at +2h
+      apsis run ops/flaky --at 2026-12-01T18:00 --stop 2026-12-01T19:00
     """
     from .cmd_create import create_runs
 
@@ -285,8 +287,8 @@ def schedule_cmd(obj: dict, time: str, job_id: str, args: tuple[str, ...], count
 
     \b
     Examples:
-      apsis schedule 2026-12-01T09:30 'data/load prices' date=2026-12-01
-      apsis schedule +10m report
+      apsis schedule 2026-12-01T09:30 market/load-prices date=2026-12-01 country=US
+      apsis schedule +10m ops/flaky
     """
     from .cmd_create import create_runs
 
@@ -344,8 +346,8 @@ def backfill_cmd(obj: dict, job_id: str, args: tuple[str, ...], from_: str, to: 
 
     \b
     Examples:
-      apsis backfill 'data/load prices' --from 2026-11-01 --to 2026-12-01 --dry-run
-      apsis backfill dat/lo country=US --from -7d --to now --max-parallel 2
+      apsis backfill market/load-prices --from 2026-11-01 --to 2026-12-01 --dry-run
+      apsis backfill mar/lo country=US --from -7d --to now --max-parallel 2
     """
     from .cmd_create import backfill
 

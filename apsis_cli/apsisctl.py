@@ -43,7 +43,7 @@ def check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | No
     \b
     Examples:
       apsisctl check-job jobs/
-      apsisctl check-job jobs/data/load.yaml --format github
+      apsisctl check-job jobs/market/load-prices.yaml --format github
       apsisctl check-job jobs/ --list-runs --from 2026-12-01 --to 2026-12-08
     """
     from .check_job import run_check_job

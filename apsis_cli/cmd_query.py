@@ -205,9 +205,9 @@ def runs(obj: dict[str, Any], *, arg_filters: tuple[str, ...], job_id: str | Non
         raise UserError("name one job or folder", "apsis runs ops/ (a folder), apsis runs -j mar/lo")
     job_term = job_id or (terms[0] if terms else None)
     wanted_states = sorted({state for s in states for state in parse_state(s)})
-    if since is None and until is None:
+    if since is None and until is None and not all_runs:
         # Runs exist a whole schedule horizon ahead; "newest" means up to the near future,
-        # or a day of a five-minute job would fill the page.
+        # or a day of a five-minute job would fill the page.  --all means all of them.
         until = DEFAULT_UNTIL
     since_iso = iso(parse_time(since, "--since", utc=utc)) if since else None
     until_iso = iso(parse_time(until, "--until", utc=utc)) if until else None

@@ -154,3 +154,48 @@ def test_runs_of_a_folder(url):
     assert market in every and ok not in every
     none = apsis(url, "runs", "nosuch/")
     assert none.returncode == 2 and "no job in folder 'nosuch'" in none.stderr
+
+
+# ------------------------------------------------------------------ 20: --all, examples
+
+def test_runs_all_means_all_even_the_future(url):
+    later = one_run(apsis(url, "run", "ops/ok", "--at", "+3h"))
+    assert later not in apsis(url, "runs").stdout  # the default: until an hour from now
+    assert later in apsis(url, "runs", "--all").stdout
+    assert later in apsis(url, "runs", "--all", "--json").stdout
+
+
+def _example_job_ids(text: str) -> list[str]:
+    """The job ids the `apsis ...` example lines of a help or doc text name."""
+    import re
+    import shlex
+
+    ids = []
+    for line in re.findall(r"^\s*(apsis (?:run|job|jobs|schedule|backfill|runs)\b.*)$", text, re.M):
+        words = shlex.split(line.split("#")[0].split("|")[0])
+        for i, word in enumerate(words[1:], 1):
+            if words[i - 1] in ("-j", "--job") or (i == 2 and words[1] not in ("runs", "schedule")) or (
+                    i == 3 and words[1] == "schedule"):
+                if not word.startswith("-") and "=" not in word:
+                    ids.append(word)
+    return ids
+
+
+def test_examples_name_the_demo_jobs():
+    from pathlib import Path
+
+    from apsis_cli.fuzzy import fuzzy_candidates
+
+    root = Path(__file__).parents[2]
+    demo = [str(p.relative_to(root / "jobs").with_suffix("")) for p in (root / "jobs").rglob("*.yaml")
+            if not p.name.startswith(".")]
+    texts = {"docs/cli.md": (root / "docs/cli.md").read_text()}
+    for command in ("", "jobs", "job", "runs", "run", "schedule", "backfill"):
+        texts[f"apsis {command} --help"] = apsis(None, *command.split(), "--help").stdout
+    named = {(where, i) for where, text in texts.items() for i in _example_job_ids(text)}
+    assert len(named) > 10, named
+    for where, typed in named:
+        glob = typed.rstrip("*")
+        ok = (any(j.startswith(glob) for j in demo) if typed.endswith(("/", "*"))
+              else typed in demo or len(fuzzy_candidates(typed, demo)) == 1)
+        assert ok, f"{where}: {typed!r} is not a demo job ({', '.join(sorted(demo))})"
