@@ -42,12 +42,14 @@ def _complete_state(ctx: click.Context, param: click.Parameter, incomplete: str)
 
 # ---------------------------------------------------------------- shared options
 
-def output_options(*, utc: bool = True) -> Callable[[F], F]:
+def output_options(*, utc: bool = True, follow: bool = False) -> Callable[[F], F]:
     """`--json` (and `--utc`) for every listing and show command, declared once."""
 
     def decorate(fn: F) -> F:
         fn = click.option("--json", "as_json", is_flag=True,
-                          help="Print JSON (JSON Lines with --follow) instead of a table.")(fn)
+                          help="Print one JSON document (JSON Lines with --follow) instead of "
+                               "text." if follow else "Print one JSON document instead of "
+                               "text.")(fn)
         if utc:
             fn = click.option("--utc", is_flag=True,
                               help="Show and read times in UTC, not the local zone.")(fn)
@@ -172,8 +174,8 @@ def job_cmd(obj: dict, job_id: str, next_n: int, as_json: bool, utc: bool) -> No
               help="Show the newest N runs.")
 @click.option("-a", "--all", "all_runs", is_flag=True, help="Show every matching run, past and future (streamed; no default --until).")
 @click.option("-f", "--follow", is_flag=True,
-              help="Keep the table live (JSON Lines of changed runs with --json).")
-@output_options()
+              help="Keep the table live (JSON Lines of changed run summaries with --json).")
+@output_options(follow=True)
 @click.pass_obj
 def runs_cmd(obj: dict, arg_filters: tuple[str, ...], job_id: str | None,
              states: tuple[str, ...], labels: tuple[str, ...], since: str | None,
@@ -221,7 +223,7 @@ def show_cmd(obj: dict, run_id: str, as_json: bool, utc: bool) -> None:
 @cli.command("log", context_settings=CONTEXT)
 @click.argument("run_id", metavar="RUN", shell_complete=_complete_run)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new entries until the run ends.")
-@output_options()
+@output_options(follow=True)
 @click.pass_obj
 def log_cmd(obj: dict, run_id: str, follow: bool, as_json: bool, utc: bool) -> None:
     """Print a run's log: its transitions and messages.

@@ -177,11 +177,11 @@ def backfill(obj: dict[str, Any], job_id: str, args: tuple[str, ...], *, from_: 
                        + (" with those args" if wanted else ""), err=True)
             return int(ExitStatus.SUCCESS)
         if dry_run:
-            for item in items:
-                if as_json:
-                    click.echo(fmt.dumps({"job_id": exact, "args": item.get("args") or {},
-                                          "time": _schedule_time(item)}))
-                else:
+            if as_json:  # one document, as every --json without --follow (SPEC §1.4)
+                click.echo(fmt.dumps([{"job_id": exact, "args": item.get("args") or {},
+                                       "time": _schedule_time(item)} for item in items]))
+            else:
+                for item in items:
                     click.echo(f"{fmt.format_time(_schedule_time(item), utc, compact=False)}  "
                                f"{exact}  {fmt.format_args(item.get('args'))}".rstrip())
             click.echo(f"{len(items)} run(s) would be created (dry run)", err=True)

@@ -182,14 +182,16 @@ def _sort_key(run: dict[str, Any]) -> tuple[str, int]:
     return (iso(when) if when else "", int(num) if num.isdigit() else 0)
 
 
-async def _page(client: Client, query: dict[str, Any], limit: int) -> dict[str, Any]:
+async def _page(client: Client, query: dict[str, Any], limit: int,
+                summary: bool = False) -> dict[str, Any]:
     """The newest `limit` runs matching `query`: one request, or one per job of a folder
     (the API filters by one job id), merged in the API's order."""
     if not query.get("jobs"):
-        return await client.runs(**_api(query), limit=limit)
+        return await client.runs(**_api(query), limit=limit, summary=summary)
     import asyncio
 
-    pages = await asyncio.gather(*(client.runs(**{**_api(query), "job_id": job}, limit=limit)
+    pages = await asyncio.gather(*(client.runs(**{**_api(query), "job_id": job}, limit=limit,
+                                               summary=summary)
                                    for job in sorted(query["jobs"])))
     found = sorted((r for p in pages for r in p.get("runs") or []), key=_sort_key, reverse=True)
     return {"runs": found[:limit], "seq": min(int(p.get("seq") or 0) for p in pages)}
@@ -332,8 +334,11 @@ def _matches(run: dict[str, Any], query: dict[str, Any]) -> bool:
 
 async def _follow_runs(client: Client, query: dict[str, Any], limit: int, show_times: bool,
                        as_json: bool, utc: bool) -> None:
-    """The run table kept live from run_transition events (JSON Lines / lines when piped)."""
-    page = await _page(client, query, limit)
+    """The run table kept live from run_transition events (JSON Lines / lines when piped).
+
+    Events carry run summaries: the first page is asked for as summaries too, so that
+    every line of `--json` has one shape."""
+    page = await _page(client, query, limit, summary=True)
     seq = page.get("seq")
     rows: dict[str, dict[str, Any]] = {r["run_id"]: r for r in reversed(page.get("runs") or [])}
     live = _isatty() and not as_json
@@ -347,9 +352,11 @@ async def _follow_runs(client: Client, query: dict[str, Any], limit: int, show_t
         widths = [max([len(h)] + [len(r[i]) for r in first]) for i, h in enumerate(header)]
         widths[0], widths[1] = max(widths[0], 6), max(widths[1], 9)
 
+        from apsis.model.run import SUMMARY_KEYS
+
         def emit(run: dict[str, Any]) -> None:
-            if as_json:
-                _echo(fmt.dumps(run))
+            if as_json:  # the keys of an event's summary, whatever the first page had
+                _echo(fmt.dumps({key: run.get(key) for key in SUMMARY_KEYS}))
             else:
                 cells = fmt.run_row(run, times=show_times, utc=utc)
                 for i, cell in enumerate(cells[:-1]):

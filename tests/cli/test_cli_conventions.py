@@ -19,6 +19,8 @@ JOBS = {
     "ops/ok": "program: 'true'\n",
     "ops/bad": "program: 'false'\n",
     "ops/slow": "program: 'sleep 3'\n",
+    "sched/hourly": "params: [date, time]\nschedule: {type: interval, interval: 1h}\n"
+                    "program: 'true'\n",
     # Fails twice, then succeeds: each attempt counts the files in its directory.
     "ops/flaky": ("params: [dir]\n"
                   "program: 'mkdir -p {{ dir }} && touch {{ dir }}/$$ && "
@@ -199,3 +201,44 @@ def test_examples_name_the_demo_jobs():
         ok = (any(j.startswith(glob) for j in demo) if typed.endswith(("/", "*"))
               else typed in demo or len(fuzzy_candidates(typed, demo)) == 1)
         assert ok, f"{where}: {typed!r} is not a demo job ({', '.join(sorted(demo))})"
+
+
+# ------------------------------------------------------------------ 16: --json
+
+def test_backfill_dry_run_json_is_one_document(url):
+    result = apsis(url, "backfill", "sched/hourly", "--from", "-3h", "--to", "now", "--dry-run",
+                   "--json")
+    assert result.returncode == 0, result.stderr
+    planned = json.loads(result.stdout)
+    assert isinstance(planned, list) and len(planned) == 3, planned
+    assert {p["job_id"] for p in planned} == {"sched/hourly"}
+
+
+def test_help_mentions_follow_only_where_there_is_one():
+    for command in ("show", "jobs", "job", "run", "wait", "skip", "backfill"):
+        assert "--follow" not in apsis(None, command, "--help").stdout.replace(
+            "--follow-retries", ""), command
+    for command in ("runs", "log"):
+        assert "JSON Lines with --follow" in apsis(None, command, "--help").stdout, command
+
+
+def test_runs_follow_json_has_one_shape(url):
+    apsis(url, "run", "ops/ok", "--wait")
+    proc = popen(url, "runs", "--follow", "--json", "-j", "ops/ok", "--limit", "1")
+    try:
+        first = json.loads(_readline(proc))
+        later = one_run(apsis(url, "run", "ops/ok"))
+        changed = json.loads(_readline(proc))
+        assert changed["run_id"] == later
+        assert set(first) == set(changed), (sorted(first), sorted(changed))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _readline(proc: subprocess.Popen, timeout: float = 15) -> bytes:
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "nothing printed"
+    return proc.stdout.readline()
