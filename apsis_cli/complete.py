@@ -46,13 +46,29 @@ def complete_run_ids(ctx: click.Context, incomplete: str) -> list[Any]:
     from click.shell_completion import CompletionItem
 
     try:
-        page = _ask(ctx, lambda c: c.runs(limit=RECENT_RUNS))
+        runs = _ask(ctx, _recent_runs)
     except Exception:  # noqa: BLE001 - completion fails silently
         return []
     typed = incomplete if incomplete.startswith("r") or not incomplete else "r" + incomplete
     items = []
-    for run in page.get("runs") or []:
+    for run in runs:
         run_id = run.get("run_id", "")
         if run_id.startswith(typed):
             items.append(CompletionItem(run_id, help=f"{run.get('state')} {run.get('job_id')}"))
     return items
+
+
+async def _recent_runs(client: Any) -> list[dict[str, Any]]:
+    """The runs one names: those under way (or waiting) first, then the newest that are due (not the
+    runs schedules have created for tomorrow, which the newest by schedule would be)."""
+    import datetime as dt
+
+    from apsis.present import ACTIVE_STATES
+
+    active, recent = await asyncio.gather(
+        client.runs(states=sorted(ACTIVE_STATES | {"waiting"}), limit=RECENT_RUNS, summary=True),
+        client.runs(until=dt.datetime.now(dt.UTC), limit=RECENT_RUNS, summary=True))
+    seen: dict[str, dict[str, Any]] = {}
+    for run in (active.get("runs") or []) + (recent.get("runs") or []):
+        seen.setdefault(run.get("run_id", ""), run)
+    return list(seen.values())[:RECENT_RUNS]

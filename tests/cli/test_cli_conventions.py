@@ -242,3 +242,22 @@ def _readline(proc: subprocess.Popen, timeout: float = 15) -> bytes:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     assert ready, "nothing printed"
     return proc.stdout.readline()
+
+
+# ------------------------------------------------------------------ 13: completion
+
+def test_run_completion_offers_running_then_recent_runs_not_tomorrows(url):
+    done = one_run(apsis(url, "run", "ops/ok"))
+    apsis(url, "wait", done)
+    running = one_run(apsis(url, "run", "ops/slow"))
+    future = json.loads(apsis(url, "runs", "-j", "sched/hourly", "--all", "--json").stdout)
+    assert len(future) > 20  # a day of hourly runs, scheduled ahead
+    env = env_for(url, _APSIS_COMPLETE="bash_complete", COMP_WORDS="apsis show ", COMP_CWORD="2")
+    result = subprocess.run([APSIS], env=env, capture_output=True, text=True, timeout=20,
+                            check=False)
+    offered = [line.split(",", 1)[1] for line in result.stdout.splitlines()]
+    assert offered[0] == running, offered[:5]
+    assert done in offered[:10], offered[:10]
+    tomorrow = {r["run_id"] for r in future if r["state"] == "scheduled"}
+    assert not tomorrow & set(offered[:10]), offered[:10]
+    apsis(url, "wait", running)
