@@ -82,9 +82,17 @@ def wait_options(fn: F) -> F:
 @click.option("--retry-for", "retry_for", envvar="APSIS_RETRY_FOR", metavar="DUR", default="30s",
               show_default=True,
               help="Keep retrying an unreachable daemon this long, then exit 69.")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True,
+              help="Colour: auto is on a terminal, unless NO_COLOR is set, or always with "
+                   "FORCE_COLOR or CLICOLOR_FORCE set.")
+@click.option("--no-pager", is_flag=True,
+              help="Never page: show, job, log and runs taller than the terminal go through "
+                   "$PAGER (less -FRX) otherwise.")
 @click.version_option(package_name="apsis", prog_name="apsis", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, url: str, token: str | None, retry_for: str) -> None:
+def cli(ctx: click.Context, url: str, token: str | None, retry_for: str, color: str,
+        no_pager: bool) -> None:
     """Talk to a running Apsis daemon: jobs, runs, output, waiting, the TUI.
 
     \b
@@ -100,8 +108,10 @@ def cli(ctx: click.Context, url: str, token: str | None, retry_for: str) -> None
     4 skipped, 124 timeout, 69 daemon unreachable, 2 usage error or unknown run/job,
     130 interrupted.
     """
+    from . import common
     from .parse import parse_duration
 
+    common.COLOR, common.NO_PAGER = color, no_pager
     ctx.obj = {"url": url.rstrip("/"), "token": token,
                "retry_for": parse_duration(retry_for, "--retry-for")}
 
@@ -133,8 +143,8 @@ def jobs_cmd(obj: dict, pattern: str | None, labels: tuple[str, ...], as_json: b
 
 @cli.command("job", context_settings=CONTEXT)
 @click.argument("job_id", metavar="JOB", shell_complete=_complete_job)
-@click.option("-n", "--next", "next_n", type=click.IntRange(0), default=5, show_default=True,
-              metavar="N",
+@click.option("-n", "--limit", "--next", "next_n", type=click.IntRange(0), default=5,
+              show_default=True, metavar="N",
               help="How many upcoming scheduled times to show.")
 @output_options()
 @click.pass_obj
@@ -149,8 +159,10 @@ def job_cmd(obj: dict, job_id: str, next_n: int, as_json: bool, utc: bool) -> No
       apsis job mar/lo --next 10 --utc
     """
     from .cmd_query import job
+    from .common import paged
 
-    job(obj, job_id, next_n, as_json, utc)
+    with paged():
+        job(obj, job_id, next_n, as_json, utc)
 
 
 # ---------------------------------------------------------------- runs
@@ -197,10 +209,12 @@ def runs_cmd(obj: dict, arg_filters: tuple[str, ...], job_id: str | None,
       apsis runs --all --json > runs.json
     """
     from .cmd_query import runs
+    from .common import paged
 
-    runs(obj, arg_filters=arg_filters, job_id=job_id, states=states, labels=labels,
-         since=since, until=until, show_times=show_times, limit=limit, all_runs=all_runs,
-         follow=follow, as_json=as_json, utc=utc)
+    with paged() if not follow else _nothing():
+        runs(obj, arg_filters=arg_filters, job_id=job_id, states=states, labels=labels,
+             since=since, until=until, show_times=show_times, limit=limit, all_runs=all_runs,
+             follow=follow, as_json=as_json, utc=utc)
 
 
 @cli.command("show", context_settings=CONTEXT)
@@ -216,8 +230,10 @@ def show_cmd(obj: dict, run_id: str, as_json: bool, utc: bool) -> None:
       apsis show r12345 --json | jq .state
     """
     from .cmd_query import show
+    from .common import paged
 
-    show(obj, run_id, as_json, utc)
+    with paged():
+        show(obj, run_id, as_json, utc)
 
 
 @cli.command("log", context_settings=CONTEXT)
@@ -234,8 +250,10 @@ def log_cmd(obj: dict, run_id: str, follow: bool, as_json: bool, utc: bool) -> N
       apsis log r12345 -f
     """
     from .cmd_query import log
+    from .common import paged
 
-    log(obj, run_id, follow, as_json, utc)
+    with paged() if not follow else _nothing():
+        log(obj, run_id, follow, as_json, utc)
 
 
 # ---------------------------------------------------------------- creating runs
@@ -483,15 +501,16 @@ def mark_cmd(obj: dict, state: str, run_ids: tuple[str, ...], as_json: bool) -> 
 @cli.command("events", context_settings=CONTEXT)
 @click.option("--since", type=click.IntRange(0), metavar="SEQ", default=None,
               help="Replay events after SEQ, then go live (default: from now).")
-@click.option("-t", "--type", "types", multiple=True, metavar="TYPE",
+@click.option("--type", "types", multiple=True, metavar="TYPE",
               help="Only events of this type (repeatable): run_transition, run_log, ...")
+@click.option("-t", "old_types", multiple=True, metavar="TYPE", hidden=True)  # was --type's
 @click.option("-r", "--run", "run_id", metavar="RUN", shell_complete=_complete_run,
               help="Only events of this run.")
 @click.option("-j", "--job", "job_id", metavar="JOB", shell_complete=_complete_job,
               help="Only events of this job (fuzzy prefix allowed).")
 @click.pass_obj
-def events_cmd(obj: dict, since: int | None, types: tuple[str, ...], run_id: str | None,
-               job_id: str | None) -> None:
+def events_cmd(obj: dict, since: int | None, types: tuple[str, ...],
+               old_types: tuple[str, ...], run_id: str | None, job_id: str | None) -> None:
     """Print the raw event stream as JSON Lines, until interrupted.
 
     \b
@@ -501,7 +520,7 @@ def events_cmd(obj: dict, since: int | None, types: tuple[str, ...], run_id: str
     """
     from .cmd_query import events
 
-    events(obj, since, types, run_id, job_id)
+    events(obj, since, types + old_types, run_id, job_id)
 
 
 @cli.command("tui", context_settings=CONTEXT)
@@ -516,6 +535,30 @@ def tui_cmd(obj: dict) -> None:
     from .cmd_query import tui
 
     tui(obj)
+
+
+@cli.command("completion", context_settings=CONTEXT)
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_cmd(shell: str) -> None:
+    """Print the shell code that completes apsis commands, options, job and run ids.
+
+    \b
+    Examples:
+      eval "$(apsis completion bash)"      # in ~/.bashrc
+      eval "$(apsis completion zsh)"       # in ~/.zshrc
+      apsis completion fish | source       # in ~/.config/fish/config.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    assert complete is not None  # the three Click knows
+    click.echo(complete(cli, {}, "apsis", "_APSIS_COMPLETE").source())
+
+
+def _nothing() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def main() -> None:

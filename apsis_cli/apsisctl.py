@@ -7,15 +7,31 @@ import click
 from .common import ApsisGroup, run_main
 
 
+DEFAULT_URL = "http://127.0.0.1:5000"
+DEFAULT_RETRY_FOR = "30s"
+
+
 @click.group(cls=ApsisGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option("--url", metavar="URL", default=None,
+              help=f"The daemon's URL, for the commands that talk to one (env APSIS_URL; "
+                   f"default {DEFAULT_URL}).")
+@click.option("--token", default=None, help="API token with the admin role (env APSIS_TOKEN).")
+@click.option("--retry-for", "retry_for", metavar="DUR", default=None,
+              help=f"Keep retrying an unreachable daemon this long, then exit 69 (env "
+                   f"APSIS_RETRY_FOR; default {DEFAULT_RETRY_FOR}).")
+@click.version_option(package_name="apsis", prog_name="apsisctl", message="%(prog)s %(version)s")
+def cli(url: str | None, token: str | None, retry_for: str | None) -> None:
     """Run and maintain the Apsis daemon, and check job files.
+
+    Global options go before the command, as for `apsis`; the same options after
+    the command win.
 
     \b
     Examples:
       apsisctl check-job jobs/                 # validate a jobs directory
       apsisctl check-job jobs/ --list-runs --from 2026-12-01 --to 2026-12-02
       apsisctl serve --jobs jobs --db apsis.db # run the daemon in the foreground
+      apsisctl --url http://sched:5000 sanity
     """
 
 
@@ -90,13 +106,13 @@ def schema() -> None:
 
 def client_options(fn):  # type: ignore[no-untyped-def]
     """--url/--token/--retry-for for the commands that talk to a running daemon."""
-    fn = click.option("--retry-for", "retry_for", envvar="APSIS_RETRY_FOR", metavar="DUR",
-                      default="30s", show_default=True,
-                      help="Keep retrying an unreachable daemon this long, then exit 69.")(fn)
-    fn = click.option("--token", envvar="APSIS_TOKEN", default=None,
+    fn = click.option("--retry-for", "retry_for", metavar="DUR", default=None,
+                      help=f"Keep retrying an unreachable daemon this long, then exit 69 "
+                           f"(env APSIS_RETRY_FOR; default {DEFAULT_RETRY_FOR}).")(fn)
+    fn = click.option("--token", default=None,
                       help="API token with the admin role (env APSIS_TOKEN).")(fn)
-    fn = click.option("--url", envvar="APSIS_URL", default="http://127.0.0.1:5000",
-                      show_default=True, help="The daemon's URL (env APSIS_URL).")(fn)
+    fn = click.option("--url", metavar="URL", default=None,
+                      help=f"The daemon's URL (env APSIS_URL; default {DEFAULT_URL}).")(fn)
     return fn
 
 
@@ -114,7 +130,8 @@ def db_options(fn):  # type: ignore[no-untyped-def]
 @click.option("--dry-run", is_flag=True, help="Only report what would change.")
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
 @client_options
-def reload(dry_run: bool, as_json: bool, url: str, token: str | None, retry_for: str) -> None:
+def reload(dry_run: bool, as_json: bool, url: str | None, token: str | None,
+           retry_for: str | None) -> None:
     """Reload the jobs directory in a running daemon; prints added/changed/removed jobs.
 
     \b
@@ -134,8 +151,8 @@ def reload(dry_run: bool, as_json: bool, url: str, token: str | None, retry_for:
               help="How far back to look for runs that started late.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @client_options
-def sanity(late: str, since: str, as_json: bool, url: str, token: str | None,
-           retry_for: str) -> None:
+def sanity(late: str, since: str, as_json: bool, url: str | None, token: str | None,
+           retry_for: str | None) -> None:
     """Report what looks wrong in a running daemon; exit 1 if anything does.
 
     Unscheduled jobs (a schedule due within a day but no scheduled run), scheduled
@@ -155,7 +172,7 @@ def sanity(late: str, since: str, as_json: bool, url: str, token: str | None,
 @cli.command("shutdown")
 @click.option("--restart", is_flag=True, help="Ask the daemon to start again (exec itself).")
 @client_options
-def shutdown(restart: bool, url: str, token: str | None, retry_for: str) -> None:
+def shutdown(restart: bool, url: str | None, token: str | None, retry_for: str | None) -> None:
     """Stop (or restart) a running daemon cleanly.
 
     \b
@@ -168,9 +185,18 @@ def shutdown(restart: bool, url: str, token: str | None, retry_for: str) -> None
     raise click.exceptions.Exit(run_shutdown(_client_obj(url, token, retry_for), restart))
 
 
-def _client_obj(url: str, token: str | None, retry_for: str) -> dict:
+def _client_obj(url: str | None, token: str | None, retry_for: str | None) -> dict:
+    """The daemon to talk to: the command's options, else the global ones (before the
+    command), else the environment, else the defaults."""
+    import os
+
     from .parse import parse_duration
 
+    top = click.get_current_context().find_root().params
+    url = url or top.get("url") or os.environ.get("APSIS_URL") or DEFAULT_URL
+    token = token or top.get("token") or os.environ.get("APSIS_TOKEN")
+    retry_for = (retry_for or top.get("retry_for") or os.environ.get("APSIS_RETRY_FOR")
+                 or DEFAULT_RETRY_FOR)
     return {"url": url.rstrip("/"), "token": token,
             "retry_for": parse_duration(retry_for, "--retry-for")}
 

@@ -38,7 +38,8 @@ def _echo(line: str) -> None:
 
 
 def _isatty() -> bool:
-    return sys.stdout.isatty()
+    """A table for people: on a terminal, or when colour is asked for (`less -R`)."""
+    return sys.stdout.isatty() or fmt.color_enabled()
 
 
 # ---------------------------------------------------------------- jobs

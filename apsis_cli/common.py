@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import click
@@ -114,8 +117,62 @@ def _quiet_broken_pipe() -> NoReturn:
     sys.exit(0)
 
 
-def use_color() -> bool:
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+# Set from the global options: --color always|never|auto, --no-pager.
+COLOR = "auto"
+NO_PAGER = False
+
+
+def color_wanted(stream: Any = None) -> bool:
+    """Colour for `stream` (stdout): `--color` if given; else never with NO_COLOR set,
+    always with FORCE_COLOR or CLICOLOR_FORCE set (not to 0), else only on a terminal."""
+    if COLOR != "auto":
+        return COLOR == "always"
+    if "NO_COLOR" in os.environ:
+        return False
+    if any(os.environ.get(name, "0") not in ("", "0") for name in ("FORCE_COLOR", "CLICOLOR_FORCE")):
+        return True
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+class _Screen(io.StringIO):
+    """What a paged command prints, held back as if it were the terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@contextlib.contextmanager
+def paged() -> Iterator[None]:
+    """On a terminal, output taller than it goes through $PAGER (`less -FRX` by default:
+    colours kept, and it quits at once when the text fits after all)."""
+    if NO_PAGER or not sys.stdout.isatty():
+        yield
+        return
+    real, screen = sys.stdout, _Screen()
+    sys.stdout = screen
+    try:
+        yield
+    finally:
+        sys.stdout = real
+        _show(screen.getvalue())
+
+
+def _show(text: str) -> None:
+    import shutil
+    import subprocess
+
+    pager = os.environ.get("PAGER", "less").strip()
+    if text.count("\n") < shutil.get_terminal_size().lines - 1 or pager in ("", "cat"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    env = {**os.environ}
+    env.setdefault("LESS", "FRX")
+    try:
+        subprocess.run(pager, shell=True, input=text.encode(), env=env, check=False)
+    except OSError:
+        sys.stdout.write(text)
 
 
 def echo_json(value: Any) -> None:

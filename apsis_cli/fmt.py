@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from typing import Any
 
@@ -99,18 +98,20 @@ def dumps(value: Any) -> str:
 
 
 def color_enabled(stream: Any = None) -> bool:
-    """Colour only on a terminal, and never with NO_COLOR set (any value, per no-color.org)."""
-    stream = stream or sys.stdout
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+    """Colour as `--color`, NO_COLOR, FORCE_COLOR/CLICOLOR_FORCE and the terminal say."""
+    from .common import color_wanted
+
+    return color_wanted(stream)
 
 
 def make_console(stderr: bool = False):  # -> rich.console.Console
-    """A Rich console that follows NO_COLOR and stays plain when not a terminal."""
+    """A Rich console that colours as `color_enabled` says; plain when not a terminal."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     tty = hasattr(stream, "isatty") and stream.isatty()
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or not tty,
+    color = color_enabled(stream)
+    return Console(stderr=stderr, no_color=not color, force_terminal=color or None,
                    highlight=False, soft_wrap=not tty, emoji=False)
 
 

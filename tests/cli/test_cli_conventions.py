@@ -12,7 +12,7 @@ import httpx
 
 from apsis_cli.cmd_query import EVENT_TYPES
 
-from .helpers import APSIS, apsis, env_for, one_run, popen
+from .helpers import APSIS, APSISCTL, apsis, env_for, one_run, popen
 
 JOBS = {
     "market/load-prices": "# Prices of one trading day.\nparams: [date]\nprogram: 'true'\n",
@@ -261,3 +261,91 @@ def test_run_completion_offers_running_then_recent_runs_not_tomorrows(url):
     tomorrow = {r["run_id"] for r in future if r["state"] == "scheduled"}
     assert not tomorrow & set(offered[:10]), offered[:10]
     apsis(url, "wait", running)
+
+
+# ------------------------------------------------------------------ 19: conventions
+
+def test_color_always_never_and_force_color(url):
+    apsis(url, "run", "ops/ok", "--wait")
+    assert "\x1b[" in apsis(url, "--color", "always", "runs").stdout
+    assert "\x1b[" in apsis(url, "runs", env=env_for(url, FORCE_COLOR="1")).stdout
+    assert "\x1b[" in apsis(url, "runs", env=env_for(url, CLICOLOR_FORCE="1")).stdout
+    assert "\x1b[" not in apsis(url, "runs", env=env_for(url, CLICOLOR_FORCE="0")).stdout
+    assert "\x1b[" not in apsis(url, "--color", "never", "runs",
+                                env=env_for(url, FORCE_COLOR="1")).stdout
+    assert "\x1b[" not in apsis(url, "runs", env=env_for(url, NO_COLOR="1", FORCE_COLOR="1")).stdout
+
+
+def test_completion_scripts():
+    for shell, marker in (("bash", "complete -o nosort -F _apsis_completion apsis"),
+                          ("zsh", "compdef _apsis_completion apsis"),
+                          ("fish", "complete --no-files --command apsis")):
+        result = apsis(None, "completion", shell)
+        assert result.returncode == 0 and marker in result.stdout, (shell, result.stdout[-300:])
+    assert apsis(None, "completion", "tcsh").returncode == 2
+
+
+def _pty_rows(args: list[str], env: dict[str, str], rows: int) -> bytes:
+    """apsis on a terminal of `rows` lines: what it wrote."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 100, 0, 0))
+    proc = subprocess.Popen([APSIS, *args], env=env, stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    try:
+        while select.select([master], [], [], 20)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        proc.wait(20)
+    return out
+
+
+def test_a_pager_for_long_output_on_a_terminal(url):
+    run_id = one_run(apsis(url, "run", "ops/ok"))
+    apsis(url, "wait", run_id)
+    env = env_for(url, TERM="xterm", NO_COLOR="1", PAGER="sed 's/^/paged: /'")
+    assert b"paged: run " in _pty_rows(["show", run_id], env, rows=5)
+    assert b"paged:" not in _pty_rows(["show", run_id], env, rows=60)  # it fits
+    assert b"paged:" not in _pty_rows(["--no-pager", "show", run_id], env, rows=5)
+    assert b"paged: market/load-prices" in _pty_rows(["job", "mar/lo"], env, rows=5)
+    piped = apsis(url, "show", run_id, env=env)
+    assert "paged:" not in piped.stdout and run_id in piped.stdout
+
+
+def test_short_options_mean_one_thing(url):
+    assert apsis(url, "job", "mar/lo", "-n", "0", "--json").returncode == 0
+    assert json.loads(apsis(url, "job", "mar/lo", "--limit", "0", "--json").stdout)["next_runs"] == []
+    assert json.loads(apsis(url, "job", "mar/lo", "--next", "0", "--json").stdout)["next_runs"] == []
+    assert "-t, --times" in apsis(None, "runs", "--help").stdout
+    events_help = apsis(None, "events", "--help").stdout
+    assert "-t" not in events_help.replace("--", "") and "--type" in events_help
+    old = apsis(url, "events", "-t", "bogus")  # the old spelling still reaches --type
+    assert old.returncode == 2 and "unknown event type 'bogus'" in old.stderr
+
+
+def test_apsisctl_version_and_global_options(url):
+    from importlib.metadata import version
+
+    assert apsis(None, "--version", exe=APSISCTL).stdout.strip() == f"apsisctl {version('apsis')}"
+    before = subprocess.run([APSISCTL, "--url", url, "sanity", "--json"], env=env_for(None),
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert before.returncode in (0, 1) and isinstance(json.loads(before.stdout), list), before
+    unreachable = subprocess.run([APSISCTL, "--url", "http://127.0.0.1:9", "--retry-for", "0",
+                                  "sanity"], env=env_for(None), capture_output=True, text=True,
+                                 timeout=30, check=False)
+    assert unreachable.returncode == 69 and "127.0.0.1:9" in unreachable.stderr

@@ -278,7 +278,7 @@ def test_operations_and_rerun(url):
 def test_backfill_dry_run_filters_and_waves(url):
     window = ["--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T03:00:00Z"]
     dry = apsis(url, "backfill", "hourly", *window, "--dry-run", "--json")
-    planned = [json.loads(line) for line in dry.stdout.splitlines()]
+    planned = json.loads(dry.stdout)  # one document (SPEC §1.4)
     assert [p["time"] for p in planned] == ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z",
                                             "2026-01-01T02:00:00Z"]
     one = apsis(url, "backfill", "hourly", "time=2026-01-01T01:00:00Z", *window, "--dry-run",
@@ -322,9 +322,10 @@ def _in_pty(url: str, *args: str, env: dict[str, str]) -> bytes:
 
 def test_colour_on_a_terminal_and_never_with_no_color(url):
     apsis(url, "run", "ok", "--wait")
-    coloured = _in_pty(url, "runs", env=env_for(url, TERM="xterm-256color"))
+    coloured = _in_pty(url, "--no-pager", "runs", env=env_for(url, TERM="xterm-256color"))
     assert b"\x1b[" in coloured and b"ok" in coloured
-    plain = _in_pty(url, "runs", env=env_for(url, TERM="xterm-256color", NO_COLOR="1"))
+    plain = _in_pty(url, "--no-pager", "runs", env=env_for(url, TERM="xterm-256color",
+                                                             NO_COLOR="1"))
     assert b"ok" in plain and b"\x1b[" not in plain
     piped = apsis(url, "runs")
     assert "\x1b[" not in piped.stdout
