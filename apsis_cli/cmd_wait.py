@@ -110,7 +110,8 @@ async def settle_retries(client: Client, watcher: RunWatcher, ids: Sequence[str]
                                  on_waiting=report_waiting(quiet))
             try:
                 # Followed from its creation: its end, and its own retry, are after that.
-                await attempt.start(created_at, [retry])
+                await (attempt.start() if created_at is None
+                       else attempt.start(created_at, [retry]))
                 await attempt.wait_finished()
             finally:
                 await attempt.close()

@@ -185,18 +185,26 @@ RETRY_GRACE = 5.0
 
 
 async def find_retry(client: Client, run: dict[str, Any],
-                     seq: int) -> tuple[dict[str, Any], int] | None:
+                     seq: int) -> tuple[dict[str, Any], int | None] | None:
     """The run a failed run's retry action created (its summary, and the stream position
-    just before its creation, to follow it from), or None.
+    just before its creation to follow it from, None when it is to be looked up), or None.
 
     Actions fire just after the run finishes: the retry's creation, then the failed
     run's `retry: …` log entry, follow in the stream after `seq`; the entry ends the
-    search (with no retry when it says there are no attempts left).
+    search (with no retry when it says there are no attempts left).  A run that had
+    finished before it was watched has that entry in its log already.
     """
     if run.get("state") not in ("failure", "error") or not any(
             isinstance(a, dict) and a.get("type") == "retry" for a in run.get("actions") or []):
         return None
-    retry: tuple[dict[str, Any], int] | None = None
+    import re
+
+    for entry in await client.run_log(run["run_id"]):
+        text = str(entry.get("message") or "")
+        if text.startswith("retry:"):
+            found = re.search(r"\bis (r\d+)\b", text)
+            return (await client.run(found.group(1)), None) if found else None
+    retry: tuple[dict[str, Any], int | None] | None = None
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(RETRY_GRACE):
             async with contextlib.aclosing(client.events(

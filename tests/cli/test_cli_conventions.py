@@ -349,3 +349,13 @@ def test_apsisctl_version_and_global_options(url):
                                   "sanity"], env=env_for(None), capture_output=True, text=True,
                                  timeout=30, check=False)
     assert unreachable.returncode == 69 and "127.0.0.1:9" in unreachable.stderr
+
+
+def test_wait_on_a_failed_run_names_the_retry_it_already_has(url, tmp_path):
+    first = apsis(url, "run", "ops/flaky", f"dir={tmp_path / 'later'}", "--wait").stdout.strip()
+    started = time.monotonic()
+    again = apsis(url, "wait", first)
+    assert again.returncode == 1 and "retry r" in again.stderr, again.stderr
+    assert time.monotonic() - started < 4  # read from its log, not waited for
+    last = apsis(url, "wait", first, "--follow-retries")
+    assert last.returncode == 0 and last.stderr.splitlines()[-1].endswith(" success"), last.stderr
