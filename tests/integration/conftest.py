@@ -46,7 +46,7 @@ class Daemon:
         self.jobs_dir = root / "jobs"
         self.db = root / "apsis.db"
         # A postgresql:// URL (the `pg_url` fixture) instead of the SQLite file `db`.
-        self.database = database or str(self.db)
+        self._database = database  # a PostgreSQL URL; else the SQLite file `db`
         self.log_path = root / "daemon.log"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         for job_id, text in jobs.items():
@@ -90,6 +90,11 @@ class Daemon:
             return ""
 
     # -- process ------------------------------------------------------------------------
+
+    @property
+    def database(self) -> str:
+        """What `--db` gets: the URL given, else the file `db` (a test may move it)."""
+        return self._database or str(self.db)
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "apsis_cli.apsisctl", "serve", "--jobs", str(self.jobs_dir),
