@@ -301,7 +301,9 @@ class _Stream:
         log = self.api.event_log
         while True:
             page = log.read(self.last, self.flt)
-            if page is None:
+            if page is None or (page.upto <= self.last < service.last_seq):
+                # The log no longer reaches back, or it cannot move this reader on
+                # while events it has not seen exist: the store can (never spin here).
                 page = await self._from_store(self.last)
             if page.items:
                 if self.batch:
