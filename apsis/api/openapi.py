@@ -268,7 +268,14 @@ _SCHEMAS = {
         "status": {"type": "string", "enum": ["ok"]},
         "version": {"type": "string"},
         "started_at": {"type": "string"},
-        "seq": {"type": "integer", "description": "The last event's seq."}}},
+        "seq": {"type": "integer", "description": "The last event's seq."},
+        "role": {"type": "string", "enum": ["leader", "standby"],
+                 "description": "Among the daemons sharing the database (SPEC §1.14); a daemon "
+                                "alone on its database is the leader."},
+        "leader": {"type": "string", "nullable": True,
+                   "description": "The leader's advertised URL, if it gave one."},
+        "epoch": {"type": "integer", "minimum": 0,
+                  "description": "The leadership epoch (0 on SQLite)."}}},
     "Reload": {"type": "object", "required": ["added", "changed", "removed", "errors", "dry_run"],
                "properties": {k: {"type": "array", "items": {"type": "string"}}
                               for k in ("added", "changed", "removed", "errors")}
