@@ -176,16 +176,20 @@ class Client:
                     # It may have been applied: do not send it twice.
                     raise ApsisUnavailable(f"lost the connection to Apsis at {self.url} during "
                                            f"{method} {path}: {exc or type(exc).__name__}") from None
-                waited = time.monotonic() - started
-                if self.retry_for is not None and waited >= self.retry_for:
-                    raise self._unavailable(exc, waited) from None
-                pause = _jitter(delay)
-                if self.retry_for is not None:
-                    pause = min(pause, max(self.retry_for - waited, 0.0))
-                await _sleep(pause)
+                await _sleep(self._retry_pause(exc, started, delay))
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             return self._check(response)
+
+    def _retry_pause(self, exc: BaseException, started: float, delay: float) -> float:
+        """How long to wait before the next try; ApsisUnavailable once `retry_for` is up."""
+        waited = time.monotonic() - started
+        if self.retry_for is not None and waited >= self.retry_for:
+            raise self._unavailable(exc, waited) from None
+        pause = _jitter(delay)
+        if self.retry_for is not None:
+            pause = min(pause, max(self.retry_for - waited, 0.0))
+        return pause
 
     def _check(self, response: httpx.Response) -> httpx.Response:
         # A 307 is a standby's answer to a write: refused, saying where the leader is.
@@ -217,13 +221,7 @@ class Client:
             try:
                 status, reason, body = self._plain_get(target)
             except OSError as exc:
-                waited = time.monotonic() - started
-                if self.retry_for is not None and waited >= self.retry_for:
-                    raise self._unavailable(exc, waited) from None
-                pause = _jitter(delay)
-                if self.retry_for is not None:
-                    pause = min(pause, max(self.retry_for - waited, 0.0))
-                time.sleep(pause)
+                time.sleep(self._retry_pause(exc, started, delay))
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             if status >= 400:
