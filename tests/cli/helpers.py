@@ -45,3 +45,43 @@ def one_run(result: subprocess.CompletedProcess) -> str:
     lines = result.stdout.split()
     assert len(lines) == 1 and lines[0].startswith("r"), result.stdout
     return lines[0]
+
+
+def on_terminal(args: list[str], env: dict[str, str], *, stdout: bool = True,
+                rows: int | None = None, timeout: float = 20) -> tuple[int, bytes]:
+    """`apsis ARGS` with a pseudo-terminal as stderr (and stdout, unless `stdout` is
+    False: then it is thrown away), `rows` lines tall if given: its exit code and what
+    it wrote on the terminal."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    if rows is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 100, 0, 0))
+    proc = subprocess.Popen([APSIS, *args], env=env, stderr=slave, stdin=subprocess.DEVNULL,
+                            stdout=slave if stdout else subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1)[0]:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other side closed: all of it was read
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        code = proc.wait(20)
+    return code, out
+

@@ -12,7 +12,7 @@ import httpx
 
 from apsis_cli.cmd_query import EVENT_TYPES
 
-from .helpers import APSIS, APSISCTL, apsis, env_for, one_run, popen
+from .helpers import APSIS, APSISCTL, apsis, env_for, on_terminal, one_run, popen
 
 JOBS = {
     "market/load-prices": "# Prices of one trading day.\nparams: [date]\nprogram: 'true'\n",
@@ -68,38 +68,10 @@ def test_event_types_are_the_daemons(url):
 
 # ------------------------------------------------------------------ 17: waiting
 
-def _in_pty(args: list[str], env: dict[str, str], timeout: float = 20) -> tuple[int, bytes]:
-    """Runs apsis with a terminal as stderr (stdout piped away); its exit code and stderr."""
-    import os
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([APSIS, *args], env=env, stdout=subprocess.DEVNULL, stderr=slave,
-                            stdin=subprocess.DEVNULL)
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-    finally:
-        os.close(master)
-        code = proc.wait(20)
-    return code, out
-
-
 def test_wait_shows_a_status_line_on_a_terminal_only(url):
     run_id = one_run(apsis(url, "run", "ops/slow"))
-    code, shown = _in_pty(["wait", run_id], env_for(url, TERM="xterm", NO_COLOR="1"))
+    code, shown = on_terminal(["wait", run_id], env_for(url, TERM="xterm", NO_COLOR="1"),
+                              stdout=False)
     assert code == 0
     assert f"waiting 0:00:01: {run_id} running".encode() in shown, shown
     assert b" ?" not in shown, shown
@@ -285,44 +257,14 @@ def test_completion_scripts():
     assert apsis(None, "completion", "tcsh").returncode == 2
 
 
-def _pty_rows(args: list[str], env: dict[str, str], rows: int) -> bytes:
-    """apsis on a terminal of `rows` lines: what it wrote."""
-    import fcntl
-    import os
-    import pty
-    import select
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 100, 0, 0))
-    proc = subprocess.Popen([APSIS, *args], env=env, stdout=slave, stderr=slave,
-                            stdin=subprocess.DEVNULL)
-    os.close(slave)
-    out = b""
-    try:
-        while select.select([master], [], [], 20)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        os.close(master)
-        proc.wait(20)
-    return out
-
-
 def test_a_pager_for_long_output_on_a_terminal(url):
     run_id = one_run(apsis(url, "run", "ops/ok"))
     apsis(url, "wait", run_id)
     env = env_for(url, TERM="xterm", NO_COLOR="1", PAGER="sed 's/^/paged: /'")
-    assert b"paged: run " in _pty_rows(["show", run_id], env, rows=5)
-    assert b"paged:" not in _pty_rows(["show", run_id], env, rows=60)  # it fits
-    assert b"paged:" not in _pty_rows(["--no-pager", "show", run_id], env, rows=5)
-    assert b"paged: market/load-prices" in _pty_rows(["job", "mar/lo"], env, rows=5)
+    assert b"paged: run " in on_terminal(["show", run_id], env, rows=5)[1]
+    assert b"paged:" not in on_terminal(["show", run_id], env, rows=60)[1]  # it fits
+    assert b"paged:" not in on_terminal(["--no-pager", "show", run_id], env, rows=5)[1]
+    assert b"paged: market/load-prices" in on_terminal(["job", "mar/lo"], env, rows=5)[1]
     piped = apsis(url, "show", run_id, env=env)
     assert "paged:" not in piped.stdout and run_id in piped.stdout
 

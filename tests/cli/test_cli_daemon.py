@@ -8,16 +8,13 @@ broken pipes and Ctrl-C.
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import signal
 import subprocess
 import time
 
 import httpx
 
-from .helpers import APSIS, apsis, apsisctl, env_for, one_run, popen
+from .helpers import APSIS, apsis, apsisctl, env_for, on_terminal, one_run, popen
 
 JOBS = {
     "ok": "program: [\"true\"]\n",
@@ -295,37 +292,12 @@ def test_backfill_dry_run_filters_and_waves(url):
 
 # ------------------------------------------------------------------ terminals and pipes
 
-def _in_pty(url: str, *args: str, env: dict[str, str]) -> bytes:
-    """Runs apsis with a terminal as stdout; returns what it wrote."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([APSIS, *args], env=env, stdout=slave, stderr=slave,
-                            stdin=subprocess.DEVNULL)
-    os.close(slave)
-    out = b""
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 20)
-            if not ready:
-                break
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        os.close(master)
-        proc.wait(20)
-    return out
-
-
 def test_colour_on_a_terminal_and_never_with_no_color(url):
     apsis(url, "run", "ok", "--wait")
-    coloured = _in_pty(url, "--no-pager", "runs", env=env_for(url, TERM="xterm-256color"))
+    _, coloured = on_terminal(["--no-pager", "runs"], env_for(url, TERM="xterm-256color"))
     assert b"\x1b[" in coloured and b"ok" in coloured
-    plain = _in_pty(url, "--no-pager", "runs", env=env_for(url, TERM="xterm-256color",
-                                                             NO_COLOR="1"))
+    _, plain = on_terminal(["--no-pager", "runs"],
+                           env_for(url, TERM="xterm-256color", NO_COLOR="1"))
     assert b"ok" in plain and b"\x1b[" not in plain
     piped = apsis(url, "runs")
     assert "\x1b[" not in piped.stdout
