@@ -10,6 +10,14 @@ so that `apsis --help` stays fast; `get_now` answers a one-shot command's single
 with a plain socket, without an event loop, httpx or TLS set-up.  Connection failures are retried for `retry_for` seconds
 and then raised as `ApsisUnavailable` naming the URL; refusals are `ApsisError`
 with the server's status, code and message.
+
+Several daemons (SPEC §1.14): the URL may be a comma-separated list
+(`http://a:5000,http://b:5000`). Every request and stream goes to the daemon that
+last answered; when it does not answer, the next one in the list is tried at once,
+and only a whole round of failures waits before the next round. A write a standby
+refuses is sent on to the leader (its 307) or, on a 503, to the other daemons. Streams
+resume on the next daemon from their last seq or offset: the daemons share one
+database, so nothing is lost or repeated. `on_switch` hears each change of daemon.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 if TYPE_CHECKING:
@@ -31,6 +39,9 @@ API = "/api/v1"
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 CLOSE_DONE = 1000
+CONNECT_TIMEOUT = 5.0  # with several daemons, the longest a silent host is waited for
+MAX_HOPS = 3  # 307s followed in one round of tries
+DISCOVERY_TIMEOUT = 0.5  # the /alive that tells whether `make run`'s daemon is still there
 
 T = TypeVar("T")
 
@@ -88,31 +99,145 @@ def _time_text(value: str | dt.datetime | None) -> str | None:
     return value.isoformat()
 
 
+class Endpoint(NamedTuple):
+    """One daemon of the list: the URL as given, and how to reach it."""
+
+    url: str
+    http_base: str  # what httpx's base_url is (http://apsis over a unix socket)
+    ws_base: str
+    uds: str | None  # the socket's path, for a unix: URL
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    """One daemon's URL: http(s)://HOST:PORT[/prefix], HOST:PORT, or unix:/path."""
+    url = url.strip().rstrip("/")
+    for prefix in ("unix:", "http+unix://"):
+        if url.startswith(prefix) and len(url) > len(prefix):
+            return Endpoint(url, "http://apsis", "ws://apsis", url[len(prefix):])
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ApsisError(f"bad Apsis URL {url!r}: use http://HOST:PORT, "
+                         "https://HOST:PORT or unix:/path/to/socket")
+    base = f"{parts.netloc}{parts.path.rstrip('/')}"
+    ws_scheme = "wss" if parts.scheme == "https" else "ws"
+    return Endpoint(url, f"{parts.scheme}://{base}", f"{ws_scheme}://{base}", None)
+
+
+def parse_urls(text: str) -> list[Endpoint]:
+    """The daemons of a comma-separated list (`APSIS_URL=http://a:5000,http://b:5000`),
+    in order, each once; blanks between commas are ignored."""
+    endpoints: list[Endpoint] = []
+    for part in text.split(","):
+        if part.strip():
+            endpoint = parse_endpoint(part)
+            if all(e.http_base != endpoint.http_base or e.uds != endpoint.uds for e in endpoints):
+                endpoints.append(endpoint)
+    if not endpoints:
+        raise ApsisError(f"no Apsis URL in {text!r}: give http://HOST:PORT, or several "
+                         "separated by commas")
+    return endpoints
+
+
+class Daemons:
+    """The daemons a client may use and which one it is on: shared by the clients of one
+    program (the TUI's three), so that they all move to the daemon that answers."""
+
+    def __init__(self, endpoints: list[Endpoint],
+                 on_switch: Callable[[str, str], None] | None = None) -> None:
+        self.endpoints = endpoints
+        self.on_switch = on_switch  # (from URL, to URL) when another daemon answers
+        self._current = 0
+        self._answered: str | None = None  # the URL that answered last
+
+    def __len__(self) -> int:
+        return len(self.endpoints)
+
+    @property
+    def current(self) -> Endpoint:
+        return self.endpoints[self._current]
+
+    def in_turn(self) -> list[Endpoint]:
+        """Every daemon once, the current one first: one round of tries."""
+        return self.endpoints[self._current:] + self.endpoints[:self._current]
+
+    def answered(self, endpoint: Endpoint) -> None:
+        """`endpoint` answered: it is the one to use, until it fails."""
+        if endpoint not in self.endpoints:
+            self.endpoints.append(endpoint)
+        self._current = self.endpoints.index(endpoint)
+        before, self._answered = self._answered, endpoint.url
+        if before is not None and before != endpoint.url and self.on_switch is not None:
+            self.on_switch(before, endpoint.url)
+
+    def failed(self, endpoint: Endpoint) -> None:
+        """`endpoint` did not answer: the next one in the list is tried first."""
+        if endpoint in self.endpoints and endpoint == self.current:
+            self._current = (self._current + 1) % len(self.endpoints)
+
+    def redirected(self, location: str, origin: Endpoint) -> Endpoint | None:
+        """The daemon a 307's Location names (one of the list, or a new one), or None if
+        following it would be unsafe (to plain http from https) or it is not a URL."""
+        parts = urlsplit(location)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return None
+        if origin.http_base.startswith("https:") and parts.scheme != "https":
+            return None  # the token must not travel in clear text
+        cut = location.find(API + "/")
+        if cut < 0:
+            return None  # not a path of the API: not a daemon's redirect
+        base = location[:cut]
+        target = parse_endpoint(base)
+        for known in self.endpoints:
+            if known.http_base == target.http_base and known.uds is None:
+                return known
+        return target
+
+
+class _Round:
+    """The failures of one round of tries through the daemons, and whether another
+    round can help."""
+
+    def __init__(self) -> None:
+        self.failures: list[tuple[Endpoint, BaseException, str]] = []
+        self.retryable = False
+
+    def failed(self, endpoint: Endpoint, exc: BaseException, retryable: bool) -> None:
+        self.failures.append((endpoint, exc, _reason(exc)))
+        self.retryable = self.retryable or retryable
+
+
 class Client:
-    """One connection's worth of state: an httpx client, the URL and the token."""
+    """One program's connection to Apsis: httpx clients, the daemons and the token."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
-                 timeout: float = 30.0, retry_for: float | None = 30.0) -> None:
-        self.url = (url or os.environ.get("APSIS_URL") or DEFAULT_URL).rstrip("/")
+                 timeout: float = 30.0, retry_for: float | None = 30.0,
+                 daemons: Daemons | None = None,
+                 on_switch: Callable[[str, str], None] | None = None) -> None:
+        """`url`: one URL or a comma-separated list (else APSIS_URL, else the URL `make
+        run` left, else the default). `daemons` shares another client's (`sibling`)."""
+        self.daemons = daemons or Daemons(parse_urls(url or os.environ.get("APSIS_URL")
+                                                     or find_url()), on_switch)
         self.token = token if token is not None else (os.environ.get("APSIS_TOKEN") or None)
         self.timeout = timeout
         self.retry_for = retry_for
-        self._uds: str | None = None
-        if self.url.startswith("unix:"):
-            self._uds = self.url[len("unix:"):]
-        elif self.url.startswith("http+unix://"):
-            self._uds = self.url[len("http+unix://"):]
-        if self._uds is not None:
-            self._http_base, self._ws_base = "http://apsis", "ws://apsis"
-        else:
-            parts = urlsplit(self.url if "://" in self.url else "http://" + self.url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ApsisError(f"bad Apsis URL {self.url!r}: use http://HOST:PORT, "
-                                 "https://HOST:PORT or unix:/path/to/socket")
-            self._http_base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-            ws_scheme = "wss" if parts.scheme == "https" else "ws"
-            self._ws_base = f"{ws_scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-        self._http: httpx.AsyncClient | None = None
+        self._http: dict[Endpoint, httpx.AsyncClient] = {}
+
+    def sibling(self, *, timeout: float | None = None,
+                retry_for: float | None | Literal["same"] = "same") -> Client:
+        """A client with other patience on the same daemons: when one moves to another
+        daemon, the other follows."""
+        return Client(token=self.token, timeout=self.timeout if timeout is None else timeout,
+                      retry_for=self.retry_for if retry_for == "same" else retry_for,
+                      daemons=self.daemons)
+
+    @property
+    def url(self) -> str:
+        """The URL of the daemon in use (the last that answered, else the first)."""
+        return self.daemons.current.url
+
+    @property
+    def urls(self) -> list[str]:
+        return [e.url for e in self.daemons.endpoints]
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -124,25 +249,31 @@ class Client:
 
         return ssl.create_default_context(cafile=os.environ.get("APSIS_CA") or None)
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
+    def _client(self, endpoint: Endpoint) -> httpx.AsyncClient:
+        http = self._http.get(endpoint)
+        if http is None:
             httpx = _import_httpx()
             # Plain http or a unix socket never does TLS: verify=False spares loading the
-            # CA bundle (~50 ms of every CLI command's start).  redirects are not followed,
-            # so no request can move to https unverified.
+            # CA bundle (~50 ms of every CLI command's start).  redirects are not followed
+            # by httpx (a standby's 307 is ours to follow), so no request can move to
+            # https unverified.
             kwargs: dict[str, Any] = {"verify": False}
-            if self._uds is not None:
-                kwargs["transport"] = httpx.AsyncHTTPTransport(uds=self._uds, verify=False)
-            elif self._http_base.startswith("https:"):
+            if endpoint.uds is not None:
+                kwargs["transport"] = httpx.AsyncHTTPTransport(uds=endpoint.uds, verify=False)
+            elif endpoint.http_base.startswith("https:"):
                 kwargs["verify"] = self._ssl_context()
-            self._http = httpx.AsyncClient(base_url=self._http_base, headers=self._headers(),
-                                           timeout=httpx.Timeout(self.timeout), **kwargs)
-        return self._http
+            # With other daemons to try, a host that does not answer is not waited for long.
+            connect = min(self.timeout, CONNECT_TIMEOUT) if len(self.daemons) > 1 else self.timeout
+            http = httpx.AsyncClient(base_url=endpoint.http_base, headers=self._headers(),
+                                     timeout=httpx.Timeout(self.timeout, connect=connect),
+                                     **kwargs)
+            self._http[endpoint] = http
+        return http
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        clients, self._http = list(self._http.values()), {}
+        for http in clients:
+            await http.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -150,59 +281,91 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _unavailable(self, exc: BaseException, tried: float | None = None) -> ApsisUnavailable:
-        why = str(exc) or type(exc).__name__
+    def _unavailable(self, failures: list[tuple[Endpoint, BaseException, str]],
+                     tried: float | None = None) -> ApsisUnavailable:
         during = f" (retried for {tried:.0f}s)" if tried and tried >= 1 else ""
-        return ApsisUnavailable(f"cannot reach Apsis at {self.url}{during}: {why}")
+        if len(self.daemons) == 1 and len(failures) == 1:
+            endpoint, exc, _ = failures[0]
+            why = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            return ApsisUnavailable(f"cannot reach Apsis at {endpoint.url}{during}: {why}")
+        named = ", ".join(f"{endpoint.url} ({why})" for endpoint, _, why in failures)
+        return ApsisUnavailable(f"no daemon answered{during}: {named}")
 
     async def _request(self, method: str, path: str, *, params: Any = None,
                        body: Any = None) -> Any:
-        """One API call; retries what cannot have reached the daemon, and GETs that broke."""
+        """One API call on the daemon in use, else the next that answers: retries what
+        cannot have reached a daemon (and GETs that broke), sends a write a standby
+        refuses on to the leader, and waits between rounds of tries."""
         httpx = _import_httpx()
-        http = self._client()
         started = time.monotonic()
         delay = BACKOFF_MIN
+        several = len(self.daemons) > 1
         while True:
-            try:
-                response = await http.request(method, API + path, params=params, json=body)
-            except httpx.TransportError as exc:
-                untrusted = _untrusted_certificate(exc)
-                if untrusted is not None:  # retrying cannot fix it
-                    raise ApsisUnavailable(
-                        f"the daemon at {self.url} has a certificate this client does not "
-                        f"trust ({untrusted})", code="tls") from None
-                connect_failed = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-                if not connect_failed and method != "GET":
-                    # It may have been applied: do not send it twice.
-                    raise ApsisUnavailable(f"lost the connection to Apsis at {self.url} during "
-                                           f"{method} {path}: {exc or type(exc).__name__}") from None
-                await _sleep(self._retry_pause(exc, started, delay))
-                delay = min(delay * 2, BACKOFF_MAX)
-                continue
-            return self._check(response)
+            round_ = _Round()
+            todo = self.daemons.in_turn()
+            hops = 0
+            while todo:
+                endpoint = todo.pop(0)
+                try:
+                    response = await self._client(endpoint).request(
+                        method, API + path, params=params, json=body)
+                except httpx.TransportError as exc:
+                    untrusted = _untrusted_certificate(exc)
+                    if untrusted is not None:  # retrying cannot fix it
+                        raise ApsisUnavailable(
+                            f"the daemon at {endpoint.url} has a certificate this client does "
+                            f"not trust ({untrusted})", code="tls") from None
+                    connect_failed = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                    if not connect_failed and method != "GET":
+                        # It may have been applied: do not send it twice.
+                        raise ApsisUnavailable(
+                            f"lost the connection to Apsis at {endpoint.url} during {method} "
+                            f"{path}: {exc or type(exc).__name__}") from None
+                    self.daemons.failed(endpoint)
+                    round_.failed(endpoint, exc, True)
+                    continue
+                status = response.status_code
+                if status == 307 and hops < MAX_HOPS:
+                    # A standby's answer to a write: the leader is there.
+                    leader = self.daemons.redirected(response.headers.get("location", ""),
+                                                     endpoint)
+                    if leader is not None:
+                        hops += 1
+                        todo = [leader, *(e for e in todo if e != leader)]
+                        continue
+                if status < 300:
+                    self.daemons.answered(endpoint)
+                    return response
+                refusal = _refusal(status, response.content, response.reason_phrase)
+                if several and (status == 503 or refusal.code == "not_apsis"):
+                    # A standby without a leader yet, a daemon without its database, or
+                    # not Apsis at all: another daemon of the list may do.
+                    self.daemons.failed(endpoint)
+                    round_.failed(endpoint, refusal, status == 503)
+                    continue
+                raise refusal
+            if not round_.retryable:
+                raise self._unavailable(round_.failures)
+            await _sleep(self._retry_pause(round_.failures, started, delay))
+            delay = min(delay * 2, BACKOFF_MAX)
 
-    def _retry_pause(self, exc: BaseException, started: float, delay: float) -> float:
-        """How long to wait before the next try; ApsisUnavailable once `retry_for` is up."""
+    def _retry_pause(self, failures: list[tuple[Endpoint, BaseException, str]], started: float,
+                     delay: float) -> float:
+        """How long to wait before the next round; ApsisUnavailable once `retry_for` is up."""
         waited = time.monotonic() - started
         if self.retry_for is not None and waited >= self.retry_for:
-            raise self._unavailable(exc, waited) from None
+            raise self._unavailable(failures, waited) from None
         pause = _jitter(delay)
         if self.retry_for is not None:
             pause = min(pause, max(self.retry_for - waited, 0.0))
         return pause
 
-    def _check(self, response: httpx.Response) -> httpx.Response:
-        # A 307 is a standby's answer to a write: refused, saying where the leader is.
-        if response.status_code < 300:
-            return response
-        raise _refusal(response.status_code, response.content, response.reason_phrase)
-
     def get_now(self, path: str, params: Any = None) -> Any:
         """One GET, its JSON answer, without an event loop: for a command that makes one
         request. Over http:// or a unix socket it is a plain socket (no httpx, no TLS
         set-up: tens of milliseconds of a command's start); https goes through httpx.
-        Retries and errors as for the async calls."""
-        if self._http_base.startswith("https:"):
+        Retries, daemons and errors as for the async calls."""
+        if any(e.http_base.startswith("https:") for e in self.daemons.endpoints):
             import asyncio
 
             async def once() -> Any:
@@ -217,56 +380,33 @@ class Client:
         target = API + path + (f"?{urlencode(params)}" if params else "")
         started = time.monotonic()
         delay = BACKOFF_MIN
+        several = len(self.daemons) > 1
         while True:
-            try:
-                status, reason, body = self._plain_get(target)
-            except OSError as exc:
-                time.sleep(self._retry_pause(exc, started, delay))
-                delay = min(delay * 2, BACKOFF_MAX)
-                continue
-            if status >= 400:
-                raise _refusal(status, body, reason)
-            return json.loads(body)
+            round_ = _Round()
+            for endpoint in self.daemons.in_turn():
+                try:
+                    status, reason, body = self._plain_get(endpoint, target)
+                except OSError as exc:
+                    self.daemons.failed(endpoint)
+                    round_.failed(endpoint, exc, True)
+                    continue
+                if status < 400:
+                    self.daemons.answered(endpoint)
+                    return json.loads(body)
+                refusal = _refusal(status, body, reason)
+                if several and (status == 503 or refusal.code == "not_apsis"):
+                    self.daemons.failed(endpoint)
+                    round_.failed(endpoint, refusal, status == 503)
+                    continue
+                raise refusal
+            if not round_.retryable:
+                raise self._unavailable(round_.failures)
+            time.sleep(self._retry_pause(round_.failures, started, delay))
+            delay = min(delay * 2, BACKOFF_MAX)
 
-    def _plain_get(self, target: str) -> tuple[int, str, bytes]:
+    def _plain_get(self, endpoint: Endpoint, target: str) -> tuple[int, str, bytes]:
         """(status, reason, body) of one HTTP/1.1 GET on a connection of its own."""
-        import socket
-
-        parts = urlsplit(self._http_base)
-        if self._uds is not None:
-            sock = socket.socket(socket.AF_UNIX)
-            sock.settimeout(self.timeout)
-            try:
-                sock.connect(self._uds)
-            except OSError:
-                sock.close()
-                raise
-        else:
-            sock = socket.create_connection((parts.hostname, parts.port or 80), self.timeout)
-        headers = "".join(f"{k}: {v}\r\n" for k, v in self._headers().items())
-        with sock:
-            sock.sendall(f"GET {parts.path}{target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                         f"Accept: application/json\r\nConnection: close\r\n{headers}\r\n"
-                         .encode())
-            data = bytearray()
-            while chunk := sock.recv(1 << 16):
-                data += chunk
-        head, found, body = bytes(data).partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        code, _, reason = rest.partition(" ")
-        if not found or not version.startswith("HTTP/") or not code.isdigit():
-            raise ConnectionError(f"no HTTP answer from {self.url} (is it an Apsis daemon?)")
-        fields = {name.strip().lower(): value.strip()
-                  for name, _, value in (line.partition(":") for line in lines)}
-        if "chunked" in fields.get("transfer-encoding", "").lower():
-            body = _dechunk(body)
-        elif fields.get("content-length", "").isdigit():
-            length = int(fields["content-length"])
-            if len(body) < length:
-                raise ConnectionError(f"the answer from {self.url} was cut short")
-            body = body[:length]
-        return int(code), reason, body
+        return _plain_get(endpoint, target, self._headers(), self.timeout)
 
     async def _get(self, path: str, params: Any = None) -> Any:
         return (await self._request("GET", path, params=params)).json()
@@ -385,15 +525,17 @@ class Client:
 
     # -- streams ------------------------------------------------------------------------
 
-    def _ws_connect(self, path: str, params: list[tuple[str, Any]]) -> Any:
+    def _ws_connect(self, endpoint: Endpoint, path: str, params: list[tuple[str, Any]]) -> Any:
         from websockets.asyncio.client import connect, unix_connect
 
         query = urlencode([(k, v) for k, v in params if v is not None])
-        uri = f"{self._ws_base}{API}{path}" + (f"?{query}" if query else "")
-        kwargs: dict[str, Any] = {"additional_headers": self._headers(), "open_timeout": self.timeout,
-                                  "close_timeout": 2, "max_size": 2**24}
-        if self._uds is not None:
-            return unix_connect(self._uds, uri, **kwargs)
+        uri = f"{endpoint.ws_base}{API}{path}" + (f"?{query}" if query else "")
+        open_timeout = min(self.timeout, CONNECT_TIMEOUT) if len(self.daemons) > 1 else self.timeout
+        kwargs: dict[str, Any] = {"additional_headers": self._headers(),
+                                  "open_timeout": open_timeout, "close_timeout": 2,
+                                  "max_size": 2**24}
+        if endpoint.uds is not None:
+            return unix_connect(endpoint.uds, uri, **kwargs)
         if uri.startswith("wss:"):
             kwargs["ssl"] = self._ssl_context()
         return connect(uri, **kwargs)
@@ -423,11 +565,12 @@ class Client:
         CLOSE_DONE. ``params`` is asked before each connection, so the caller resumes
         where it is (its last seq, its offset); ``prepare`` runs once, first.
 
-        A connection that lives less than `min_lifetime` seconds does not reset the
-        backoff, so a daemon that accepts and hangs up cannot cause a storm. A refused
-        handshake that retrying cannot fix is raised at once; no connection for
-        `retry_for` seconds raises ApsisUnavailable. ``on_state`` hears "connecting",
-        then "live" and "disconnected" as they change.
+        A dropped stream goes on at once on the next daemon of the list; when none
+        answers, it waits between rounds. A connection that lives less than
+        `min_lifetime` seconds does not reset the backoff, so a daemon that accepts and
+        hangs up cannot cause a storm. A refused handshake that retrying cannot fix is
+        raised at once; no connection for `retry_for` seconds raises ApsisUnavailable.
+        ``on_state`` hears "connecting", then "live" and "disconnected" as they change.
 
         One generator, not one wrapped in another: closing the caller's iterator closes
         the socket at once, as a nested generator left to the loop's finalizer would not.
@@ -450,13 +593,16 @@ class Client:
                 raise
         backoff = BACKOFF_MIN
         down_since: float | None = None
+        round_ = _Round()  # the daemons that failed since the last good connection
         while True:
+            endpoint = self.daemons.current
             connected_at: float | None = None
             error: BaseException | None = None
             try:
-                async with self._ws_connect(path, params()) as ws:
+                async with self._ws_connect(endpoint, path, params()) as ws:
                     connected_at = time.monotonic()
                     down_since = None
+                    self.daemons.answered(endpoint)
                     report("live")
                     async for message in ws:
                         for item in decode(message):
@@ -472,11 +618,23 @@ class Client:
             except (TimeoutError, OSError, InvalidHandshake, ConnectionClosed) as exc:
                 error = exc
             report("disconnected")
+            lived = connected_at is not None and time.monotonic() - connected_at >= min_lifetime
+            self.daemons.failed(endpoint)
+            if lived:
+                round_ = _Round()
+                if len(self.daemons) > 1:
+                    continue  # straight on with the next daemon, from where this one stopped
+            else:
+                round_.failed(endpoint, error or ConnectionError("connection closed"), True)
+                if len(round_.failures) < len(self.daemons):
+                    continue  # another daemon is still to be tried in this round
             backoff, down_since = await self._pause(backoff, connected_at, down_since,
-                                                    min_lifetime, error)
+                                                    min_lifetime, round_.failures)
+            round_ = _Round()
 
     async def _pause(self, backoff: float, connected_at: float | None, down_since: float | None,
-                     min_lifetime: float, error: BaseException | None) -> tuple[float, float | None]:
+                     min_lifetime: float, failures: list[tuple[Endpoint, BaseException, str]],
+                     ) -> tuple[float, float | None]:
         """Sleeps before a reconnection; returns the next backoff and the outage start."""
         now = time.monotonic()
         if connected_at is not None and now - connected_at >= min_lifetime:
@@ -484,8 +642,7 @@ class Client:
         elif connected_at is None:
             down_since = down_since if down_since is not None else now
             if self.retry_for is not None and now - down_since >= self.retry_for:
-                raise self._unavailable(error or ConnectionError("connection failed"),
-                                        now - down_since)
+                raise self._unavailable(failures, now - down_since)
         await _sleep(_jitter(backoff))
         if connected_at is None or now - connected_at < min_lifetime:
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -635,3 +792,102 @@ def _dechunk(body: bytes) -> bytes:
 def _times(schedule: str | dt.datetime | None,
            stop: str | dt.datetime | None) -> dict[str, str | None]:
     return {k: _time_text(v) for k, v in (("schedule", schedule), ("stop", stop)) if v is not None}
+
+
+def _reason(exc: BaseException) -> str:
+    """A few words on why a daemon did not answer, for a list of them."""
+    import socket
+
+    if isinstance(exc, ApsisError):
+        return exc.message if exc.code != "not_apsis" else f"not Apsis: {exc.message}"
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore, which wraps the OSError
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError):
+            return "refused"
+        if isinstance(seen, TimeoutError) or "timeout" in type(seen).__name__.lower():
+            return "timeout"
+        if isinstance(seen, socket.gaierror):
+            return "unknown host"
+        if isinstance(seen, FileNotFoundError):
+            return "no such socket"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "refused" in text.lower():  # httpx's "All connection attempts failed" keeps the cause
+        return "refused"
+    return text or type(exc).__name__
+
+
+def _plain_get(endpoint: Endpoint, target: str, headers: Mapping[str, str],
+               timeout: float) -> tuple[int, str, bytes]:
+    """(status, reason, body) of one HTTP/1.1 GET on a connection of its own."""
+    import socket
+
+    parts = urlsplit(endpoint.http_base)
+    if endpoint.uds is not None:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(endpoint.uds)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with sock:
+        sock.sendall(f"GET {parts.path}{target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                     f"Accept: application/json\r\nConnection: close\r\n{lines}\r\n"
+                     .encode())
+        data = bytearray()
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    head, found, body = bytes(data).partition(b"\r\n\r\n")
+    status_line, *fields_text = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not found or not version.startswith("HTTP/") or not code.isdigit():
+        raise ConnectionError(f"no HTTP answer from {endpoint.url} (is it an Apsis daemon?)")
+    fields = {name.strip().lower(): value.strip()
+              for name, _, value in (line.partition(":") for line in fields_text)}
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        body = _dechunk(body)
+    elif fields.get("content-length", "").isdigit():
+        length = int(fields["content-length"])
+        if len(body) < length:
+            raise ConnectionError(f"the answer from {endpoint.url} was cut short")
+        body = body[:length]
+    return int(code), reason, body
+
+
+# -- where `make run` left its daemon --------------------------------------------------
+
+
+def url_file() -> str:
+    """Where `make run` writes its daemon's URL, for `apsis` to find when neither
+    --url nor APSIS_URL says: $XDG_RUNTIME_DIR/apsis/url, else ~/.cache/apsis/url."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "apsis", "url")
+    return os.path.join(os.path.expanduser("~"), ".cache", "apsis", "url")
+
+
+def find_url() -> str:
+    """The URL in `url_file()` if an Apsis daemon answers there (a plain GET of /alive,
+    without a token: any Apsis answer, even 401, will do), else DEFAULT_URL."""
+    try:
+        with open(url_file(), encoding="utf-8") as f:
+            found = f.read().strip()
+        endpoint = parse_endpoint(found)
+        if endpoint.uds is None and not endpoint.http_base.startswith("http:"):
+            return DEFAULT_URL
+        status, _, body = _plain_get(endpoint, API + "/alive", {}, DISCOVERY_TIMEOUT)
+    except (OSError, ApsisError):
+        return DEFAULT_URL
+    if status == 200:
+        try:
+            return found if "version" in json.loads(body) else DEFAULT_URL
+        except ValueError:
+            return DEFAULT_URL
+    return found if _refusal(status, body, "").code != "not_apsis" else DEFAULT_URL

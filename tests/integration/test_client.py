@@ -179,5 +179,5 @@ def test_importing_the_client_imports_no_http_library():
 def test_bad_urls():
     with pytest.raises(ApsisError):
         Client("ftp://example.com")
-    assert Client("unix:/tmp/x.sock")._uds == "/tmp/x.sock"
+    assert Client("unix:/tmp/x.sock").daemons.current.uds == "/tmp/x.sock"
     assert Client("127.0.0.1:9999").url == "127.0.0.1:9999"
