@@ -1,9 +1,13 @@
 """Agents on other hosts, reached through the system's OpenSSH client (SPEC §1.9).
 
-One `AgentClient` per (host, user), connected on first use and kept for the daemon's
-life: the client reconnects by itself when ssh drops. A failed first connection is
-not kept, so the next run (or the reconcile loop) tries again. Host groups from
-`.apsis-jobs.yaml` are resolved to one host here.
+One `AgentClient` per (host, user, state dir), connected on first use and kept for the
+daemon's life: the client reconnects by itself when ssh drops. A failed first
+connection is not kept, so the next run (or the reconcile loop) tries again. Host
+groups from `.apsis-jobs.yaml` are resolved to one host here.
+
+After a takeover (SPEC §1.14) the pool also holds the local agent of the daemon that
+led before: on this host, connected as the daemon's own (host None), or on its host
+over ssh, at the state dir that daemon used.
 """
 
 from __future__ import annotations
@@ -19,11 +23,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..agent.client import DEFAULT_REMOTE_STATE_DIR, AgentClient, ssh_connect_command
+from ..agent.client import (
+    DEFAULT_REMOTE_STATE_DIR,
+    AgentClient,
+    local_connect_command,
+    ssh_connect_command,
+)
 
 log = logging.getLogger("apsis.hosts")
 
-HostKey = tuple[str, str | None]  # (host, user); user None: ssh's own default
+# (host, user, state dir): host None is this host; user None is ssh's own default; state
+# dir None is `RemoteSettings.state_dir`.
+HostKey = tuple[str | None, str | None, str | None]
 
 # On the command line, so they win over ~/.ssh/config: an unreachable host must turn
 # into an error run in seconds, and a dead connection must be noticed (then redone).
@@ -91,7 +102,7 @@ class HostPicker:
 
 
 class HostAgents:
-    """The pool of remote agent connections, created lazily and closed at stop."""
+    """The pool of agent connections but the daemon's own, created lazily and closed at stop."""
 
     def __init__(
         self,
@@ -107,18 +118,21 @@ class HostAgents:
         self._connecting: dict[HostKey, asyncio.Task[AgentClient]] = {}
         self._closed = False
 
-    def connected(self, host: str, user: str | None) -> AgentClient | None:
+    def connected(self, host: str | None, user: str | None, *,
+                  state_dir: str | None = None) -> AgentClient | None:
         """The client for (host, user) if one was ever connected; never connects."""
-        return self._clients.get((host, user))
+        return self._clients.get((host, user, state_dir))
 
-    async def get(self, host: str, user: str | None) -> AgentClient:
-        """The client for (host, user), connecting first if need be.
+    async def get(self, host: str | None, user: str | None, *,
+                  state_dir: str | None = None) -> AgentClient:
+        """The client for (host, user) and the agent at `state_dir` there, connecting
+        first if need be; host None: the agent at `state_dir` on this host.
 
         Raises AgentConnectionError (the message has ssh's stderr tail) if ssh cannot
         reach the host, or ValueError for a host name ssh would take as an option.
         Concurrent callers for one host share one connection attempt.
         """
-        key = (host, user)
+        key = (host, user, state_dir)
         client = self._clients.get(key)
         if client is not None:
             return client
@@ -133,23 +147,27 @@ class HostAgents:
         return await asyncio.shield(task)
 
     async def _connect(self, key: HostKey) -> AgentClient:
-        host, user = key
+        host, user, state_dir = key
         settings = self.settings
-        argv, preamble = ssh_connect_command(
-            host,
-            user=user,
-            state_dir=settings.state_dir,
-            idle_timeout=settings.idle_timeout,
-            ssh=settings.ssh,
-            ssh_options=SSH_OPTIONS,
-        )
+        if host is None:
+            assert state_dir is not None, "this host's other agents are known by their dir"
+            argv, preamble = local_connect_command(state_dir, idle_timeout=settings.idle_timeout), b""
+        else:
+            argv, preamble = ssh_connect_command(
+                host,
+                user=user,
+                state_dir=state_dir or settings.state_dir,
+                idle_timeout=settings.idle_timeout,
+                ssh=settings.ssh,
+                ssh_options=SSH_OPTIONS,
+            )
         client = AgentClient(connect_timeout=self._connect_timeout)
         await client.connect(argv, preamble)
         if self._closed:
             await client.close()
             raise RuntimeError("the remote agent pool is closed")
-        log.info("connected to the agent on %s%s (%s)", f"{user}@" if user else "", host,
-                 client.hello.get("host", "?"))
+        log.info("connected to the agent on %s%s (%s, %s)", f"{user}@" if user else "",
+                 host or "this host", client.hello.get("host", "?"), client.hello.get("state_dir"))
         self._clients[key] = client
         self._on_connect(client)
         return client

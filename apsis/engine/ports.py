@@ -23,6 +23,7 @@ class RunnerConfig(Protocol):
     output_max_bytes: int
     remote_ssh: str | None
     remote_agent_dir: str | None
+    ha_host_lost: float  # seconds a run's unreachable agent is waited for, then an error
 
     @property
     def agent_dir(self) -> Path:

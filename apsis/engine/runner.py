@@ -13,6 +13,12 @@ under an agent on that host, reached over ssh (hosts.py); the host is recorded i
 `run.meta.proc`, so every later request (signals, output, reattach) goes back there.
 Outputs are read through a `Spool` (spools.py), local or remote alike, and watched
 for growth by `OutputWatch` (output_watch.py).
+
+A run also records its `origin` (the host and local agent dir of the daemon that
+started it): a daemon that takes over from another (SPEC §1.14) finds a local process
+under that daemon's agent, on this host directly, on another host over ssh. A run
+whose agent cannot be reached is retried, and becomes an error that says so once
+`ha.host_lost` has passed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import os
 import re
 import signal as _signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -35,12 +42,12 @@ from ..agent.client import (
     local_connect_command,
 )
 from ..lib.timefmt import format_duration, parse_time
-from ..model.run import ProcInfo, Run
+from ..model.run import Origin, ProcInfo, Run
 from ..model.states import State
 from ..program import BoundProgram, NotSignalable, ProcessSpec, bind_program
 from ..program.sudo import SudoRefused, as_user
 from .errors import Conflict, DiskFull
-from .hosts import HostAgents, HostPicker, RemoteSettings
+from .hosts import HostAgents, HostKey, HostPicker, RemoteSettings
 from .output_watch import OutputWatch
 from .ports import RunnerHost
 from .spools import LocalSpool, OutputStream, RemoteSpool, Spool
@@ -99,6 +106,7 @@ class Runner:
     def __init__(self, host: RunnerHost) -> None:
         self.host = host
         self.agent: AgentClient | None = None  # the local one
+        self.origin: Origin | None = None  # this daemon's host and agent dir, once started
         self.hosts = HostAgents(RemoteSettings.from_config(host.config), self._follow)
         self._picker = HostPicker()
         self.outputs = OutputWatch(self._watched_spools, self._is_live, host.emit)
@@ -119,8 +127,10 @@ class Runner:
     async def start(self) -> None:
         self.agent = AgentClient()
         idle = os.environ.get("APSIS_AGENT_IDLE_TIMEOUT")  # tests use a short one
+        agent_dir = os.path.abspath(self.host.config.agent_dir)
         await self.agent.connect(local_connect_command(
-            self.host.config.agent_dir, idle_timeout=float(idle) if idle else None))
+            agent_dir, idle_timeout=float(idle) if idle else None))
+        self.origin = Origin(socket.gethostname(), agent_dir)
         self._follow(self.agent)
         self.host.spawn(self.outputs.watch(LocalSpool), "output-watch")
         self.host.spawn(self.outputs.watch(RemoteSpool), "remote-output-watch")
@@ -181,9 +191,11 @@ class Runner:
             await self.host.transition(run, State.ERROR, str(exc),
                                        expect={State.SCHEDULED, State.WAITING})
             return
-        # Committed before anything is spawned (SPEC §1.10).
+        # Committed before anything is spawned (SPEC §1.10), with where it is spawned:
+        # a daemon taking over asks that agent whether it started.
         if not await self.host.transition(run, State.STARTING, message,
-                                          expect={State.SCHEDULED, State.WAITING}):
+                                          expect={State.SCHEDULED, State.WAITING},
+                                          meta=run.meta.but(origin=self.origin)):
             return
         try:
             await program.start(self._control(run))
@@ -285,7 +297,7 @@ class Runner:
             # The program runs: that must be recorded, even if only once space is back.
             if not await _until_recorded(lambda: self.host.transition(
                     run, State.RUNNING, f"pid {proc.pid}{where}{via}", expect={State.STARTING},
-                    meta=run.meta.but(proc=info),
+                    meta=run.meta.but(proc=info, origin=self.origin),
                     outputs=[{"output_id": oid, "length": 0} for oid in proc.outputs])):
                 return False
         finally:
@@ -337,14 +349,18 @@ class Runner:
         return None
 
     async def _reattach_process(self, run: Run) -> bool:
-        proc = run.meta.proc
         try:
             status = await (await self._agent_for(run)).status(run.run_id)
         except Exception as exc:
-            if proc is not None and proc.remote and _transient(exc):
+            where = self._where(run)
+            if where is not None and _transient(exc):
+                lost = self.host.config.ha_host_lost
                 await self.host.run_log(
-                    run, f"cannot reach host {_host_label(proc.host, proc.user)} to reattach "
-                    f"({exc}); trying again every {RECONCILE_SECONDS:g}s")
+                    run, f"cannot reach {_agent_label(where)} to reattach ({exc}); trying "
+                    f"again every {RECONCILE_SECONDS:g}s, for up to {format_duration(lost)} "
+                    "(ha.host_lost)")
+                self._timer(run, "host-lost", dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lost),
+                            lambda: self._host_lost(run, where))
                 return True
             reason = exc if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
             await self.host.transition(
@@ -357,6 +373,34 @@ class Runner:
         await self._finish(run, status)
         return False
 
+    async def _host_lost(self, run: Run, where: HostKey) -> None:
+        """`ha.host_lost` after the run's agent could first not be reached: one last try,
+        then an error that says which host and why."""
+        try:
+            status = await asyncio.wait_for(
+                (await self._agent_for(run)).status(run.run_id), self.hosts.settings.start_timeout)
+        except Exception as exc:
+            if _transient(exc) or isinstance(exc, TimeoutError):
+                lost = format_duration(self.host.config.ha_host_lost)
+                message = (f"cannot reach {_agent_label(where)} for {lost} (ha.host_lost): "
+                           f"{exc or 'no answer'}; the program may still be running there, "
+                           "unwatched, and its output is not stored")
+            else:
+                message = f"the program's process was lost while the daemon was down ({exc})"
+            await self.host.transition(run, State.ERROR, message, expect=LIVE)
+            return
+        await self._reached(run, status)
+
+    async def _reached(self, run: Run, status: ProcStatus) -> None:
+        """The run's agent answered (reconcile, or the last try at `host_lost`): no
+        longer waiting for its host; finished if its process has ended."""
+        timer = self._timers.get(run.run_id, {}).pop("host-lost", None)
+        if timer is not None:
+            timer.cancel()
+            await self.host.run_log(run, "reached its agent again: reattached")
+        if status.state != "running":
+            await self._finish(run, status)
+
     async def _adopt_process(self, run: Run, spec: ProcessSpec) -> bool | None:
         """Asks each agent where `spec` could run (its host, or every host of its group)
         whether it started the run's process; takes the first that did."""
@@ -365,8 +409,8 @@ class Runner:
         unknown = False
         for host in hosts:
             try:
-                agent = self.agent if host is None else await self.hosts.get(host, spec.user)
-                assert agent is not None
+                agent = (await self._home_agent(run) if host is None
+                         else await self.hosts.get(host, spec.user))
                 status = await agent.status(run.run_id)
             except AgentError as exc:
                 unknown = unknown or exc.code != "not_found"
@@ -403,14 +447,37 @@ class Runner:
         if ended is not None:
             self.host.spawn(self._finish(run, ended), "finish")
 
-    async def _agent_for(self, run: Run) -> AgentClient:
-        """The agent the run's process is under: the local one, or its host's."""
+    def _where(self, run: Run) -> HostKey | None:
+        """Which agent the run's process is under, as the host pool knows it; None: this
+        daemon's own."""
         proc = run.meta.proc
-        if proc is None or not proc.remote:
+        if proc is not None and proc.remote:
+            return proc.host, proc.user, None
+        return self._home(run)
+
+    def _home(self, run: Run) -> HostKey | None:
+        """The local agent of the daemon that started the run, if not this daemon's: on
+        this host (host None), or on the host that daemon ran on, over ssh."""
+        origin, own = run.meta.origin, self.origin
+        assert own is not None
+        if origin is None or origin == own:  # None: from before origins were recorded
+            return None
+        return (None if origin.machine == own.machine else origin.machine), None, origin.agent_dir
+
+    async def _agent_at(self, where: HostKey | None) -> AgentClient:
+        if where is None:
             assert self.agent is not None
             return self.agent
-        assert proc.host is not None
-        return await self.hosts.get(proc.host, proc.user)
+        host, user, state_dir = where
+        return await self.hosts.get(host, user, state_dir=state_dir)
+
+    async def _home_agent(self, run: Run) -> AgentClient:
+        """The agent a local program of the run was (or would have been) started under."""
+        return await self._agent_at(self._home(run))
+
+    async def _agent_for(self, run: Run) -> AgentClient:
+        """The agent the run's process is under: the local one, or its host's."""
+        return await self._agent_at(self._where(run))
 
     async def _send(self, run: Run, signal: str) -> None:
         try:
@@ -472,12 +539,13 @@ class Runner:
             proc = run.meta.proc or self._spawned.get(run.run_id)
             if proc is None:
                 return None
-            if proc.remote:
-                assert proc.host is not None
-                spool = RemoteSpool(run.run_id, list(proc.outputs), self.hosts, proc.host, proc.user)
+            where = self._where(run)
+            if where is not None and where[0] is not None:  # read through that host's agent
+                spool = RemoteSpool(run.run_id, list(proc.outputs), self.hosts, where[0],
+                                    where[1], state_dir=where[2])
             else:
-                assert self.agent is not None
-                spool = LocalSpool(run.run_id, dict(proc.outputs), self.agent)
+                spool = LocalSpool(run.run_id, dict(proc.outputs),
+                                   lambda: self._agent_at(where))
             self._spools[run.run_id] = spool
         return spool
 
@@ -539,11 +607,10 @@ class Runner:
         unreachable at reattach comes back: ask its agent about every running run."""
         while True:
             await asyncio.sleep(RECONCILE_SECONDS)
-            by_host: dict[tuple[str | None, str | None], list[Run]] = {}
+            by_host: dict[HostKey | None, list[Run]] = {}
             for run in self.host.runs:
-                proc = run.meta.proc
-                if proc is not None and run.state in LIVE:
-                    by_host.setdefault((proc.host, proc.user), []).append(run)
+                if run.meta.proc is not None and run.state in LIVE:
+                    by_host.setdefault(self._where(run), []).append(run)
             # Hosts in parallel: one unreachable host does not hold up the others.
             await asyncio.gather(*(self._reconcile(runs) for runs in by_host.values()))
 
@@ -552,12 +619,10 @@ class Runner:
         for run in runs:
             try:
                 status = await (await self._agent_for(run)).status(run.run_id)
-                if status.state != "running":
-                    await self._finish(run, status)
+                await self._reached(run, status)
             except Exception as exc:
                 log.debug("reconciling %s: %s", run.run_id, exc)
-                proc = run.meta.proc
-                if proc is not None and proc.remote and _transient(exc):
+                if self._where(run) is not None and _transient(exc):
                     return
 
 
@@ -645,6 +710,16 @@ def _agent_time(value: str | None) -> dt.datetime | None:
 
 def _host_label(host: str | None, user: str | None) -> str:
     return f"{user}@{host}" if user else str(host)
+
+
+def _agent_label(where: HostKey) -> str:
+    """How a run's log names an agent that is not the daemon's own."""
+    host, user, state_dir = where
+    if state_dir is None:
+        return f"host {_host_label(host, user)}"
+    if host is None:
+        return f"the agent in {state_dir} (of the daemon that started the run, on this host)"
+    return f"host {host} (where the daemon that started the run ran; its agent in {state_dir})"
 
 
 def _transient(exc: Exception) -> bool:

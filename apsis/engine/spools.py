@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -140,9 +140,11 @@ class _EmptyReader(Reader):
 
 
 class LocalSpool(Spool):
-    """Spool files on this host, read directly (the agent cleans them)."""
+    """Spool files on this host, read directly (the agent cleans them: the daemon's own,
+    or, after a takeover, the one of the daemon that started the run)."""
 
-    def __init__(self, run_id: str, paths: dict[str, str], agent: AgentClient) -> None:
+    def __init__(self, run_id: str, paths: dict[str, str],
+                 agent: Callable[[], Awaitable[AgentClient]]) -> None:
         super().__init__(run_id, list(paths))
         self.paths = paths
         self.agent = agent
@@ -182,7 +184,7 @@ class LocalSpool(Spool):
         return outputs, small
 
     async def clean(self) -> None:
-        await self.agent.clean(self.run_id)
+        await (await self.agent()).clean(self.run_id)
 
 
 class _AgentReader(Reader):
@@ -200,14 +202,14 @@ class RemoteSpool(Spool):
     BLOCK = REMOTE_BLOCK
 
     def __init__(self, run_id: str, output_ids: list[str], hosts: HostAgents, host: str,
-                 user: str | None) -> None:
+                 user: str | None, state_dir: str | None = None) -> None:
         super().__init__(run_id, output_ids)
-        self.hosts, self.host, self.user = hosts, host, user
+        self.hosts, self.host, self.user, self.state_dir = hosts, host, user, state_dir
 
     async def agent(self, *, connect: bool = True) -> AgentClient | None:
         if connect:
-            return await self.hosts.get(self.host, self.user)
-        agent = self.hosts.connected(self.host, self.user)
+            return await self.hosts.get(self.host, self.user, state_dir=self.state_dir)
+        agent = self.hosts.connected(self.host, self.user, state_dir=self.state_dir)
         return agent if agent is not None and agent.connected else None
 
     async def length(self, output_id: str, *, connect: bool = True) -> int | None:

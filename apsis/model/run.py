@@ -45,6 +45,22 @@ class ProcInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """The host and local agent dir of the daemon that started a run: a daemon that
+    takes over elsewhere (SPEC §1.14) finds the run's local process there."""
+
+    machine: str  # the host name of the daemon's machine
+    agent_dir: str  # its local agent's state dir (absolute)
+
+    def to_jso(self) -> dict[str, Any]:
+        return {"machine": self.machine, "agent_dir": self.agent_dir}
+
+    @classmethod
+    def from_jso(cls, jso: dict[str, Any]) -> Origin:
+        return cls(machine=str(jso["machine"]), agent_dir=str(jso["agent_dir"]))
+
+
+@dataclass(frozen=True, slots=True)
 class RunMeta:
     """The engine's bookkeeping of a run that survives a restart (never shown to clients).
 
@@ -58,6 +74,7 @@ class RunMeta:
     proc: ProcInfo | None = None
     stop_reason: str | None = None  # why it was stopped, once it is stopping
     timed_out: float | None = None  # the timeout (s) that fired, if one did
+    origin: Origin | None = None  # who started it; None: written before origins were kept
 
     def but(self, **changes: Any) -> RunMeta:
         """A copy with some fields changed (it is frozen: runs change by transitions)."""
@@ -77,6 +94,8 @@ class RunMeta:
             jso["stop"] = {"reason": self.stop_reason}
         if self.timed_out is not None:
             jso["timed_out"] = self.timed_out
+        if self.origin is not None:
+            jso["origin"] = self.origin.to_jso()
         return jso
 
     @classmethod
@@ -84,11 +103,13 @@ class RunMeta:
         jso = jso or {}
         stop = jso.get("stop") or {}
         proc = jso.get("proc")
+        origin = jso.get("origin")
         return cls(schedule=jso.get("schedule"), catchup=jso.get("catchup"),
                    jitter=float(jso.get("jitter") or 0.0),
                    proc=ProcInfo.from_jso(proc) if proc else None,
                    stop_reason=stop.get("reason"),
-                   timed_out=jso.get("timed_out"))
+                   timed_out=jso.get("timed_out"),
+                   origin=Origin.from_jso(origin) if origin else None)
 
 
 @dataclass(eq=False)
