@@ -524,17 +524,26 @@ def events_cmd(obj: dict, since: int | None, types: tuple[str, ...],
 
 
 @cli.command("tui", context_settings=CONTEXT)
+@click.option("--web", is_flag=True,
+              help="Serve the TUI to a browser instead (needs `pip install 'apsis[web]'`). It "
+                   "listens on 127.0.0.1 only: the page acts with your token, so reach it from "
+                   "elsewhere through `ssh -L`.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="With --web: the loopback port to serve on (default 8000).")
 @click.pass_obj
-def tui_cmd(obj: dict) -> None:
-    """Open the full-screen terminal UI.
+def tui_cmd(obj: dict, web: bool, port: int | None) -> None:
+    """Open the full-screen terminal UI, or serve it to a browser with --web.
 
     \b
-    Example:
+    Examples:
       apsis --url http://scheduler:5000 tui
+      apsis tui --web --port 8001     # then open http://127.0.0.1:8001
     """
     from .cmd_query import tui
 
-    tui(obj)
+    if port is not None and not web:
+        raise click.UsageError("--port is for --web")
+    tui(obj, web=web, port=port or 8000)
 
 
 @cli.command("completion", context_settings=CONTEXT)

@@ -616,11 +616,24 @@ def events(obj: dict[str, Any], since: int | None, types: tuple[str, ...], run_i
     call(obj, main)
 
 
-def tui(obj: dict[str, Any]) -> None:
+def tui(obj: dict[str, Any], *, web: bool = False, port: int = 8000) -> None:
+    """The TUI in this terminal, or (`web`) served to a browser on 127.0.0.1:PORT."""
     # By name, through importlib: apsis_cli must not depend on apsis_tui at import time
     # (the import-linter contract in pyproject.toml), and the TUI is optional here.
     import importlib
 
+    if web:
+        try:
+            serve_web = importlib.import_module("apsis_tui.web").serve_web
+        except ImportError as exc:
+            raise UserError(f"`apsis tui --web` needs textual-serve ({exc})",
+                            "pip install 'apsis[web]'", ExitStatus.USAGE) from None
+        try:
+            serve_web(obj["url"], obj.get("token"), port)
+        except OSError as exc:
+            raise UserError(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}",
+                            "choose another with --port N", ExitStatus.USAGE) from None
+        raise click.exceptions.Exit(ExitStatus.INTERRUPTED)  # only Ctrl-C/SIGTERM end it
     try:
         app = importlib.import_module("apsis_tui.app")
         run_tui = app.run_tui

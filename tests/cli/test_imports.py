@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Never needed to print help or to start waiting.
 HEAVY = ["textual", "apsis_tui", "jinja2", "aiosqlite", "uvicorn", "starlette", "apsis.engine",
-         "apsis.store", "apsis.daemon", "apsis.api", "apsis.template", "yaml", "pygments"]
+         "apsis.store", "apsis.daemon", "apsis.api", "apsis.template", "yaml", "pygments",
+         "textual_serve", "aiohttp"]
 
 PROBE = r"""
 import json, sys
