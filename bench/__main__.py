@@ -30,6 +30,7 @@ MODULES = [
     "bench.cli_startup",
     "bench.tui_table",
     "bench.postgres",
+    "bench.failover",
 ]
 SOAK = ["bench.soak"]  # ten minutes: only on request
 
