@@ -60,7 +60,13 @@ class ApsisError(Exception):
 
 
 class ApsisUnavailable(ApsisError):
-    """The daemon could not be reached (after retrying for `retry_for` seconds)."""
+    """The daemon could not be reached (after retrying for `retry_for` seconds);
+    `failures` says why for each daemon tried: (URL, a few words)."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 failures: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message, status, code)
+        self.failures = failures or []
 
 
 class ApsisNotFound(ApsisError):
@@ -284,12 +290,14 @@ class Client:
     def _unavailable(self, failures: list[tuple[Endpoint, BaseException, str]],
                      tried: float | None = None) -> ApsisUnavailable:
         during = f" (retried for {tried:.0f}s)" if tried and tried >= 1 else ""
+        reasons = [(endpoint.url, why) for endpoint, _, why in failures]
         if len(self.daemons) == 1 and len(failures) == 1:
             endpoint, exc, _ = failures[0]
             why = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            return ApsisUnavailable(f"cannot reach Apsis at {endpoint.url}{during}: {why}")
-        named = ", ".join(f"{endpoint.url} ({why})" for endpoint, _, why in failures)
-        return ApsisUnavailable(f"no daemon answered{during}: {named}")
+            return ApsisUnavailable(f"cannot reach Apsis at {endpoint.url}{during}: {why}",
+                                    failures=reasons)
+        named = ", ".join(f"{url} ({why})" for url, why in reasons)
+        return ApsisUnavailable(f"no daemon answered{during}: {named}", failures=reasons)
 
     async def _request(self, method: str, path: str, *, params: Any = None,
                        body: Any = None) -> Any:

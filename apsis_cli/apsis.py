@@ -76,8 +76,10 @@ def wait_options(fn: F) -> F:
 # ---------------------------------------------------------------- the group
 
 @click.group(cls=ApsisGroup, context_settings=CONTEXT)
-@click.option("--url", envvar="APSIS_URL", default="http://127.0.0.1:5000", show_default=True,
-              help="The daemon's URL (env APSIS_URL).")
+@click.option("--url", envvar="APSIS_URL", default=None, metavar="URL[,URL...]",
+              help="The daemon's URL, or the URLs of daemons sharing one database, comma "
+                   "separated: the first that answers is used (env APSIS_URL; default: the "
+                   "daemon `make run` started, else http://127.0.0.1:5000).")
 @click.option("--token", envvar="APSIS_TOKEN", default=None, help="API token (env APSIS_TOKEN).")
 @click.option("--retry-for", "retry_for", envvar="APSIS_RETRY_FOR", metavar="DUR", default="30s",
               show_default=True,
@@ -91,7 +93,7 @@ def wait_options(fn: F) -> F:
                    "$PAGER (less -FRX) otherwise.")
 @click.version_option(package_name="apsis", prog_name="apsis", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, url: str, token: str | None, retry_for: str, color: str,
+def cli(ctx: click.Context, url: str | None, token: str | None, retry_for: str, color: str,
         no_pager: bool) -> None:
     """Talk to a running Apsis daemon: jobs, runs, output, waiting, the TUI.
 
@@ -108,11 +110,13 @@ def cli(ctx: click.Context, url: str, token: str | None, retry_for: str, color: 
     4 skipped, 124 timeout, 69 daemon unreachable, 2 usage error or unknown run/job,
     130 interrupted.
     """
+    from apsis.client import find_url
+
     from . import common
     from .parse import parse_duration
 
     common.COLOR, common.NO_PAGER = color, no_pager
-    ctx.obj = {"url": url.rstrip("/"), "token": token,
+    ctx.obj = {"url": (url or find_url()).rstrip("/"), "token": token,
                "retry_for": parse_duration(retry_for, "--retry-for")}
 
 

@@ -12,9 +12,10 @@ DEFAULT_RETRY_FOR = "30s"
 
 
 @click.group(cls=ApsisGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--url", metavar="URL", default=None,
-              help=f"The daemon's URL, for the commands that talk to one (env APSIS_URL; "
-                   f"default {DEFAULT_URL}).")
+@click.option("--url", metavar="URL[,URL...]", default=None,
+              help=f"The daemon's URL, for the commands that talk to one, or the URLs of "
+                   f"daemons sharing a database, comma separated (env APSIS_URL; default: the "
+                   f"daemon `make run` started, else {DEFAULT_URL}).")
 @click.option("--token", default=None, help="API token with the admin role (env APSIS_TOKEN).")
 @click.option("--retry-for", "retry_for", metavar="DUR", default=None,
               help=f"Keep retrying an unreachable daemon this long, then exit 69 (env "
@@ -32,6 +33,7 @@ def cli(url: str | None, token: str | None, retry_for: str | None) -> None:
       apsisctl check-job jobs/ --list-runs --from 2026-12-01 --to 2026-12-02
       apsisctl serve --jobs jobs --db apsis.db # run the daemon in the foreground
       apsisctl --url http://sched:5000 sanity
+      apsisctl status --config /etc/apsis/apsis.yaml   # which daemon leads
     """
 
 
@@ -111,8 +113,9 @@ def client_options(fn):  # type: ignore[no-untyped-def]
                            f"(env APSIS_RETRY_FOR; default {DEFAULT_RETRY_FOR}).")(fn)
     fn = click.option("--token", default=None,
                       help="API token with the admin role (env APSIS_TOKEN).")(fn)
-    fn = click.option("--url", metavar="URL", default=None,
-                      help=f"The daemon's URL (env APSIS_URL; default {DEFAULT_URL}).")(fn)
+    fn = click.option("--url", metavar="URL[,URL...]", default=None,
+                      help=f"The daemon's URL, or several, comma separated (env APSIS_URL; "
+                           f"default {DEFAULT_URL}).")(fn)
     return fn
 
 
@@ -193,12 +196,40 @@ def _client_obj(url: str | None, token: str | None, retry_for: str | None) -> di
     from .parse import parse_duration
 
     top = click.get_current_context().find_root().params
-    url = url or top.get("url") or os.environ.get("APSIS_URL") or DEFAULT_URL
+    if not (url := url or top.get("url") or os.environ.get("APSIS_URL")):
+        from apsis.client import find_url
+
+        url = find_url()
     token = token or top.get("token") or os.environ.get("APSIS_TOKEN")
     retry_for = (retry_for or top.get("retry_for") or os.environ.get("APSIS_RETRY_FOR")
                  or DEFAULT_RETRY_FOR)
     return {"url": url.rstrip("/"), "token": token,
             "retry_for": parse_duration(retry_for, "--retry-for")}
+
+
+@cli.command("status")
+@db_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON document.")
+@client_options
+def status(db: str | None, config_path: str | None, as_json: bool, url: str | None,
+           token: str | None, retry_for: str | None) -> None:
+    """Show which daemon leads, as the database sees it; exit 1 if none does.
+
+    PostgreSQL: the leader, its epoch and last heartbeat, and every daemon connected
+    to the database (read-only: works while daemons run, or after the leader died).
+    SQLite: there is one daemon at most; shows which process holds the file, and
+    what the daemon at --url answers on /alive.
+
+    \b
+    Examples:
+      apsisctl status --db postgresql://apsis@db1/apsis
+      apsisctl status --config /etc/apsis/apsis.yaml --json
+      apsisctl status --db apsis.db --url http://127.0.0.1:5000
+    """
+    from .ctl_status import run_status
+
+    raise click.exceptions.Exit(run_status(db, config_path, _client_obj(url, token, retry_for),
+                                           as_json))
 
 
 @cli.group("db")

@@ -26,11 +26,24 @@ DEFAULT_RETRY_FOR = 30.0
 
 def make_client(obj: dict[str, Any], *, timeout: float = 30.0,
                 retry_for: float | None = None) -> Client:
-    """A client for the daemon named by the global --url/--token/--retry-for."""
+    """A client for the daemons named by the global --url (one URL or several, comma
+    separated), --token and --retry-for."""
     from apsis.client import Client
 
     return Client(obj.get("url"), obj.get("token"), timeout=timeout,
-                  retry_for=obj.get("retry_for", DEFAULT_RETRY_FOR) if retry_for is None else retry_for)
+                  retry_for=obj.get("retry_for", DEFAULT_RETRY_FOR) if retry_for is None else retry_for,
+                  on_switch=note_switch)
+
+
+def note_switch(before: str, now: str) -> None:
+    """One line on a terminal's stderr when a command goes on with another daemon (the
+    one it was on stopped answering); nothing when stderr is a pipe or a file."""
+    import sys
+
+    if sys.stderr.isatty():
+        # \r and erase: a status line (`apsis wait`) is redrawn after it.
+        sys.stderr.write(f"\r\x1b[K{before} stopped answering: going on with {now}\n")
+        sys.stderr.flush()
 
 
 def call(obj: dict[str, Any], fn: Callable[[Client], Awaitable[T]], **client_kw: Any) -> T:
@@ -77,10 +90,10 @@ def translate(exc: BaseException, obj: dict[str, Any]) -> UserError:
                          "certificate) the daemon's api.tls uses", ExitStatus.UNAVAILABLE)
     if isinstance(exc, ApsisUnavailable):
         url = obj.get("url") or "the daemon"
-        if url not in message:
+        if url not in message and not message.startswith("no daemon answered"):
             message = f"cannot reach the Apsis daemon at {url}: {message}"
-        return UserError(message, "is `apsisctl serve` running there? set --url or APSIS_URL",
-                         ExitStatus.UNAVAILABLE)
+        return UserError(message, "is `apsisctl serve` running there? set --url or APSIS_URL "
+                         "(several daemons: a comma-separated list)", ExitStatus.UNAVAILABLE)
     if getattr(exc, "code", None) == "not_apsis":
         return UserError(f"not an Apsis daemon at {obj.get('url') or 'the URL'} (it answered {message})",
                          "set --url or APSIS_URL to the daemon's URL (`make run` prints it)",

@@ -42,11 +42,14 @@ HANGUP_GRACE = 3.0  # seconds to exit cleanly after SIGHUP before exiting hard
 
 def make_clients(url: str, token: str | None) -> tuple[Any, Any, Any]:
     """Three clients: requests (give up after 10 s), events (retry forever) and the
-    health probe (fail fast, so the indicator turns red within seconds)."""
+    health probe (fail fast, so the indicator turns red within seconds). They share
+    the daemons of the URL list: when one moves to another daemon, all three do, so
+    the header's daemon is the one the events come from."""
     from apsis.client import Client
 
-    return (Client(url, token, retry_for=10.0), Client(url, token, retry_for=None),
-            Client(url, token, timeout=3.0, retry_for=0.0))
+    client = Client(url or None, token, retry_for=10.0)
+    return (client, client.sibling(retry_for=None),
+            client.sibling(timeout=3.0, retry_for=0.0))
 
 
 
@@ -99,6 +102,10 @@ class ApsisApp(App[int]):
         if client is None:
             client, events_client, health_client = make_clients(url, token)
         self.url = url or getattr(client, "url", "")
+        # The daemon /alive last answered from, and its role: leader, standby, or
+        # single (alone on its database, epoch 0).
+        self.daemon_url: str = getattr(client, "url", "") or self.url
+        self.daemon_role: str | None = None
         self.client = client
         self.events_client = events_client or client
         self.health_client = health_client or client
@@ -267,6 +274,8 @@ class ApsisApp(App[int]):
             except ApsisError as exc:
                 self.model.probe_failed(exc.message)
             else:
+                self.daemon_url = getattr(self.health_client, "url", "") or self.daemon_url
+                self.daemon_role = role_of(alive)
                 self.model.probe_answered(alive.get("version"))
             await asyncio.sleep(self.health_interval)
 
@@ -385,6 +394,15 @@ class ApsisApp(App[int]):
                     await close()
                 except Exception:  # noqa: BLE001 - closing must not mask the exit
                     pass
+
+
+def role_of(alive: dict[str, Any]) -> str | None:
+    """`leader`, `standby`, or `single` for a daemon alone on its database (SQLite, or
+    PostgreSQL without election: epoch 0); None from a daemon too old to say."""
+    role = alive.get("role")
+    if role == "leader" and alive.get("epoch") == 0:
+        return "single"
+    return role if isinstance(role, str) else None
 
 
 def _screen(module: str, name: str) -> Any:

@@ -200,6 +200,11 @@ class RunStore(Protocol):
 
     # -- maintenance
 
+    async def cluster(self) -> dict[str, Any]:
+        """Who leads: epoch, leader, advertise, heartbeat and the connected `nodes`
+        (`apsisctl status`)."""
+        ...
+
     async def check(self) -> list[str]:
         """Problems found (empty if none), each saying what to do."""
         ...

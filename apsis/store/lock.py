@@ -63,6 +63,14 @@ class DatabaseLock:
                 os.close(fd)  # closing the only descriptor of the open file drops the flock
 
 
+def lock_holder(db_path: str) -> int | None:
+    """The pid of the daemon holding the database's lock, if one does (Linux)."""
+    try:
+        return _flock_holder(os.stat(os.path.realpath(db_path)))
+    except OSError:
+        return None
+
+
 def _flock_holder(st: os.stat_result) -> int | None:
     """The pid holding an flock on the file, from /proc/locks (Linux); None elsewhere."""
     wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"

@@ -254,9 +254,19 @@ class PgStore:
         await self._transaction(body)
 
     async def cluster(self) -> dict[str, Any]:
-        """The `cluster` row: epoch, leader (node name), advertise (URL), heartbeat."""
+        """The `cluster` row: epoch, leader (node name), advertise (URL), heartbeat; and
+        `nodes`: the Apsis processes connected to the database (this one left out), by
+        application name, `leader` for the one holding the daemon lock."""
         row = await self._pool.fetchrow("SELECT epoch, leader, advertise, heartbeat FROM cluster")
-        return dict(row)
+        nodes = await self._pool.fetch(
+            "SELECT a.application_name AS name, min(a.backend_start) AS since, "
+            "bool_or(l.pid IS NOT NULL) AS leader FROM pg_stat_activity a "
+            "LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted "
+            "AND l.objid = $1 AND l.objsubid = 1 "
+            "WHERE a.datname = current_database() AND a.application_name LIKE 'apsis %' "
+            "AND a.application_name <> $2 GROUP BY a.application_name ORDER BY since",
+            pg_schema.DAEMON_LOCK & 0xFFFFFFFF, application_name())
+        return {**dict(row), "nodes": [dict(n) for n in nodes]}
 
     async def watch_events(self, changed: Callable[[], None], *,
                            retry: float = 1.0) -> None:

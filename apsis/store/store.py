@@ -33,7 +33,7 @@ from apsis.store import archive, keys, schema
 from apsis.store import outputs as out
 from apsis.store.errors import DiskFullError, StoreError, UnknownRunError, is_disk_full
 from apsis.store.keys import encode_cursor, json_list, run_sort_time, time_key
-from apsis.store.lock import DatabaseLock
+from apsis.store.lock import DatabaseLock, lock_holder
 from apsis.store.query import SELECTIVE, RunQuery
 
 Run = dict[str, Any]
@@ -198,6 +198,14 @@ class Store:
         finally:
             if self._lock is not None:
                 self._lock.release()
+
+    async def cluster(self) -> dict[str, Any]:
+        """PostgreSQL's leader row, as it is on SQLite: one daemon at most, the process
+        holding the file's lock (`apsisctl status`)."""
+        pid = lock_holder(self.path)
+        nodes = [] if pid is None else [{"name": f"pid {pid}", "leader": True, "since": None}]
+        return {"epoch": 0, "leader": nodes[0]["name"] if nodes else None, "advertise": None,
+                "heartbeat": None, "nodes": nodes}
 
     async def __aenter__(self) -> Self:
         return self
