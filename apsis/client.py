@@ -117,13 +117,17 @@ class Endpoint(NamedTuple):
 def parse_endpoint(url: str) -> Endpoint:
     """One daemon's URL: http(s)://HOST:PORT[/prefix], HOST:PORT, or unix:/path."""
     url = url.strip().rstrip("/")
-    for prefix in ("unix:", "http+unix://"):
-        if url.startswith(prefix) and len(url) > len(prefix):
-            return Endpoint(url, "http://apsis", "ws://apsis", url[len(prefix):])
+    for prefix in ("http+unix://", "unix:"):
+        if url.startswith(prefix):
+            path = url[len(prefix):]
+            if not path:
+                break
+            return Endpoint(url, "http://apsis", "ws://apsis", path)
     parts = urlsplit(url if "://" in url else "http://" + url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.netloc or url.startswith(
+            ("unix:", "http+unix:")):
         raise ApsisError(f"bad Apsis URL {url!r}: use http://HOST:PORT, "
-                         "https://HOST:PORT or unix:/path/to/socket")
+                         "https://HOST:PORT or unix:/path/to/socket", code="bad_url")
     base = f"{parts.netloc}{parts.path.rstrip('/')}"
     ws_scheme = "wss" if parts.scheme == "https" else "ws"
     return Endpoint(url, f"{parts.scheme}://{base}", f"{ws_scheme}://{base}", None)
@@ -140,7 +144,7 @@ def parse_urls(text: str) -> list[Endpoint]:
                 endpoints.append(endpoint)
     if not endpoints:
         raise ApsisError(f"no Apsis URL in {text!r}: give http://HOST:PORT, or several "
-                         "separated by commas")
+                         "separated by commas", code="bad_url")
     return endpoints
 
 

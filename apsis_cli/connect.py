@@ -98,6 +98,8 @@ def translate(exc: BaseException, obj: dict[str, Any]) -> UserError:
         return UserError(f"not an Apsis daemon at {obj.get('url') or 'the URL'} (it answered {message})",
                          "set --url or APSIS_URL to the daemon's URL (`make run` prints it)",
                          ExitStatus.UNAVAILABLE)
+    if getattr(exc, "code", None) == "bad_url":
+        return UserError(message, "set --url or APSIS_URL", ExitStatus.USAGE)
     if isinstance(exc, ApsisNotFound):
         return UserError(message, "check the id: `apsis runs` and `apsis jobs` list them",
                          ExitStatus.USAGE)

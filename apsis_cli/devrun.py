@@ -5,8 +5,9 @@ running carry on, as they would after any daemon restart). On a fresh database i
 creates a few demo runs, so the first screen shows runs that happen within seconds
 (successes, successors, a flaky job's retries), not only future schedules.
 If port 5000 is taken the daemon gets a free port: the URL is printed before the TUI
-opens and again when it quits, with the `export APSIS_URL=...` a CLI in another
-terminal needs.
+opens and again when it quits, and written where `apsis` looks when neither --url nor
+APSIS_URL is set (`apsis.client.url_file()`), so that a CLI in another terminal finds
+it; the file goes when the daemon does.
 """
 
 from __future__ import annotations
@@ -75,8 +76,30 @@ def where(url: str, preferred: int) -> str:
     """Where the daemon is, and how a CLI in another terminal reaches it."""
     if url == f"http://127.0.0.1:{preferred}":
         return f"daemon at {url} (log: apsis-dev.log)"
-    return (f"port {preferred} is taken: daemon at {url} (log: apsis-dev.log); in another "
-            f"terminal: export APSIS_URL={url}")
+    return (f"port {preferred} is taken: daemon at {url} (log: apsis-dev.log); `apsis` in "
+            f"another terminal finds it, or: export APSIS_URL={url}")
+
+
+def publish_url(url: str) -> Path:
+    """Writes `url` where `apsis` looks when no URL is given, atomically (a CLI never
+    reads half of it); returns the file."""
+    from apsis.client import url_file
+
+    path = Path(url_file())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp.write_text(url + "\n")
+    os.replace(temp, path)
+    return path
+
+
+def unpublish_url(path: Path, url: str) -> None:
+    """Removes the file, unless another `make run` has written its own URL there since."""
+    try:
+        if path.read_text().strip() == url:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def main() -> int:
@@ -87,6 +110,7 @@ def main() -> int:
     fresh = not (root / "apsis.db").exists()
     log = open(root / "apsis-dev.log", "ab")
     bin_dir = Path(sys.executable).parent
+    published: Path | None = None
     daemon = subprocess.Popen(
         [str(bin_dir / "apsisctl"), "serve", "--jobs", str(root / "jobs"), "--db", str(root / "apsis.db"),
          "--bind", f"127.0.0.1:{port}"], stdout=log, stderr=log)
@@ -94,12 +118,15 @@ def main() -> int:
         wait_alive(url, daemon)
         if fresh:
             create_demo_runs(url)
+        published = publish_url(url)
         print(where(url, preferred), file=sys.stderr)
         env = {**os.environ, "APSIS_URL": url}
         return subprocess.call([str(bin_dir / "apsis"), "tui"], env=env)
     except KeyboardInterrupt:
         return 130
     finally:
+        if published is not None:
+            unpublish_url(published, url)
         print(f"stopping the daemon at {url}; `make run` starts it again", file=sys.stderr)
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
