@@ -18,7 +18,8 @@ from apsis.store.archive import default_archive_path
 from apsis.store.errors import InvalidCursorError, StoreError, StoreLockedError
 from apsis.store.outputs import CHUNK_SIZE, cut_marker
 from apsis.store.schema import MIGRATIONS, SCHEMA_VERSION
-from apsis.store.store import DEFAULT_CONTENT_TYPE, RunPage, Store
+from apsis.store.common import DEFAULT_CONTENT_TYPE, RunPage
+from apsis.store.store import Store
 
 if TYPE_CHECKING:
     from apsis.store.base import RunStore

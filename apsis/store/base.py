@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
-from apsis.store.store import RunPage, SmallOutput, SummaryPage
+from apsis.store.common import RunPage, SmallOutput, SummaryPage
 
 Run = dict[str, Any]
 ProgressCallback = Callable[[int, int], None]

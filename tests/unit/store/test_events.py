@@ -94,7 +94,7 @@ async def test_trim_by_age(store: Store) -> None:
 
 
 async def test_trim_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    from apsis.store import store as store_module
+    from apsis.store import common as store_module
 
     monkeypatch.setattr(store_module, "_TRIM_BATCH", 3)
     await store.write([], [], [_daemon(str(i)) for i in range(10)])
