@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -88,6 +89,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
             sock.close()
         raise
 
+    settle_gc()
     app = create_app(Service(engine))
     # No permessage-deflate: it compresses every frame once per client, where the event
     # stream builds a frame once for all its clients (50 clients cost 50 compressions).
@@ -132,6 +134,19 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     code = RESTART if engine.restart_requested and code == 0 else code
     deadline.code = code
     return code
+
+
+# The young generation is collected every 10 000 allocations, not every 700 (CPython).
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def settle_gc() -> None:
+    """Once started: what start-up built (jobs, modules, restored runs) leaves the
+    collector's view, and it runs less often. A 1 000-run burst made three full
+    collections that each paused the loop 100-130 ms (the events' lag); now ~10 ms."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 SHUTDOWN_BOUND = 10.0  # seconds from "shutting down" to the process's end, whatever hangs
