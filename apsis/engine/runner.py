@@ -357,8 +357,7 @@ class Runner:
                 lost = self.host.config.ha_host_lost
                 await self.host.run_log(
                     run, f"cannot reach {_agent_label(where)} to reattach ({exc}); trying "
-                    f"again every {RECONCILE_SECONDS:g}s, for up to {format_duration(lost)} "
-                    "(ha.host_lost)")
+                    f"again every {RECONCILE_SECONDS:g}s, for up to {lost:g}s (ha.host_lost)")
                 self._timer(run, "host-lost", dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lost),
                             lambda: self._host_lost(run, where))
                 return True
@@ -376,13 +375,15 @@ class Runner:
     async def _host_lost(self, run: Run, where: HostKey) -> None:
         """`ha.host_lost` after the run's agent could first not be reached: one last try,
         then an error that says which host and why."""
-        try:
-            status = await asyncio.wait_for(
-                (await self._agent_for(run)).status(run.run_id), self.hosts.settings.start_timeout)
+        async def ask() -> ProcStatus:
+            return await (await self._agent_for(run)).status(run.run_id)
+
+        try:  # connecting included: a silent host answers nothing in `start_timeout`
+            status = await asyncio.wait_for(ask(), self.hosts.settings.start_timeout)
         except Exception as exc:
             if _transient(exc) or isinstance(exc, TimeoutError):
-                lost = format_duration(self.host.config.ha_host_lost)
-                message = (f"cannot reach {_agent_label(where)} for {lost} (ha.host_lost): "
+                lost = self.host.config.ha_host_lost
+                message = (f"cannot reach {_agent_label(where)} for {lost:g}s (ha.host_lost): "
                            f"{exc or 'no answer'}; the program may still be running there, "
                            "unwatched, and its output is not stored")
             else:

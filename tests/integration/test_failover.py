@@ -200,3 +200,21 @@ async def test_a_run_on_a_host_that_cannot_be_reached_is_an_error_after_host_los
         assert "ha.host_lost" in done["message"] and "Connection refused" in done["message"]
         log = [e["message"] for e in sapi.get(f"/runs/{run_id}/log").json()["log"]]
         assert any("cannot reach host dead" in m and "to reattach" in m for m in log), log
+
+
+@pytest.mark.timeout(120)
+def test_a_remote_host_away_at_a_restart_makes_its_run_an_error_after_host_lost(
+        apsis_daemon, sshd):
+    # No standby needed: a plain restart on SQLite waits for the host as long, no longer.
+    daemon = apsis_daemon(
+        {"far": "program: {type: shell, host: h1, command: 'echo far; sleep 10'}\n"},
+        env=sshd.env, config="ha:\n  host_lost: 2s\n")
+    with http(daemon) as api:
+        [run] = create(api, "far")
+        wait_run(api, run["run_id"], {"running"})
+        sshd.write_ssh_config(reachable=False)
+        daemon.restart()
+        done = wait_run(api, run["run_id"], timeout=30)
+        assert done["state"] == "error"
+        assert "cannot reach host h1 for 2s (ha.host_lost)" in done["message"], done["message"]
+        assert "Connection refused" in done["message"]
