@@ -15,12 +15,20 @@ from apsis.store.errors import InvalidCursorError
 UTC = dt.UTC
 
 
+# The form `format_time` writes (microseconds, or whole seconds), already in UTC: its key
+# is at hand, without parsing. Every event and run row is keyed by such a time.
+_UTC_TEXT = re.compile(r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+                       r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{6})?Z")
+
+
 def time_key(value: str | dt.datetime) -> str:
     """A time as fixed-width UTC text, so that comparing texts compares times.
 
     Naive times are taken as UTC.
     """
     if isinstance(value, str):
+        if _UTC_TEXT.fullmatch(value):
+            return value if len(value) == 27 else value[:19] + ".000000Z"
         try:
             value = dt.datetime.fromisoformat(value)
         except ValueError:
