@@ -457,6 +457,15 @@ class Client:
             job_id=job_id, states=states, since=since, until=until, labels=labels, args=args,
             limit=limit, cursor=cursor, summary=summary))
 
+    async def run_page_texts(self, pages: int, *, limit: int = 1000, cursor: str | None = None,
+                             summary: bool = False) -> list[bytes]:
+        """Up to `pages` pages of runs after `cursor` from one request (`GET /runs?pages=N`),
+        each left as its JSON text: a caller that decodes one at a time and yields between
+        them never holds its event loop up for more than one page's decoding."""
+        response = await self._request("GET", "/runs", params=runs_params(
+            limit=limit, cursor=cursor, summary=summary) + [("pages", pages)])
+        return response.content.splitlines()
+
     async def iter_runs(self, *, page_size: int = 1000, **filters: Any) -> AsyncIterator[dict[str, Any]]:
         """Every matching run, page after page (filters as for `runs`)."""
         filters.pop("limit", None)

@@ -12,6 +12,7 @@ of work.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ from apsis_tui.model import TuiModel
 from apsis_tui.state import TuiState
 
 PAGE_SIZE = 1000  # runs a page: each decoded in a few ms, so keys get through between pages
+PAGES_PER_REQUEST = 20  # after the first page, pages come this many to a request (GET ?pages=)
 MAX_RUNS = 100_000
 FREEZE_EVERY = 10_000  # runs loaded between two moves of what exists out of the GC's reach
 # Pages are handed to the screens a few at a time (one merge and one repaint for them
@@ -171,8 +173,9 @@ class ApsisApp(App[int]):
         """Newest first, page by page; the stream follows from the first page's seq.
 
         Pages of summaries (what the tables show, a fraction of the bytes), small enough
-        that decoding one never holds the screen up; the next page is asked for before
-        this one is applied, so the daemon reads it meanwhile."""
+        that decoding one never holds the screen up; after the first, many pages to a
+        request, and the next request is made before these are applied, so the daemon
+        reads it meanwhile."""
         from apsis.client import ApsisError
 
         worker = get_current_worker()
@@ -189,43 +192,48 @@ class ApsisApp(App[int]):
         loaded = len(page["runs"])
         cursor = page.get("cursor")
 
-        def fetch(cursor: str | None) -> asyncio.Future[dict[str, Any]] | None:
+        def fetch(cursor: str | None) -> asyncio.Future[list[bytes]] | None:
             if not cursor or loaded >= self.max_runs:
                 return None
-            return asyncio.ensure_future(self.client.runs(
-                limit=self.page_size, cursor=cursor, summary=True))
+            pages = min(PAGES_PER_REQUEST, -(-(self.max_runs - loaded) // self.page_size))
+            return asyncio.ensure_future(self.client.run_page_texts(
+                pages, limit=self.page_size, cursor=cursor, summary=True))
 
-        next_page = fetch(cursor)
+        next_texts = fetch(cursor)
         frozen = 0
         held: list[tuple[list[dict[str, Any]], int]] = []  # pages not yet shown
         shown_at = time.monotonic()
         try:
-            while next_page is not None and not worker.is_cancelled:
+            while next_texts is not None and not worker.is_cancelled:
                 try:
-                    page = await next_page
+                    texts = await next_texts
                 except ApsisError:
-                    await asyncio.sleep(2.0)  # the indicator says why; try the page again
-                    next_page = fetch(cursor)
+                    await asyncio.sleep(2.0)  # the indicator says why; try the pages again
+                    next_texts = fetch(cursor)
                     continue
-                loaded += len(page["runs"])
-                cursor = page.get("cursor")
-                # Ask for the next page first: the daemon reads it while this one is applied.
-                next_page = fetch(cursor)
-                held.append((page["runs"], page["seq"]))
-                if (next_page is None or len(held) >= SHOW_PAGES
-                        or time.monotonic() - shown_at >= SHOW_EVERY):
-                    # Each page checked against its own seq, all shown in one repaint.
-                    self.model.apply_pages(held)
-                    held, shown_at = [], time.monotonic()
+                # The last page first, for its cursor: the daemon reads the next pages while
+                # these are decoded and applied. Every page before it is full.
+                last = json.loads(texts[-1])
+                cursor = last.get("cursor")
+                loaded += self.page_size * (len(texts) - 1) + len(last["runs"])
+                next_texts = fetch(cursor)
+                for index, text in enumerate(texts):
+                    page = last if index == len(texts) - 1 else json.loads(text)
+                    held.append((page["runs"], page["seq"]))
+                    if (len(held) >= SHOW_PAGES or time.monotonic() - shown_at >= SHOW_EVERY
+                            or (next_texts is None and page is last)):
+                        # Each page checked against its own seq, all shown in one repaint.
+                        self.model.apply_pages(held)
+                        held, shown_at = [], time.monotonic()
+                    await asyncio.sleep(0)  # let the screen paint and keys through
                 if loaded - frozen >= FREEZE_EVERY:
                     # The runs live as long as the app: out of the GC's reach now, or each
                     # full collection during the load walks every run loaded so far.
                     self.model.freeze()
                     frozen = loaded
-                await asyncio.sleep(0)  # let the screen paint and keys through between pages
         finally:
-            if next_page is not None:
-                next_page.cancel()
+            if next_texts is not None:
+                next_texts.cancel()
         if not worker.is_cancelled:
             self.model.freeze()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from .routes import MAX_COUNT, MAX_PAGE, MAX_SCHEDULE
+from .routes import JSON_LINES, MAX_COUNT, MAX_PAGE, MAX_PAGES, MAX_SCHEDULE
 
 STATES = ["new", "scheduled", "waiting", "starting", "running", "stopping",
           "success", "failure", "error", "skipped"]
@@ -358,7 +358,11 @@ def openapi_document() -> dict[str, Any]:
             op_id="job_schedule")},
         "/runs": {
             "get": _op("Runs, newest first, filtered in the database, paginated", {
-                "200": _json(_ref("RunPage"), "A page of runs."), **_errors()},
+                "200": {"description": "A page of runs; with `pages`, JSON Lines: one page a "
+                                       "line.",
+                        "content": {JSON: {"schema": _ref("RunPage")},
+                                    JSON_LINES: {"schema": _ref("RunPage")}}},  # each line
+                **_errors()},
                 params=[
                     _query("job_id", "Exact job id.", {"type": "string"}),
                     _query("state", "Runs in any of these states (repeatable).",
@@ -379,6 +383,13 @@ def openapi_document() -> dict[str, Any]:
                                       "conditions, actions or outputs: what a table draws, a "
                                       "fraction of the bytes (the TUI loads its runs so).",
                            {"type": "boolean", "default": False}),
+                    _query("pages", "Up to this many pages in one answer, streamed as JSON "
+                                    "Lines (`application/jsonl`): each line is a page as "
+                                    "without `pages`, the next page the one its `cursor` "
+                                    "names, read in its own snapshot with its own `seq`; the "
+                                    "last line's `cursor` goes on from there. One request "
+                                    "instead of N (the TUI loads 100 000 runs so).",
+                           {"type": "integer", "minimum": 1, "maximum": MAX_PAGES}),
                 ], op_id="list_runs"),
             "post": _op("Create runs of a job, or of an inline ad hoc job", {
                 "201": {**_json(_ref("CreatedRuns"), "The runs, committed to the database."),

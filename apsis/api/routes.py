@@ -12,11 +12,11 @@ import functools
 import hashlib
 import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..lib.timefmt import format_time, now, parse_duration
 from ..model.job import Job
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 Handler = Callable[["Api", Request], Awaitable[Response]]
 
 MAX_PAGE = 10_000  # runs per page of GET /runs
+MAX_PAGES = 1000  # pages per answer of GET /runs?pages=N
+JSON_LINES = "application/jsonl"
 MAX_COUNT = 10_000  # runs per POST /runs
 MAX_SCHEDULE = 10_000  # expected runs per GET /jobs/{id}/schedule
 ADHOC_PREFIX = "adhoc/"
@@ -139,8 +141,8 @@ def expected_runs(job: Job, start: dt.datetime, stop: dt.datetime,
 
 @endpoint("read")
 async def list_runs(api: Api, request: Request) -> Response:
-    q = Query(request, ("job_id", "state", "since", "until", "label", "limit", "cursor", "summary"),
-              ("arg.",))
+    q = Query(request, ("job_id", "state", "since", "until", "label", "limit", "cursor", "summary",
+                        "pages"), ("arg.",))
     states = []
     for text in q.many("state"):
         try:
@@ -157,15 +159,38 @@ async def list_runs(api: Api, request: Request) -> Response:
     filters = dict(job_id=q.one("job_id"), states=states or None, since=q.time("since"),
                    until=q.time("until"), labels=q.many("label") or None, args=args or None,
                    limit=q.int("limit", 100, 1, MAX_PAGE), cursor=q.one("cursor"))
-    if q.bool("summary"):
+    summary = q.bool("summary")
+    pages = q.int("pages", None, 1, MAX_PAGES)
+    # The first page before any byte is sent: a bad cursor is still a 400.
+    first, cursor = await _runs_page(api, filters, summary)
+    if pages is None:
+        return Response(first, media_type="application/json")
+    return StreamingResponse(_more_pages(api, filters, summary, first, cursor, pages - 1),
+                             media_type=JSON_LINES)
+
+
+async def _runs_page(api: Api, filters: dict[str, Any], summary: bool) -> tuple[str, str | None]:
+    """One page of GET /runs as its JSON text, and the cursor of the next."""
+    if summary:
         # Summaries come as the store's JSON texts: joined, never parsed and re-encoded.
         summaries = await api.service.query_run_summaries(**filters)
         tail = json.dumps({"seq": summaries.seq, "cursor": summaries.cursor})
-        return Response(f'{{"runs":[{",".join(summaries.runs)}],{tail[1:]}',
-                        media_type="application/json")
+        return f'{{"runs":[{",".join(summaries.runs)}],{tail[1:]}', summaries.cursor
     page = await api.service.query_runs(**filters)
-    return JSONResponse({"runs": [run_out(r) for r in page.runs], "seq": page.seq,
-                         "cursor": page.cursor})
+    return json.dumps({"runs": [run_out(r) for r in page.runs], "seq": page.seq,
+                       "cursor": page.cursor}, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")), page.cursor  # as JSONResponse renders
+
+
+async def _more_pages(api: Api, filters: dict[str, Any], summary: bool, first: str,
+                      cursor: str | None, more: int) -> AsyncIterator[str]:
+    """`pages=N`: the first page, then up to `more` pages, one JSON document a line, each
+    read in its own snapshot (with its own seq) as a client paging by cursor would."""
+    yield first + "\n"
+    while cursor is not None and more > 0:
+        text, cursor = await _runs_page(api, {**filters, "cursor": cursor}, summary)
+        more -= 1
+        yield text + "\n"
 
 
 async def runs_collection(request: Request) -> Response:

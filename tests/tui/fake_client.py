@@ -4,6 +4,7 @@ where a real daemon's run ids and times would change every run."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -122,6 +123,17 @@ class FakeClient:
         self.pages_served += 1
         return {"runs": runs[start:end], "seq": self.seq,
                 "cursor": str(end) if end < len(runs) else None}
+
+    async def run_page_texts(self, pages: int, *, limit: int = 1000, cursor: str | None = None,
+                             **_: Any) -> list[bytes]:
+        texts = []
+        while len(texts) < pages:
+            page = await self.runs(limit=limit, cursor=cursor)
+            texts.append(json.dumps(page).encode())
+            cursor = page["cursor"]
+            if cursor is None:
+                break
+        return texts
 
     async def run(self, run_id: str) -> dict[str, Any]:
         if run_id not in self.store:
