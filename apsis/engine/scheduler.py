@@ -99,18 +99,27 @@ class Scheduler:
 
     def begin(self, since: str, stored: str | None, now: dt.datetime,
               schedule_clocks: Mapping[str, str] | None = None) -> None:
-        """Where catching up starts: the stored clocks, now, or a given time."""
+        """Where catching up starts: the stored clocks, now, or a given time.
+
+        `now` or a time only skips what the stored clocks have not reached: the runs a
+        previous daemon created ahead exist already, and planning them again would
+        double each one."""
         self._stored_keys = set(schedule_clocks or {})
+        start = now if since in ("clock", "now") else parse_time(since)
+        if not stored:
+            self.clock = start
+            return
+        self.clock = parse_time(stored)
         if since == "clock":
-            self.clock = parse_time(stored) if stored else now
-            if stored:
-                self.behind = {k: parse_time(v) for k, v in (schedule_clocks or {}).items()}
-        elif since == "now":
-            self.clock = now
+            self.behind = {k: parse_time(v) for k, v in (schedule_clocks or {}).items()}
+            return
+        if start >= self.clock:
+            self.clock = start
         else:
-            self.clock = parse_time(since)
-        if stored and since != "clock":
-            log.info("catch-up starts at %s (the stored clock was %s)", format_time(self.clock), stored)
+            # Schedules held back before `start` skip to it; the rest go on from the clock.
+            self.behind = {k: max(parse_time(v), start) for k, v in (schedule_clocks or {}).items()
+                           if max(parse_time(v), start) < self.clock}
+        log.info("catch-up starts at %s (the stored clock was %s)", format_time(self.clock), stored)
 
     def next_window(self, now: dt.datetime, *, catching_up: bool = False) -> Window | None:
         """The runs from each schedule's clock to the horizon, at most `max_ahead` of one

@@ -67,6 +67,21 @@ async def test_restart_neither_doubles_nor_loses(harness):
     assert gaps == {1.0}  # nothing lost while down
 
 
+@pytest.mark.parametrize("since", ["now", "2000-01-01T00:00:00Z"])
+async def test_a_restart_since_now_or_a_time_does_not_plan_again_the_runs_made_ahead(harness, since):
+    # The first daemon creates the next 30 s of runs; a restart that skips catch-up
+    # (or starts it at a time long past) must not plan those times a second time.
+    harness.write_jobs({"tick": "params: [time]\nschedule: {type: interval, interval: 1s}\nprogram: {type: no-op}\n"})
+    await harness.start(since="now", horizon=30)
+    await asyncio.sleep(0.3)
+    await harness.stop()
+    await harness.start(since=since, horizon=30)
+    await asyncio.sleep(0.5)
+    counts = collections.Counter(r["times"]["schedule"] for r in await all_runs(harness, "tick"))
+    assert len(counts) >= 30
+    assert max(counts.values()) == 1, [t for t, n in counts.items() if n > 1][:5]
+
+
 async def test_dst_skip_is_recorded_as_skipped(harness):
     # 02:30 does not exist in New York on 2026-03-08: dst_gap skip records a skipped run.
     harness.write_jobs({"gap": """\
