@@ -1,6 +1,9 @@
-"""What the agent costs: memory per supervised run, and spawn latency against raw spawns.
+"""What the agent costs: memory per supervised run, spawn latency against raw spawns,
+and a burst of starts sent at once (as the daemon sends a 2 000-run POST): its rate, and
+the agent's CPU per spawn, which a loaded machine disturbs less than a rate.
 
-Run: `.venv/bin/python bench/agent_cost.py [--max-procs 1000] [--spawns 300]`. Prints JSON.
+Run: `.venv/bin/python bench/agent_cost.py [--max-procs 1000] [--spawns 300] [--burst 2000]`.
+Prints JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -102,10 +111,25 @@ async def measure_spawn(client: AgentClient, n: int) -> dict:
     }
 
 
+async def measure_burst(client: AgentClient, agent_pid: int, n: int) -> dict:
+    """`n` starts of `/bin/sh -c true` sent at once, until every exit is reported."""
+    ids = [f"b{i}" for i in range(n)]
+    cpu = cpu_seconds(agent_pid)
+    t0 = time.perf_counter()
+    exits = asyncio.ensure_future(wait_exits(client, set(ids)))
+    await asyncio.gather(*(client.start(["/bin/sh", "-c", "true"], proc_id=i) for i in ids))
+    await asyncio.wait_for(exits, 120)
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(agent_pid) - cpu
+    await asyncio.gather(*(client.clean(i) for i in ids))
+    return {"runs_per_s": round(n / elapsed, 1), "agent_cpu_ms_per_spawn": round(cpu / n * 1000, 3)}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-procs", type=int, default=1000)
     parser.add_argument("--spawns", type=int, default=300)
+    parser.add_argument("--burst", type=int, default=2000)
     args = parser.parse_args()
     counts = [c for c in (1, 100, 1000) if c <= args.max_procs] or [1, args.max_procs]
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,6 +150,7 @@ async def main() -> None:
                 "connect_warm_ms": round(warm * 1000, 1),
                 "memory": await measure_memory(client, agent_pid, counts),
                 "spawn": await measure_spawn(client, args.spawns),
+                "burst": await measure_burst(client, agent_pid, args.burst),
             }
         finally:
             await client.close()

@@ -144,6 +144,10 @@ def _read_journal(path: str) -> tuple[dict[str, dict[str, Any]], int, bool]:
     return table, lines, bool(data) and not data.endswith(b"\n")
 
 
+def _journal_line(proc_id: str, fields: dict[str, Any]) -> bytes:
+    return json.dumps({"id": proc_id, **fields}, separators=(",", ":")).encode() + b"\n"
+
+
 def recorded_pids(state_dir: str) -> list[tuple[int, int | None]]:
     """(pid, start ticks) of every program the state dir records as running.
 
@@ -340,6 +344,8 @@ class Server:
         self._journal_fd = -1
         self._journal_lines = 0
         self._journal_torn = False  # the journal's last line is unfinished
+        # Started since the journal last got their pids (see `_journal_pids`).
+        self._pids_pending: list[Proc] = []
         # The agent's environment is that of the `connect` that started it, for good.
         self.base_env = dict(os.environ)
         self._devnull = -1
@@ -475,20 +481,47 @@ class Server:
     # -- the journal --------------------------------------------------------------
 
     def _journal(self, proc_id: str, fields: dict[str, Any]) -> None:
-        """Append one line: a single write, complete or (cut short) skipped on replay."""
-        line = json.dumps({"id": proc_id, **fields}, separators=(",", ":")).encode() + b"\n"
+        """Append one line: a single write, complete or (cut short) skipped on replay.
+        Pending pid lines go first: replay merges a process's lines in order."""
+        self._journal_pids()
+        self._append_journal([_journal_line(proc_id, fields)])
+
+    def _append_journal(self, lines: list[bytes]) -> None:
+        """One write of whole lines; a line cut short is skipped on replay."""
+        data = b"".join(lines)
         if self._journal_torn:
-            line = b"\n" + line
+            data = b"\n" + data
         try:
-            written = os.write(self._journal_fd, line)
+            written = os.write(self._journal_fd, data)
         except OSError:
             self._journal_torn = True  # whatever got there, the next line starts afresh
             raise
-        if written < len(line):
+        if written < len(data):
             self._journal_torn = True
-            raise OSError(f"short write to {JOURNAL_NAME} ({written} of {len(line)} bytes)")
+            raise OSError(f"short write to {JOURNAL_NAME} ({written} of {len(data)} bytes)")
         self._journal_torn = False
-        self._journal_lines += 1
+        self._journal_lines += len(lines)
+
+    def _journal_pids(self) -> None:
+        """The pids (and start times) of the programs started since the last call, in one
+        write. A burst of starts spawns first and records after: reading a child's start
+        time from /proc waits for its exec to finish, which by then it has. It runs
+        before any reply is sent and before anything else is journaled or reaped, so a
+        reply never names a pid the journal lacks, and a start time is never read from
+        a pid that was reaped (and may be reused)."""
+        started, self._pids_pending = self._pids_pending, []
+        if not started:
+            return
+        lines = []
+        for proc in started:
+            pid = proc.record["pid"]
+            proc.start_ticks = _proc_start_ticks(pid)
+            lines.append(_journal_line(proc.proc_id, {"state": "running", "pid": pid,
+                                                      "start_ticks": proc.start_ticks}))
+        try:
+            self._append_journal(lines)
+        except OSError as exc:  # they run and we wait for them; only a restart would lose them
+            _log(f"cannot record the pids of {len(started)} programs: {exc}")
 
     def _journal_state(self, proc: Proc) -> dict[str, Any]:
         rec = proc.record
@@ -582,6 +615,7 @@ class Server:
 
     def _on_term(self, signum: int, frame: Any) -> None:
         _log("SIGTERM: exiting; running programs carry on and are adopted on restart")
+        self._journal_pids()  # adopted by pid, so the pid must be there
         self._remove_socket()
         os._exit(0)
 
@@ -737,6 +771,7 @@ class Server:
                 self._flush(conn)
 
     def _flush(self, conn: Conn) -> None:
+        self._journal_pids()
         try:
             while conn.outbuf:
                 sent = conn.sock.send(conn.outbuf)
@@ -841,7 +876,8 @@ class Server:
                 fds.append(os.open(path, flags, 0o600))
             # The intent goes in before the spawn: a restarted agent that finds it without
             # a pid reports the program may or may not have run, and never runs it again.
-            self._journal(proc_id, intent)
+            # (A new process: no pid line of its own is pending, others' may stay so.)
+            self._append_journal([_journal_line(proc_id, intent)])
         except OSError as exc:
             # Nothing ran: leave no trace, so a retry with the same id may start it.
             for fd in fds:
@@ -884,14 +920,8 @@ class Server:
                 os.close(fd)
         proc.popen = popen
         proc.record["pid"] = popen.pid
-        proc.start_ticks = _proc_start_ticks(popen.pid)
         self.by_pid[popen.pid] = proc
-        try:
-            self._journal(
-                proc_id, {"state": "running", "pid": popen.pid, "start_ticks": proc.start_ticks}
-            )
-        except OSError as exc:  # it runs and we wait for it; only a restart would lose it
-            _log(f"cannot record the pid of {proc_id}: {exc}")
+        self._pids_pending.append(proc)  # journaled before this reply goes out
         return {"proc": proc.record}
 
     def _stdin(self) -> int:
@@ -993,6 +1023,7 @@ class Server:
     # -- process ends -------------------------------------------------------------
 
     def _reap(self) -> None:
+        self._journal_pids()
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)

@@ -146,6 +146,23 @@ async def test_killed_agent_is_replaced_and_adopts_running_programs(
     assert "exit status is unknown" in (done.message or "")
 
 
+async def test_a_burst_of_starts_is_adopted_whole_by_the_next_agent(
+    client: AgentClient,
+) -> None:
+    """The agent records pids after a batch of spawns, before the replies: an agent
+    killed right after answering leaves every started program to be adopted, none
+    reported as one that may or may not have run."""
+    ids = [f"r{i}" for i in range(40)]
+    await asyncio.gather(*(client.start(["sleep", "5"], proc_id=i) for i in ids))
+    old_agent = client.hello["pid"]
+    os.kill(old_agent, signal.SIGKILL)
+    statuses = [await client.status(i) for i in ids]
+    assert client.hello["pid"] != old_agent
+    assert [(s.proc_id, s.state) for s in statuses] == [(i, "running") for i in ids]
+    for i in ids:
+        await client.signal(i, "SIGKILL")
+
+
 async def test_connect_failure_says_why(tmp_path: Path) -> None:
     client = AgentClient(connect_timeout=5)
     with pytest.raises(AgentConnectionError) as exc:
