@@ -34,17 +34,18 @@ def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
              params_of: Callable[[str], list[str] | None],
              stop: dt.datetime | None = None, rerun_of: str | None = None, attempt: int = 1,
              expected: bool = False, meta: RunMeta | None = None) -> NewRun:
-    run = Run(run_id=run_id, job_id=job.job_id, args=dict(args), labels=job.labels,
-              rerun_of=rerun_of, attempt=attempt, ad_hoc=job.ad_hoc, expected=expected,
-              job=job.to_jso(), meta=meta or RunMeta())
+    # Runs of one job share equal values (Job.shared): a day of runs in memory.
+    run = Run(run_id=run_id, job_id=job.job_id, args=job.shared(dict(args)),
+              labels=job.shared(job.labels), rerun_of=rerun_of, attempt=attempt,
+              ad_hoc=job.ad_hoc, expected=expected, job=job.jso, meta=meta or RunMeta())
     run.set_time("schedule", when)
     if stop is not None:
         run.set_time("stop", stop)
     try:
         targs = template_args(job, args, run_id)
-        run.program = render_value(job.program.to_jso(), targs)
-        run.conditions = [render_value(c.to_jso(), targs) for c in job.conditions]
-        run.actions = [render_value(a.to_jso(), targs) for a in job.actions]
+        run.program = job.shared(render_value(job.program.to_jso(), targs))
+        run.conditions = job.shared([render_value(c.to_jso(), targs) for c in job.conditions])
+        run.actions = job.shared([render_value(a.to_jso(), targs) for a in job.actions])
         bind_program(run.program)
         conditions_of(run, params_of)
         for action in run.actions:

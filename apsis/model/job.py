@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ..action import Action
     from ..cond import Condition
     from ..program import Program
     from ..schedule.base import Schedule
+
+T = TypeVar("T")
+# Distinct rendered values a job keeps to share between its runs; a job whose templates
+# print a date renders a new program each day, so the table starts over when full.
+MAX_SHARED = 64
 
 
 @dataclass(eq=False)
@@ -34,6 +40,32 @@ class Job:
     @property
     def labels(self) -> list[str]:
         return list(self.metadata.get("labels", []))
+
+    @cached_property
+    def jso(self) -> dict[str, Any]:
+        """`to_jso()` made once and shared by every run bound from this job: a day of
+        scheduled runs must not hold a copy of its job each. Never changed in place."""
+        return self.to_jso()
+
+    @cached_property
+    def _shared(self) -> dict[str, Any]:
+        return {}
+
+    def shared(self, value: T) -> T:
+        """An equal value (same repr) this job's runs already hold, else `value`.
+
+        Runs of one job mostly render the same program, conditions, actions, args and
+        labels; 100 000 scheduled runs holding a copy each were most of the daemon's
+        memory. Shared values are never changed in place: a run replaces them.
+        """
+        table = self._shared
+        key = repr(value)
+        found = table.get(key)
+        if found is None:
+            if len(table) >= MAX_SHARED:
+                table.clear()
+            table[key] = found = value
+        return found
 
     @property
     def description(self) -> str | None:
