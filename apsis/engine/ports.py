@@ -50,6 +50,10 @@ class LiveRuns(Protocol):
 
     def __iter__(self) -> Iterator[Run]: ...
 
+    def live(self) -> list[Run]:
+        """The runs that are running or stopping."""
+        ...
+
 
 class RunnerHost(Protocol):
     """The engine, as the runner sees it."""

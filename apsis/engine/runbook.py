@@ -15,10 +15,15 @@ from collections.abc import Iterator
 from ..model.run import InstanceKey, Run, instance_key
 from ..model.states import FINISHED, State
 
+LIVE = frozenset({State.RUNNING, State.STOPPING})
+
 
 class RunBook:
     def __init__(self) -> None:
         self._runs: dict[str, Run] = {}
+        # Runs whose program may be running: what output watching and reconciling poll
+        # several times a second, without going over a day of scheduled runs each time.
+        self._live: dict[str, Run] = {}
         self._by_instance: dict[InstanceKey, set[str]] = {}
         self._becoming: dict[str, State] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -41,6 +46,10 @@ class RunBook:
     def values(self) -> list[Run]:
         return list(self._runs.values())
 
+    def live(self) -> list[Run]:
+        """Runs that are running or stopping."""
+        return list(self._live.values())
+
     def of_instance(self, job_id: str, args: dict[str, str]) -> list[Run]:
         """Unfinished runs of an instance."""
         return [self._runs[i] for i in self._by_instance.get(instance_key(job_id, args), ())]
@@ -52,9 +61,14 @@ class RunBook:
     def remember(self, run: Run) -> None:
         self._runs[run.run_id] = run
         self._by_instance.setdefault(run.instance, set()).add(run.run_id)
+        if run.state in LIVE:
+            self._live[run.run_id] = run
+        else:
+            self._live.pop(run.run_id, None)
 
     def forget(self, run: Run) -> None:
         self._runs.pop(run.run_id, None)
+        self._live.pop(run.run_id, None)
         ids = self._by_instance.get(run.instance)
         if ids is not None:
             ids.discard(run.run_id)

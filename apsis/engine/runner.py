@@ -50,6 +50,7 @@ from .errors import Conflict, DiskFull
 from .hosts import HostAgents, HostKey, HostPicker, RemoteSettings
 from .output_watch import OutputWatch
 from .ports import RunnerHost
+from .runbook import LIVE
 from .spools import LocalSpool, OutputStream, RemoteSpool, Spool
 from .timers import WallTimer
 
@@ -57,7 +58,6 @@ from .timers import WallTimer
 log = logging.getLogger("apsis.runner")
 
 RECONCILE_SECONDS = 15.0
-LIVE = frozenset({State.RUNNING, State.STOPPING})
 
 
 def program_env(run: Run, url: str) -> dict[str, str]:
@@ -557,7 +557,7 @@ class Runner:
         return self._spool(run)
 
     def _watched_spools(self) -> list[Spool]:
-        return [spool for run in self.host.runs
+        return [spool for run in self.host.runs.live()
                 if (spool := self._live_spool(run)) is not None]
 
     def _is_live(self, run_id: str) -> bool:
@@ -609,8 +609,8 @@ class Runner:
         while True:
             await asyncio.sleep(RECONCILE_SECONDS)
             by_host: dict[HostKey | None, list[Run]] = {}
-            for run in self.host.runs:
-                if run.meta.proc is not None and run.state in LIVE:
+            for run in self.host.runs.live():
+                if run.meta.proc is not None:
                     by_host.setdefault(self._where(run), []).append(run)
             # Hosts in parallel: one unreachable host does not hold up the others.
             await asyncio.gather(*(self._reconcile(runs) for runs in by_host.values()))
