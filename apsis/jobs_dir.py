@@ -408,24 +408,37 @@ def load_jobs_dir(path: str | Path, *, display_root: str | None = None,
     `display_root` is how the user spelled the directory, so that messages
     name files the way the user would.
     """
+    loaded, files = open_jobs_dir(path, display_root=display_root, only=only)
+    load_files(loaded, files, display_root, progress)
+    return loaded
+
+
+def open_jobs_dir(path: str | Path, *, display_root: str | None = None,
+                  only: list[Path] | None = None) -> tuple[JobsDir, list[Path]]:
+    """The directory with its config loaded but no job yet, and its job files: the
+    first half of `load_jobs_dir`, for `check-job` to share the files among processes."""
     root = Path(path)
     diags = Diagnostics()
     if not root.is_dir():
         diags.error(f"not a directory: {display_root or root}")
-        return JobsDir(root, JobsDirConfig(), {}, diags)
+        return JobsDir(root, JobsDirConfig(), {}, diags), []
     config = load_config(root, diags, display_root)
-    ctx = make_context(config, diags)
     not_jobs: list[Path] = []
     files = only if only is not None else list(iter_job_files(root, not_jobs))
     for file in not_jobs:
         diags.warning(f"not a job: only {JOB_SUFFIX} files are jobs; rename it to "
                       f"{file.stem}{JOB_SUFFIX} if it is one", Location(_display(root, display_root, file)))
-    loaded = JobsDir(root, config, {}, diags)
+    return JobsDir(root, config, {}, diags), files
+
+
+def load_files(into: JobsDir, files: list[Path], display_root: str | None = None,
+               progress: ProgressFn | None = None) -> None:
+    """Loads job files into `into`, in order; their problems go to its diags."""
+    ctx = make_context(into.config, into.diags)
     for i, file in enumerate(files):
-        _load_one(loaded, file, ctx, display_root)
+        _load_one(into, file, ctx, display_root)
         if progress:
             progress(i + 1, len(files))
-    return loaded
 
 
 def _load_one(into: JobsDir, file: Path, ctx: ParseContext, display_root: str | None) -> None:

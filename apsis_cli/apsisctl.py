@@ -47,8 +47,11 @@ def cli(url: str | None, token: str | None, retry_for: str | None) -> None:
 @click.option("--from", "from_", metavar="TIME", help="Start of --list-runs window (default: now).")
 @click.option("--to", "to", metavar="TIME", help="End of --list-runs window (default: a day after --from).")
 @click.option("-q", "--quiet", is_flag=True, help="Print problems only, no summary.")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Processes that load and check the files (default: one per CPU for big "
+                   "directories, one per 1 000 files at most).")
 def check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | None,
-              to: str | None, quiet: bool) -> None:
+              to: str | None, quiet: bool, workers: int | None) -> None:
     """Validate job files or whole jobs directories, without a daemon.
 
     Checks the schema, duplicate keys, durations, daytimes, time zones, calendars,
@@ -66,7 +69,7 @@ def check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | No
     """
     from .check_job import run_check_job
 
-    raise click.exceptions.Exit(run_check_job(paths, fmt, list_runs, from_, to, quiet))
+    raise click.exceptions.Exit(run_check_job(paths, fmt, list_runs, from_, to, quiet, workers))
 
 
 @cli.command("serve")

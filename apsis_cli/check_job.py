@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from apsis.errors import Diagnostic, Diagnostics
+from apsis.errors import Diagnostic
 
 from .common import UserError
 from .exitcodes import ExitStatus
@@ -95,8 +95,8 @@ def _as_given(problem: Diagnostic, display: str, wanted: dict[str, str]) -> Diag
 
 
 def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | None,
-                  to: str | None, quiet: bool) -> int:
-    from apsis.check import check_jobs_dir, list_runs as list_runs_fn
+                  to: str | None, quiet: bool, workers: int | None = None) -> int:
+    from apsis.check import check_jobs_dir, list_runs as list_runs_fn, load_and_check
     from apsis.jobs_dir import load_jobs_dir
     from apsis.lib.timefmt import parse_time
 
@@ -119,20 +119,21 @@ def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str 
     for root, (display, _, wanted) in _groups(paths).items():
         progress = _ProgressBar()
         try:
-            jobs_dir = load_jobs_dir(root, display_root=display, progress=progress)
+            if window:  # the runs need the jobs here: loaded in this process
+                jobs_dir = load_jobs_dir(root, display_root=display, progress=progress)
+                runs.extend(list_runs_fn(jobs_dir, *window))
+                items = [*jobs_dir.diags.items, *check_jobs_dir(jobs_dir).items]
+                count = len(jobs_dir.jobs) + len(jobs_dir.broken)
+            else:
+                items, count = load_and_check(root, workers, display_root=display, progress=progress)
         finally:
             progress.stop()
-        diags = Diagnostics(list(jobs_dir.diags.items))
-        diags.extend(check_jobs_dir(jobs_dir))
-        items = diags.items
         if wanted is not None:
             items = [d for d in (_as_given(p, display, wanted) for p in items) if d is not None]
             total_jobs += len(wanted)
         else:
-            total_jobs += len(jobs_dir.jobs) + len(jobs_dir.broken)
+            total_jobs += count
         problems.extend(items)
-        if window:
-            runs.extend(list_runs_fn(jobs_dir, *window))
 
     errors = [p for p in problems if p.severity == "error"]
     # In file order, so that a file's problems read top to bottom.

@@ -101,3 +101,39 @@ def test_schema_is_json(tmp_path):
     result = run("schema")
     schema = json.loads(result.stdout)
     assert schema["properties"]["program"] and "schedule" in schema["properties"]
+
+
+def test_processes_sharing_a_big_directory_report_what_one_would(tmp_path):
+    # check-job shares the files of a big directory among processes (issue 14.4); each
+    # loads and checks its share, so problems that span shares (a dependency on a job
+    # another process loaded, a cycle through three shares, a did-you-mean among every
+    # job) must come out word for word, in the same order, as from one process.
+    root = tmp_path / "jobs"
+    (root / "a").mkdir(parents=True)
+    (root / ".apsis-jobs.yaml").write_text("globals: {x: 1}\nbogus: 2\n")
+    for i in range(300):
+        (root / "a" / f"job{i:03}.yaml").write_text(
+            "params: [date]\nschedule: {type: daily, tz: UTC, daytime: '09:00'}\n"
+            "program: echo {{ date|shquote }}\n"
+            f"condition: {{type: dependency, job_id: a/job{(i + 1) % 300:03}}}\n")
+    (root / "a" / "job000.yaml").write_text(  # the loop above is one big cycle
+        "params: [date]\nschedule: {type: daily, tz: UTC, daytime: '09:00'}\n"
+        "program: echo {{ date }} {{ nope }}\n"  # unquoted (warning), undefined (error)
+        "condition:\n  - {type: dependency, job_id: a/job299, args: {date: x, extra: 1}}\n"
+        "  - {type: dependency, job_id: a/jbo150}\n")
+    (root / "a" / "job100.yaml").write_text("program: [\n")
+    (root / "a" / "job200.yaml").write_text("program: echo {{ date }\nfoo: 1\n")
+    (root / "a" / "old.yml").write_text("program: echo\n")
+
+    def check(*args: str) -> subprocess.CompletedProcess:
+        return run("check-job", "jobs", *args, cwd=tmp_path)
+
+    one = check("--workers", "1")
+    assert one.returncode == 1
+    for problem in ("unknown key 'bogus'", "a/job100.yaml:", "a/job200.yaml:", "old.yml",
+                    "dependency cycle", "unknown job 'a/jbo150'", "extra", "nope"):
+        assert problem in one.stdout + one.stderr, problem
+    for workers in ("3", "7"):
+        many = check("--workers", workers)
+        assert (many.returncode, many.stdout, many.stderr) == (one.returncode, one.stdout, one.stderr)
+    assert check("--workers", "3", "--format", "json").stdout == check("--workers", "1", "--format", "json").stdout
