@@ -20,6 +20,8 @@ from pathlib import Path
 MODULES = [
     "bench.check_job",
     "bench.reload_one",
+    "bench.jobs_10k",
+    "bench.archive_lag",
     "bench.daemon_runs",
     "bench.concurrent_runs",
     "bench.startup_1m",
