@@ -304,10 +304,11 @@ class Client:
         return ApsisUnavailable(f"no daemon answered{during}: {named}", failures=reasons)
 
     async def _request(self, method: str, path: str, *, params: Any = None,
-                       body: Any = None) -> Any:
+                       body: Any = None, stream: bool = False) -> Any:
         """One API call on the daemon in use, else the next that answers: retries what
         cannot have reached a daemon (and GETs that broke), sends a write a standby
-        refuses on to the leader, and waits between rounds of tries."""
+        refuses on to the leader, and waits between rounds of tries. With ``stream``, a
+        successful answer's body is left to read (and close) as it arrives."""
         httpx = _import_httpx()
         started = time.monotonic()
         delay = BACKOFF_MIN
@@ -319,8 +320,11 @@ class Client:
             while todo:
                 endpoint = todo.pop(0)
                 try:
-                    response = await self._client(endpoint).request(
-                        method, API + path, params=params, json=body)
+                    http = self._client(endpoint)
+                    response = await http.send(http.build_request(
+                        method, API + path, params=params, json=body), stream=stream)
+                    if stream and response.status_code >= 300:
+                        await response.aread()  # what a refusal says; closes the stream
                 except httpx.TransportError as exc:
                     untrusted = _untrusted_certificate(exc)
                     if untrusted is not None:  # retrying cannot fix it
@@ -457,14 +461,36 @@ class Client:
             job_id=job_id, states=states, since=since, until=until, labels=labels, args=args,
             limit=limit, cursor=cursor, summary=summary))
 
-    async def run_page_texts(self, pages: int, *, limit: int = 1000, cursor: str | None = None,
-                             summary: bool = False) -> list[bytes]:
+    async def run_page_lines(self, pages: int, *, limit: int = 1000, cursor: str | None = None,
+                             summary: bool = False) -> AsyncIterator[bytes]:
         """Up to `pages` pages of runs after `cursor` from one request (`GET /runs?pages=N`),
-        each left as its JSON text: a caller that decodes one at a time and yields between
-        them never holds its event loop up for more than one page's decoding."""
+        each page's JSON text as soon as it has arrived whole. A caller that applies each
+        page as it comes keeps the daemon writing the next ones meanwhile; a body read
+        whole first (while the caller is busy with the last one) stalls the daemon once
+        the socket's buffers are full."""
+        httpx = _import_httpx()
         response = await self._request("GET", "/runs", params=runs_params(
-            limit=limit, cursor=cursor, summary=summary) + [("pages", pages)])
-        return response.content.splitlines()
+            limit=limit, cursor=cursor, summary=summary) + [("pages", pages)], stream=True)
+        try:
+            head: list[bytes] = []  # the start of a line that spans chunks
+            async for chunk in response.aiter_bytes():
+                if b"\n" not in chunk:  # most chunks: a page is many chunks long
+                    head.append(chunk)
+                    continue
+                *lines, tail = chunk.split(b"\n")
+                head.append(lines[0])
+                lines[0] = b"".join(head)
+                head = [tail] if tail else []
+                for line in lines:
+                    if line:
+                        yield line
+            if head:
+                yield b"".join(head)
+        except httpx.TransportError as exc:
+            raise ApsisUnavailable(f"lost the connection to Apsis during GET /runs: "
+                                   f"{exc or type(exc).__name__}") from None
+        finally:
+            await response.aclose()
 
     async def iter_runs(self, *, page_size: int = 1000, **filters: Any) -> AsyncIterator[dict[str, Any]]:
         """Every matching run, page after page (filters as for `runs`)."""

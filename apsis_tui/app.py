@@ -12,6 +12,7 @@ of work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -174,8 +175,8 @@ class ApsisApp(App[int]):
 
         Pages of summaries (what the tables show, a fraction of the bytes), small enough
         that decoding one never holds the screen up; after the first, many pages to a
-        request, and the next request is made before these are applied, so the daemon
-        reads it meanwhile."""
+        request, each applied as soon as it has arrived, so the daemon writes the next
+        ones meanwhile."""
         from apsis.client import ApsisError
 
         worker = get_current_worker()
@@ -191,51 +192,35 @@ class ApsisApp(App[int]):
         self.model.apply_page(page["runs"], page["seq"])
         loaded = len(page["runs"])
         cursor = page.get("cursor")
-
-        def fetch(cursor: str | None) -> asyncio.Future[list[bytes]] | None:
-            if not cursor or loaded >= self.max_runs:
-                return None
-            pages = min(PAGES_PER_REQUEST, -(-(self.max_runs - loaded) // self.page_size))
-            return asyncio.ensure_future(self.client.run_page_texts(
-                pages, limit=self.page_size, cursor=cursor, summary=True))
-
-        next_texts = fetch(cursor)
         frozen = 0
         held: list[tuple[list[dict[str, Any]], int]] = []  # pages not yet shown
         shown_at = time.monotonic()
-        try:
-            while next_texts is not None and not worker.is_cancelled:
+        with self.model.loading():
+            while cursor and loaded < self.max_runs and not worker.is_cancelled:
+                pages = min(PAGES_PER_REQUEST, -(-(self.max_runs - loaded) // self.page_size))
+                lines = self.client.run_page_lines(pages, limit=self.page_size, cursor=cursor,
+                                                   summary=True)
                 try:
-                    texts = await next_texts
+                    async with contextlib.aclosing(lines):
+                        async for text in lines:
+                            page = json.loads(text)
+                            cursor = page.get("cursor")
+                            loaded += len(page["runs"])
+                            held.append((page["runs"], page["seq"]))
+                            if len(held) >= SHOW_PAGES or time.monotonic() - shown_at >= SHOW_EVERY:
+                                # Each page checked against its own seq, all shown in one repaint.
+                                self.model.apply_pages(held)
+                                held, shown_at = [], time.monotonic()
+                            if loaded - frozen >= FREEZE_EVERY:
+                                # The runs live as long as the app: out of the GC's reach now;
+                                # what else the load made meanwhile is collected (GC paused).
+                                self.model.freeze()
+                                frozen = loaded
                 except ApsisError:
-                    await asyncio.sleep(2.0)  # the indicator says why; try the pages again
-                    next_texts = fetch(cursor)
-                    continue
-                # The last page first, for its cursor: the daemon reads the next pages while
-                # these are decoded and applied. Every page before it is full.
-                last = json.loads(texts[-1])
-                cursor = last.get("cursor")
-                loaded += self.page_size * (len(texts) - 1) + len(last["runs"])
-                next_texts = fetch(cursor)
-                for index, text in enumerate(texts):
-                    page = last if index == len(texts) - 1 else json.loads(text)
-                    held.append((page["runs"], page["seq"]))
-                    if (len(held) >= SHOW_PAGES or time.monotonic() - shown_at >= SHOW_EVERY
-                            or (next_texts is None and page is last)):
-                        # Each page checked against its own seq, all shown in one repaint.
-                        self.model.apply_pages(held)
-                        held, shown_at = [], time.monotonic()
-                    await asyncio.sleep(0)  # let the screen paint and keys through
-                if loaded - frozen >= FREEZE_EVERY:
-                    # The runs live as long as the app: out of the GC's reach now, or each
-                    # full collection during the load walks every run loaded so far.
-                    self.model.freeze()
-                    frozen = loaded
-        finally:
-            if next_texts is not None:
-                next_texts.cancel()
-        if not worker.is_cancelled:
-            self.model.freeze()
+                    await asyncio.sleep(2.0)  # the indicator says why; go on from the cursor
+                if held:
+                    self.model.apply_pages(held)
+                    held, shown_at = [], time.monotonic()
 
     @work(exclusive=True, group="events")
     async def follow_events(self, since: int) -> None:

@@ -14,6 +14,10 @@ follows is a C ``memmove``, microseconds for 100 000 rows). A batch of more than
 few runs (pages of the initial load) is merged instead: its keys sorted, then put
 before what is there (pages come newest first: a list copy) or merged by one
 ``list.sort`` of two sorted runs (linear), never 100 000 shifts of a growing list.
+A batch of runs all new to the store (every page of a load) takes a bulk path: the
+dicts filled by ``update`` over ``zip``, no per-run Python beyond the sort key. Arg
+widths cost nothing until asked: runs entering the view are queued, and the queue is
+folded into the widths when the table next lays out its columns (each run once).
 A filter change is one list comprehension over the whole order, which stays well
 under a second for 100 000 runs. Headless: this module never imports Textual.
 """
@@ -24,7 +28,7 @@ from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from itertools import count
+from itertools import compress, count
 from typing import Any
 
 from apsis.present import parse_time
@@ -34,7 +38,6 @@ RunPredicate = Callable[[Run], bool]
 SortKey = tuple[float, int, str]
 
 _MERGE_BATCH = 64  # a batch of more runs than this is merged, not inserted one by one
-_BULK_FRACTION = 8
 
 
 def run_number(run_id: str) -> int:
@@ -104,8 +107,10 @@ class RunStore:
         # Per-view aggregates, maintained incrementally: they decide whether the
         # table shows a job column or the args of a single job as columns.
         self._view_jobs: dict[str, int] = {}
-        # arg name -> longest value; None until asked for after a full refilter.
+        # arg name -> longest value; None until asked for after a full refilter. Runs
+        # that entered the view since it was last asked for wait in _unwidened.
         self._view_args: dict[str, int] | None = {}
+        self._unwidened: list[Run] = []
         self._id_width = 0
         self.version = 0  # bumped on every change, for caches in widgets
 
@@ -181,9 +186,12 @@ class RunStore:
         """Arg names in the view, in first-seen order, with their longest value."""
         if self._view_args is None:
             self._view_args = {}
+            self._unwidened.clear()
             runs = self._runs
-            for key in self._view:
-                self._widen_args(runs[key[2]])
+            self._widen(runs[key[2]] for key in self._view)
+        elif self._unwidened:
+            self._widen(self._unwidened)
+            self._unwidened.clear()
         return dict(self._view_args)
 
     # -- writing -------------------------------------------------------------------
@@ -203,17 +211,37 @@ class RunStore:
             for run in batch:
                 self._apply_one(run)
             return
+        ids = [str(run["run_id"]) for run in batch]
+        known = self._keys
+        if len(set(ids)) == len(ids) and not any(map(known.__contains__, ids)):
+            self._add_new(ids, batch)
+        else:
+            self._merge(dict(zip(ids, batch)))  # a run given twice: its last
+
+    def _add_new(self, ids: list[str], batch: list[Run]) -> None:
+        """The bulk path: runs none of which the store holds, each given once."""
+        keys = list(map(sort_key, batch))
+        self._runs.update(zip(ids, batch))
+        self._keys.update(zip(ids, keys))
+        self._stamps.update(zip(ids, self._stamp_counter))
+        self._id_width = max(self._id_width, max(map(len, ids)))
+        predicate = self._predicate
+        if predicate is None:
+            shown, shown_runs = keys[:], batch
+        else:
+            passes = list(map(predicate, batch))
+            shown, shown_runs = list(compress(keys, passes)), list(compress(batch, passes))
+        self._enter_view(shown_runs)
+        self._order = _merged(self._order, keys)
+        self._view = _merged(self._view, shown)
+
+    def _merge(self, latest: dict[str, Run]) -> None:
+        """A batch that replaces runs the store holds: each old one leaves first."""
         predicate = self._predicate
         replaced: set[SortKey] = set()
         added: list[SortKey] = []
         shown: list[SortKey] = []
-        shown_jobs: list[str] = []
-        latest = {str(run["run_id"]): run for run in batch}  # a run given twice: its last
-        # Arg widths: widened run by run, or for a batch as big as an eighth of the
-        # store, recomputed in one pass when next asked.
-        widen = self._view_args is not None and len(latest) * _BULK_FRACTION < len(self._runs)
-        if not widen:
-            self._view_args = None
+        shown_runs: list[Run] = []
         for run_id, run in latest.items():
             key = sort_key(run)
             old_key = self._keys.get(run_id)
@@ -229,12 +257,8 @@ class RunStore:
             added.append(key)
             if predicate is None or predicate(run):
                 shown.append(key)
-                shown_jobs.append(run.get("job_id", ""))
-                if widen:
-                    self._widen_args(run)
-        view_jobs = self._view_jobs
-        for job_id, n in Counter(shown_jobs).items():
-            view_jobs[job_id] = view_jobs.get(job_id, 0) + n
+                shown_runs.append(run)
+        self._enter_view(shown_runs)
         if replaced:
             self._order = [k for k in self._order if k not in replaced]
             self._view = [k for k in self._view if k not in replaced]
@@ -261,6 +285,7 @@ class RunStore:
         self._view.clear()
         self._view_jobs.clear()
         self._view_args = {}
+        self._unwidened.clear()
 
     def set_predicate(self, predicate: RunPredicate | None) -> None:
         """Change the filter and recompute the view (None shows every run)."""
@@ -310,22 +335,34 @@ class RunStore:
             self._view = [key for key in self._order if predicate(runs[key[2]])]
         self._view_jobs = dict(Counter(runs[key[2]].get("job_id", "") for key in self._view))
         self._view_args = None
+        self._unwidened.clear()
 
     def _count_in(self, run: Run) -> None:
         job_id = run.get("job_id", "")
         self._view_jobs[job_id] = self._view_jobs.get(job_id, 0) + 1
         if self._view_args is not None:
-            self._widen_args(run)
+            self._unwidened.append(run)
 
-    def _widen_args(self, run: Run) -> None:
-        args = run.get("args")
-        if args:
-            widths = self._view_args
-            assert widths is not None
-            for name, value in args.items():
-                width = len(str(value))
-                if widths.get(name, -1) < width:
-                    widths[name] = width
+    def _enter_view(self, runs: list[Run]) -> None:
+        """Count runs that entered the view by job, and queue them for the arg widths."""
+        view_jobs = self._view_jobs
+        for job_id, n in Counter([run.get("job_id", "") for run in runs]).items():
+            view_jobs[job_id] = view_jobs.get(job_id, 0) + n
+        if self._view_args is not None:
+            self._unwidened += runs
+
+    def _widen(self, runs: Iterable[Run]) -> None:
+        """Fold the args of ``runs`` into the arg widths."""
+        widths = self._view_args
+        assert widths is not None
+        longest = widths.get
+        for run in runs:
+            args = run.get("args")
+            if args:
+                for name, value in args.items():
+                    width = len(value) if type(value) is str else len(str(value))
+                    if width > longest(name, -1):
+                        widths[name] = width
 
     def _count_out(self, run: Run) -> None:
         # Arg widths only grow until the next full refilter: columns that shrink

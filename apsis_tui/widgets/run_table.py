@@ -300,8 +300,11 @@ class RunTable(ScrollView, can_focus=True):
 
     def load(self, runs: Iterable[Run]) -> None:
         """Apply runs at once (initial load, reset): one sort, one repaint."""
-        self._pending.update((str(run["run_id"]), run) for run in runs)
-        self.flush()
+        if self._pending:
+            self._pending.update((str(run["run_id"]), run) for run in runs)
+            self.flush()
+        else:
+            self._apply(runs if isinstance(runs, list) else list(runs))
 
     def clear(self) -> None:
         """Forget every run (the event stream was reset and runs will be reloaded)."""
@@ -324,9 +327,13 @@ class RunTable(ScrollView, can_focus=True):
             return
         batch = list(self._pending.values())
         self._pending.clear()
-        anchor = self._anchor()
-        self.store.apply_many(batch)
-        self._settle(anchor)
+        self._apply(batch)
+
+    def _apply(self, batch: list[Run]) -> None:
+        if batch:
+            anchor = self._anchor()
+            self.store.apply_many(batch)
+            self._settle(anchor)
 
     def set_filter(self, filter: str | RunFilter | RunPredicate | None) -> None:
         """Filter rows by a filter string, a parsed filter or any predicate."""

@@ -124,16 +124,14 @@ class FakeClient:
         return {"runs": runs[start:end], "seq": self.seq,
                 "cursor": str(end) if end < len(runs) else None}
 
-    async def run_page_texts(self, pages: int, *, limit: int = 1000, cursor: str | None = None,
-                             **_: Any) -> list[bytes]:
-        texts = []
-        while len(texts) < pages:
+    async def run_page_lines(self, pages: int, *, limit: int = 1000, cursor: str | None = None,
+                             **_: Any) -> AsyncIterator[bytes]:
+        for _page in range(pages):
             page = await self.runs(limit=limit, cursor=cursor)
-            texts.append(json.dumps(page).encode())
+            yield json.dumps(page).encode()
             cursor = page["cursor"]
             if cursor is None:
                 break
-        return texts
 
     async def run(self, run_id: str) -> dict[str, Any]:
         if run_id not in self.store:
