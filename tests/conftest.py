@@ -6,5 +6,5 @@ import os
 # soon after their last program, instead of lingering for a minute.
 os.environ.setdefault("APSIS_AGENT_IDLE_TIMEOUT", "5")
 
-from tests.pg import pg_server, pg_url  # noqa: F401,E402  (a private PostgreSQL, a database a test)
+from tests.pg import pg_schema_template, pg_server, pg_url  # noqa: F401,E402  (a private PostgreSQL, a database a test)
 from tests.sshd import sshd  # noqa: F401  (a private sshd on 127.0.0.1 for remote runs)

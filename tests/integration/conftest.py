@@ -8,6 +8,12 @@
 `apsis_daemon` (one test) and `apsis_daemon_module` (shared by a module's tests) are
 factories taking job YAML texts by job id; every daemon they start is stopped at
 teardown, with the agent processes it left behind.
+
+Every test that starts a daemon runs twice: on a SQLite file and on a PostgreSQL
+database of its own (a copy of `pg_schema_template`, dropped after), by the `backend`
+parameter. Not parametrised: a test marked `sqlite_only` (it is about SQLite's file, its
+locks or its pragmas) and one that takes `pg_url` (it is about PostgreSQL already, and
+passes `database=` itself).
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class Daemon:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.env.pop("APSIS_URL", None)
         self.env.pop("APSIS_TOKEN", None)
+        self.env.pop("PYTEST_CURRENT_TEST", None)  # a huge test id would not fit an exec
         self.extra_args = list(args or [])
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -213,12 +220,37 @@ def kill_agents(state_dir: Path) -> None:
 
 DaemonFactory = Callable[..., Daemon]
 
+BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgres))
 
-def _factory(make_root: Callable[[], Path]) -> Iterator[DaemonFactory]:
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames or "pg_url" in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        return
+    # Module scope: a module's shared daemon is started once per backend.
+    metafunc.parametrize("backend", BACKENDS, scope="module")
+
+
+@pytest.fixture(scope="session")
+def backend() -> str:
+    """Where a daemon keeps its database, "sqlite" or "postgresql": "sqlite" where the
+    test is not parametrised (see `pytest_generate_tests`)."""
+    return "sqlite"
+
+
+def _factory(make_root: Callable[[], Path], backend: str,
+             request: pytest.FixtureRequest) -> Iterator[DaemonFactory]:
     daemons: list[Daemon] = []
+    databases: list[str] = []
+    server = request.getfixturevalue("pg_server") if backend == "postgresql" else None
 
     def start(jobs: Mapping[str, str] | None = None, *, start: bool = True, **kwargs: Any) -> Daemon:
         """A daemon with these jobs ({job_id: YAML text}); see `Daemon` for the options."""
+        if server is not None and "database" not in kwargs:
+            databases.append(server.create_database(
+                template=request.getfixturevalue("pg_schema_template")))
+            kwargs["database"] = server.url(databases[-1])
         daemon = Daemon(make_root(), jobs or {}, **kwargs)
         daemons.append(daemon)
         if start:
@@ -230,18 +262,22 @@ def _factory(make_root: Callable[[], Path]) -> Iterator[DaemonFactory]:
     finally:
         for daemon in daemons:
             daemon.cleanup()
+        for name in databases:
+            server.drop_database(name)  # type: ignore[union-attr]
 
 
 @pytest.fixture
-def apsis_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
+def apsis_daemon(tmp_path_factory: pytest.TempPathFactory, backend: str,
+                 request: pytest.FixtureRequest) -> Iterator[DaemonFactory]:
     """Starts daemons for one test: `apsis_daemon({"job": "program: ..."}, config=..., env=...)`."""
-    yield from _factory(lambda: tmp_path_factory.mktemp("apsisd"))
+    yield from _factory(lambda: tmp_path_factory.mktemp("apsisd"), backend, request)
 
 
 @pytest.fixture(scope="module")
-def apsis_daemon_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
+def apsis_daemon_module(tmp_path_factory: pytest.TempPathFactory, backend: str,
+                        request: pytest.FixtureRequest) -> Iterator[DaemonFactory]:
     """The same factory, with daemons shared by every test of a module."""
-    yield from _factory(lambda: tmp_path_factory.mktemp("apsisd"))
+    yield from _factory(lambda: tmp_path_factory.mktemp("apsisd"), backend, request)
 
 
 # A module that defines `JOBS` (job id → YAML text) gets these; one daemon per module.

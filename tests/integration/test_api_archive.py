@@ -28,7 +28,8 @@ def test_archive_moves_finished_runs_and_keeps_the_rest(apsis_daemon):
         assert moved.status_code == 200, moved.text
         body = moved.json()
         assert body["moved"] == 1
-        assert body["archive"] == str(default_archive_path(daemon.db))
+        # Relative to the daemon's directory on PostgreSQL (beside its local anchor, apsis.db).
+        assert daemon.root / body["archive"] == default_archive_path(daemon.db)
         assert_error(api.get(f"/runs/{done}"), 404)
         assert api.get(f"/runs/{later}").json()["state"] == "scheduled"
         # The daemon goes on: a new run still runs and finishes.

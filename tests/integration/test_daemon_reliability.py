@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .helpers import create, http, wait_run
 
 PRINT_SLEEP_PRINT = """\
@@ -40,10 +42,10 @@ def test_run_left_in_starting_that_never_started_runs_once(apsis_daemon):
     """A request's run left `starting` whose program the agent never started is started
     (it was asked for and nothing ran), once, with the program bound when it was made."""
     daemon = apsis_daemon({"once": "program: 'echo ran >> ran.txt'\n"}, start=False)
-    from apsis.store import Store
+    from apsis.store import open_store
 
     async def leave_a_starting_run() -> str:
-        store = await Store.open(daemon.db)
+        store = await open_store(daemon.database)
         [run_id] = await store.allocate_run_ids(1)
         now = "2026-01-01T00:00:00Z"
         run = {"run_id": run_id, "job_id": "once", "args": {}, "state": "starting", "labels": [],
@@ -65,6 +67,7 @@ def test_run_left_in_starting_that_never_started_runs_once(apsis_daemon):
     assert not (daemon.root / "ran.txt").exists()
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL a second daemon is a standby (test_standby.py)
 def test_second_daemon_on_the_same_database_refuses(apsis_daemon):
     daemon = apsis_daemon({"x": "program: {type: no-op}\n"})
     second = subprocess.run(

@@ -16,10 +16,6 @@ def test_summary_pages_are_the_full_pages_cut_down(apsis_daemon):
     check_summary_pages(apsis_daemon(JOBS))
 
 
-def test_summary_pages_on_postgresql(apsis_daemon, pg_url):
-    check_summary_pages(apsis_daemon(JOBS, database=pg_url))
-
-
 def check_summary_pages(daemon) -> None:
     with httpx.Client(base_url=daemon.api, timeout=30) as http:
         for n in range(5):

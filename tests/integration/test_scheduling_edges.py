@@ -4,6 +4,7 @@ jittered due times, a short interval's bounded future, true end times, runs left
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
@@ -181,21 +182,25 @@ def test_a_start_to_a_silent_host_times_out_with_cannot_reach_host(apsis_daemon,
         assert wait_run(api, after["run_id"], timeout=30)["state"] == "success"
 
 
-def _leave_starting(db: Path, run_id: str) -> None:
+def _leave_starting(database: str, run_id: str) -> None:
     """Puts a run back as a daemon killed between committing `starting` and hearing the
     agent's answer leaves it: a window of microseconds, so the test makes it."""
-    import sqlite3
+    from apsis.store import open_store
 
-    num = int(run_id[1:])
-    with sqlite3.connect(db) as conn:
-        [(text,)] = conn.execute("SELECT run FROM runs WHERE run_num = ?", (num,)).fetchall()
-        run = json.loads(text)
-        run["state"] = "starting"
-        run["times"] = {k: v for k, v in run["times"].items() if k != "running"}
-        run["meta"].pop("proc", None)
-        run["outputs"] = []
-        conn.execute("UPDATE runs SET state = 'starting', run = ? WHERE run_num = ?",
-                     (json.dumps(run), num))
+    async def rewrite() -> None:
+        store = await open_store(database)
+        try:
+            run = await store.get_run(run_id)
+            assert run is not None
+            run["state"] = "starting"
+            run["times"] = {k: v for k, v in run["times"].items() if k != "running"}
+            run["meta"].pop("proc", None)
+            run["outputs"] = []
+            await store.write([run])
+        finally:
+            await store.close()
+
+    asyncio.run(rewrite())
 
 
 def test_a_run_left_starting_that_the_agent_started_is_reattached(apsis_daemon):
@@ -205,7 +210,7 @@ def test_a_run_left_starting_that_the_agent_started_is_reattached(apsis_daemon):
         [run] = create(api, "nap")
         began = parse_time(wait_run(api, run["run_id"], {"running"})["times"]["running"])
     daemon.kill()
-    _leave_starting(daemon.db, run["run_id"])
+    _leave_starting(daemon.database, run["run_id"])
     daemon.start()
     with http(daemon) as api:
         done = wait_run(api, run["run_id"])
@@ -223,7 +228,7 @@ def test_a_run_left_starting_that_never_started_starts_once(apsis_daemon, tmp_pa
     with http(daemon) as api:
         [run] = create(api, "once", times={"schedule": later})
     daemon.kill()
-    _leave_starting(daemon.db, run["run_id"])  # committed `starting`, never reached the agent
+    _leave_starting(daemon.database, run["run_id"])  # committed `starting`, never reached the agent
     daemon.start()
     with http(daemon) as api:
         done = wait_run(api, run["run_id"])

@@ -7,7 +7,6 @@ pragmas or locks). `db_path` is always a SQLite file.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -77,19 +76,6 @@ def transition_event(run: dict[str, Any], to: str) -> dict[str, Any]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "apsis.db"
-
-
-@pytest.fixture(scope="session")
-def pg_schema_template(pg_server: PgServer) -> str:
-    """A database with the schema in place, copied for each test: quicker than migrating."""
-    name = pg_server.create_database()
-
-    async def migrate() -> None:
-        store = await open_store(pg_server.url(name))
-        await store.close()
-
-    asyncio.run(migrate())
-    return name
 
 
 @pytest.fixture
