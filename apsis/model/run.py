@@ -112,9 +112,10 @@ class RunMeta:
                    origin=Origin.from_jso(origin) if origin else None)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Run:
-    """Mutable only through the engine's transition function."""
+    """Mutable only through the engine's transition function. Slots: a day of
+    scheduled runs (100 000 with 10 000 jobs) is held in memory."""
 
     run_id: str
     job_id: str
