@@ -228,15 +228,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if metafunc.definition.get_closest_marker("sqlite_only") is not None:
         return
-    # Module scope: a module's shared daemon is started once per backend.
+    # Module scope: a module's shared daemon is started once per backend. (Elsewhere,
+    # the CLI's and the TUI's tests, `backend` is tests/conftest.py's "sqlite".)
     metafunc.parametrize("backend", BACKENDS, scope="module")
-
-
-@pytest.fixture(scope="session")
-def backend() -> str:
-    """Where a daemon keeps its database, "sqlite" or "postgresql": "sqlite" where the
-    test is not parametrised (see `pytest_generate_tests`)."""
-    return "sqlite"
 
 
 def _factory(make_root: Callable[[], Path], backend: str,
