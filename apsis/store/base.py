@@ -1,8 +1,9 @@
 """What a store is, whichever database holds it: the contract of both backends.
 
 `Store` (SQLite, apsis/store/store.py) and `PgStore` (PostgreSQL, apsis/store/postgres.py)
-implement it method for method; the engine, the service, `apsisctl db` and the tests see
-only this. Open one with `apsis.store.open_store(path_or_url)`.
+implement it, most of it once in their shared base (`StoreBase`, apsis/store/common.py);
+the engine, the service, `apsisctl db` and the tests see only this. Open one with
+`apsis.store.open_store(path_or_url)`.
 
 The guarantees every backend keeps:
 - `write` is one transaction: runs, run log entries, events, the clocks and small
