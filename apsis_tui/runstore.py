@@ -15,9 +15,11 @@ few runs (pages of the initial load) is merged instead: its keys sorted, then pu
 before what is there (pages come newest first: a list copy) or merged by one
 ``list.sort`` of two sorted runs (linear), never 100 000 shifts of a growing list.
 A batch of runs all new to the store (every page of a load) takes a bulk path: the
-dicts filled by ``update`` over ``zip``, no per-run Python beyond the sort key. Arg
-widths cost nothing until asked: runs entering the view are queued, and the queue is
-folded into the widths when the table next lays out its columns (each run once).
+dicts filled by ``update`` over ``zip``, no per-run Python beyond the sort key. A load
+may also ``stage`` its pages: that work is done page by page, and ``commit`` merges the
+staged keys into the view later, once for many pages (a table repaints once for
+them). Arg widths cost nothing until asked: runs entering the view are queued, and
+the queue is folded into the widths when the table next lays out its columns.
 A filter change is one list comprehension over the whole order, which stays well
 under a second for 100 000 runs. Headless: this module never imports Textual.
 """
@@ -111,6 +113,10 @@ class RunStore:
         # that entered the view since it was last asked for wait in _unwidened.
         self._view_args: dict[str, int] | None = {}
         self._unwidened: list[Run] = []
+        # Staged runs (see `stage`): held, but in neither the order nor the view yet.
+        self._staged: list[SortKey] = []
+        self._staged_shown: list[SortKey] = []
+        self._staged_runs: list[Run] = []  # those that pass the filter
         self._id_width = 0
         self.version = 0  # bumped on every change, for caches in widgets
 
@@ -125,8 +131,13 @@ class RunStore:
 
     @property
     def total(self) -> int:
-        """The number of runs held, filtered or not."""
-        return len(self._runs)
+        """The number of runs held, filtered or not (staged ones not yet)."""
+        return len(self._runs) - len(self._staged)
+
+    @property
+    def staged(self) -> int:
+        """The number of runs staged and not yet committed."""
+        return len(self._staged)
 
     @property
     def predicate(self) -> RunPredicate | None:
@@ -198,6 +209,7 @@ class RunStore:
 
     def apply(self, run: Run) -> bool:
         """Insert or replace one run. Returns whether it is in the filtered view."""
+        self.commit()
         self.version += 1
         return self._apply_one(run)
 
@@ -206,20 +218,58 @@ class RunStore:
         batch = runs if isinstance(runs, list) else list(runs)
         if not batch:
             return
+        self.commit()
         self.version += 1
         if len(batch) <= _MERGE_BATCH:
             for run in batch:
                 self._apply_one(run)
             return
         ids = [str(run["run_id"]) for run in batch]
-        known = self._keys
-        if len(set(ids)) == len(ids) and not any(map(known.__contains__, ids)):
-            self._add_new(ids, batch)
+        if self._all_new(ids):
+            keys, shown, shown_runs = self._add_new(ids, batch)
+            self._enter_view(shown_runs)
+            self._order = _merged(self._order, keys)
+            self._view = _merged(self._view, shown)
         else:
             self._merge(dict(zip(ids, batch)))  # a run given twice: its last
 
-    def _add_new(self, ids: list[str], batch: list[Run]) -> None:
-        """The bulk path: runs none of which the store holds, each given once."""
+    def stage(self, runs: list[Run]) -> bool:
+        """Runs of a load, shown from the next `commit` on. Their sort keys, dicts and
+        filter are done now, page by page, while the view (its rows, `len`, `total`)
+        stays as it is: a table's cursor and scroll stay true with no repaint per page.
+        Runs the store holds already are applied at once instead (after a commit).
+        Returns whether the view changed now."""
+        ids = [str(run["run_id"]) for run in runs]
+        if len(ids) <= _MERGE_BATCH or not self._all_new(ids):
+            self.apply_many(runs)
+            return bool(runs)
+        self.version += 1
+        keys, shown, shown_runs = self._add_new(ids, runs)
+        self._staged += keys
+        self._staged_shown += shown
+        self._staged_runs += shown_runs
+        return False
+
+    def commit(self) -> bool:
+        """Show the staged runs: one merge for every page staged. Returns whether there
+        were any."""
+        if not self._staged:
+            return False
+        self.version += 1
+        self._enter_view(self._staged_runs)
+        self._order = _merged(self._order, self._staged)
+        self._view = _merged(self._view, self._staged_shown)
+        self._staged, self._staged_shown, self._staged_runs = [], [], []
+        return True
+
+    def _all_new(self, ids: list[str]) -> bool:
+        """Whether none of these runs is held, and none is given twice."""
+        return len(set(ids)) == len(ids) and not any(map(self._keys.__contains__, ids))
+
+    def _add_new(self, ids: list[str], batch: list[Run],
+                 ) -> tuple[list[SortKey], list[SortKey], list[Run]]:
+        """The bulk path, runs new to the store into its dicts: returns their keys, those
+        of the runs that pass the filter, and those runs (for the order and the view)."""
         keys = list(map(sort_key, batch))
         self._runs.update(zip(ids, batch))
         self._keys.update(zip(ids, keys))
@@ -227,13 +277,9 @@ class RunStore:
         self._id_width = max(self._id_width, max(map(len, ids)))
         predicate = self._predicate
         if predicate is None:
-            shown, shown_runs = keys[:], batch
-        else:
-            passes = list(map(predicate, batch))
-            shown, shown_runs = list(compress(keys, passes)), list(compress(batch, passes))
-        self._enter_view(shown_runs)
-        self._order = _merged(self._order, keys)
-        self._view = _merged(self._view, shown)
+            return keys, keys[:], batch
+        passes = list(map(predicate, batch))
+        return keys, list(compress(keys, passes)), list(compress(batch, passes))
 
     def _merge(self, latest: dict[str, Run]) -> None:
         """A batch that replaces runs the store holds: each old one leaves first."""
@@ -266,6 +312,7 @@ class RunStore:
         self._view = _merged(self._view, shown)
 
     def remove(self, run_id: str) -> None:
+        self.commit()
         key = self._keys.pop(run_id, None)
         if key is None:
             return
@@ -286,9 +333,11 @@ class RunStore:
         self._view_jobs.clear()
         self._view_args = {}
         self._unwidened.clear()
+        self._staged, self._staged_shown, self._staged_runs = [], [], []
 
     def set_predicate(self, predicate: RunPredicate | None) -> None:
         """Change the filter and recompute the view (None shows every run)."""
+        self.commit()
         self.version += 1
         self._predicate = predicate
         self._refilter()

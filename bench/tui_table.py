@@ -2,11 +2,13 @@
 
 Run: `.venv/bin/python -m bench --quick --only tui_table`. Two levels:
 
-- The app (SPEC §1.13 `tui_first_paint_s_100k`, `tui_keypress_p99_ms`): the real
-  ApsisApp against a real daemon subprocess whose database holds 100 000 runs
-  (20 000 with --quick): time from app start to the first rows painted, and key to
-  repainted cursor while about 50 run transitions a second arrive from no-op runs
-  created through the API by a background thread.
+- The app (SPEC §1.13 `tui_first_paint_s_100k`, `tui_keypress_p99_ms`,
+  `tui_loaded_s_100k`): the real ApsisApp against a real daemon subprocess whose
+  database holds 100 000 runs (20 000 with --quick): time from app start to the first
+  rows painted and to every run loaded (with the CPU seconds the app used for that),
+  and key to repainted cursor while about 50 run transitions a second arrive from
+  no-op runs created through the API by a background thread; then a second app, its
+  keys pressed while it loads (`tui_load_keypress_p99_ms`).
 - The widget (`tui_table_*`): RunTable over an in-memory store, no network: the
   times a user waits for once the runs have arrived.
 """
@@ -228,15 +230,44 @@ async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> 
 
 
 async def timed_press(app: App[Any], table: RunTable, clock: PaintClock, key: str) -> float:
-    """Seconds from the key event to the repaint that shows the moved cursor."""
-    row = table.cursor_row
+    """Seconds from the key event to the repaint that shows the cursor on another run
+    (its row number changes also when a load puts rows above it)."""
+    run_id = table.cursor_run_id
     start = time.perf_counter()
     # As the driver does; Pilot.press would add its own wait for idle.
     app.post_message(events.Key(key, None))
     await wait_for(
-        lambda: table.cursor_row != row and clock.painted_at > start, 5, "the cursor to move"
+        lambda: table.cursor_run_id != run_id and clock.painted_at > start, 5,
+        "the cursor to move",
     )
     return time.perf_counter() - start
+
+
+def loading(app: App[Any], table: RunTable, count: int) -> bool:
+    """Whether the app is still loading its runs (or showing the last of them)."""
+    busy = any(w.group == "runs" and not w.is_finished for w in app.workers)
+    return busy or table.row_count < count or bool(table.pending_count)
+
+
+async def keys_while_loading(url: str, state_path: Path, count: int) -> list[float]:
+    """Key to repainted cursor, pressed from the first rows painted until every run is in."""
+    from apsis_tui.app import ApsisApp
+    from apsis_tui.state import TuiState
+
+    clock = PaintClock()
+    with clock.installed():
+        app = ApsisApp(url, state=TuiState(state_path), ansi=False)
+        async with app.run_test(size=(120, 40)):
+            await wait_for(lambda: clock.first_row_at is not None, 120, "the first rows")
+            table = app.screen_stack[0].query_one(RunTable)
+            table.focus()
+            latencies = []
+            while loading(app, table, count):
+                # Up first: the cursor starts at now, the newest runs, at the bottom.
+                key = "down" if (len(latencies) // 20) % 2 else "up"
+                latencies.append(await timed_press(app, table, clock, key))
+                await asyncio.sleep(0.02)  # a fast typist, not a flood
+    return latencies
 
 
 async def drive_app(url: str, state_path: Path, count: int, presses: int) -> dict[str, Any]:
@@ -249,6 +280,7 @@ async def drive_app(url: str, state_path: Path, count: int, presses: int) -> dic
 
     with clock.installed():
         start = time.perf_counter()
+        cpu_start = time.process_time()
         app = ApsisApp(url, state=TuiState(state_path), ansi=False)
         original_handle = app.model.apply_event
 
@@ -265,12 +297,9 @@ async def drive_app(url: str, state_path: Path, count: int, presses: int) -> dic
             first_paint = clock.first_row_at - start
             table = app.screen_stack[0].query_one(RunTable)
 
-            def loaded() -> bool:
-                busy = any(w.group == "runs" and not w.is_finished for w in app.workers)
-                return not busy and table.row_count >= count and not table.pending_count
-
-            await wait_for(loaded, 600, "every run to load")
+            await wait_for(lambda: not loading(app, table, count), 600, "every run to load")
             all_loaded = time.perf_counter() - start
+            load_cpu = time.process_time() - cpu_start
 
             # How many transitions one no-op run makes, to create runs at the rate that
             # gives TRANSITIONS_PER_S.
@@ -305,6 +334,7 @@ async def drive_app(url: str, state_path: Path, count: int, presses: int) -> dic
     return {
         "first_paint": first_paint,
         "loaded": all_loaded,
+        "load_cpu": load_cpu,
         "latencies": latencies,
         "transitions_per_s": rate,
         "transitions_per_run": per_run,
@@ -324,7 +354,10 @@ def measure_app(count: int, presses: int) -> dict[str, Any]:
         )
         try:
             daemon.start()
-            return asyncio.run(drive_app(daemon.url, root / "tui-state.json", count, presses))
+            found = asyncio.run(drive_app(daemon.url, root / "tui-state.json", count, presses))
+            found["load_latencies"] = asyncio.run(
+                keys_while_loading(daemon.url, root / "tui-state-2.json", count))
+            return found
         finally:
             daemon.cleanup()
 
@@ -350,6 +383,9 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         "tui_first_paint_s_100k": metric(app["first_paint"], "s", 3),
         "tui_keypress_p99_ms": metric(percentile(app["latencies"], 0.99) * 1000, "ms", 1),
         "tui_loaded_s_100k": metric(app["loaded"], "s", 2),
+        "tui_loaded_cpu_s_100k": metric(app["load_cpu"], "s", 2),
+        "tui_load_keypress_p99_ms": metric(percentile(app["load_latencies"], 0.99) * 1000,
+                                           "ms", 1),
         "tui_keypress_transitions_per_s": metric(app["transitions_per_s"], "1/s", 1),
         # The widget alone, over runs already in memory.
         "tui_table_first_paint_s_100k": metric(bulk["first_paint"], "s", 3),

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 FILTER_HELP = "/ filter: job:X state:S label:L arg=val /path text"
 FILTER_DELAY = 0.15  # seconds of typing pause before re-filtering 100 000 rows
+SHOW_PAGES_EVERY = 0.2  # seconds between two repaints of the table during a load
 
 # Operations on the run under the cursor, shared by the screens that show runs.
 OPERATION_BINDINGS: list[BindingType] = [
@@ -66,6 +67,8 @@ class RunsScreen(Screen[None]):
         # Pages arrive newest first, the far future first: keep the cursor at *now*
         # as each lands, until the user moves it (a key or a click).
         self._keep_at_now = True
+        self._count_text = ""  # what the run count says
+        self._show_timer: Timer | None = None  # shows the pages of a load staged meanwhile
 
     @property
     def apsis(self) -> ApsisApp:
@@ -100,15 +103,27 @@ class RunsScreen(Screen[None]):
     def _runs_changed(self, runs: list[dict[str, Any]]) -> None:
         table = self.table
         self._received = True
-        if len(runs) > 100 or not table.store.total:
-            # The first runs, or a page of the initial load: apply it now, page by
-            # page, so no single frame has to merge tens of thousands of runs.
-            table.load(runs)
-            if self._keep_at_now:
-                self.call_after_refresh(table.scroll_to_now)
+        if not table.store.total:
+            table.load(runs)  # the first runs: shown at once
+            self._show_pages()
+        elif len(runs) > 100:
+            # A page of the initial load: merged as it comes (no frame has to merge tens
+            # of thousands of runs), shown with the pages before it a few times a second:
+            # one scroll, one count and one repaint for them all, not one a page.
+            table.stage(runs)
+            if self._show_timer is None:
+                self._show_timer = self.set_timer(SHOW_PAGES_EVERY, self._show_pages)
         else:
             table.apply_runs(runs)  # events: coalesced, painted at most 10 times a second
+            self._update_count()
+
+    def _show_pages(self) -> None:
+        self._show_timer = None
+        table = self.table
+        table.flush()
         self._update_count()
+        if self._keep_at_now:
+            self.call_after_refresh(table.scroll_to_now)
 
     def _reset(self) -> None:
         self._received = False
@@ -127,7 +142,7 @@ class RunsScreen(Screen[None]):
             table.empty_message = empty
             table.refresh()
         if not self._received and not (model.loaded and not model.runs):
-            self.query_one("#run-count", Static).update("loading…")
+            self._show_count("loading…")
             return
         total = table.store.total
         shown = table.row_count
@@ -135,7 +150,15 @@ class RunsScreen(Screen[None]):
         single = table.store.single_job() if shown != total else None
         if single is not None:
             text = f"{single} · {text}"  # the table drops its job column then: say it here
-        self.query_one("#run-count", Static).update(text)
+        self._show_count(text)
+
+    def _show_count(self, text: str) -> None:
+        """A new count re-lays the screen out only when it needs another width (each page
+        of the initial load changes the count, rarely its width)."""
+        if text != self._count_text:
+            self.query_one("#run-count", Static).update(
+                text, layout=len(text) != len(self._count_text))
+            self._count_text = text
 
     # -- the filter ------------------------------------------------------------------
 

@@ -296,15 +296,19 @@ class RunTable(ScrollView, can_focus=True):
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        """Runs given to the table and not yet shown (queued or staged)."""
+        return len(self._pending) + self.store.staged
 
     def load(self, runs: Iterable[Run]) -> None:
         """Apply runs at once (initial load, reset): one sort, one repaint."""
-        if self._pending:
-            self._pending.update((str(run["run_id"]), run) for run in runs)
+        batch = runs if isinstance(runs, list) else list(runs)
+        if self._pending:  # later than what is queued: applied after it
+            self._pending.update((str(run["run_id"]), run) for run in batch)
             self.flush()
-        else:
-            self._apply(runs if isinstance(runs, list) else list(runs))
+        elif batch:
+            anchor = self._anchor()
+            self.store.apply_many(batch)
+            self._settle(anchor)
 
     def clear(self) -> None:
         """Forget every run (the event stream was reset and runs will be reloaded)."""
@@ -314,6 +318,17 @@ class RunTable(ScrollView, can_focus=True):
         self._placed = False
         self._settle((None, None))
 
+    def stage(self, runs: list[Run]) -> None:
+        """A page of a load, shown at the next `flush` (the caller's to make, a few times
+        a second): the work of each page done as it comes, then one merge, one scroll
+        and one repaint for every page between two flushes."""
+        if self._pending:  # a page is newer than the events queued before it (the model's rule)
+            for run in runs:
+                self._pending.pop(str(run["run_id"]), None)
+        anchor = self._anchor()
+        if self.store.stage(runs):
+            self._settle(anchor)
+
     def apply_runs(self, runs: Iterable[Run]) -> None:
         """Queue run updates; the refresh timer applies them in one batch."""
         self._pending.update((str(run["run_id"]), run) for run in runs)
@@ -322,18 +337,21 @@ class RunTable(ScrollView, can_focus=True):
         self._pending[str(run["run_id"])] = run
 
     def flush(self) -> None:
-        """Apply queued updates now, keeping the cursor's run where it is on screen."""
-        if not self._pending:
+        """Apply queued updates and staged pages now, keeping the cursor's run where it is
+        on screen."""
+        if not self._pending and not self.store.staged:
             return
+        anchor = self._anchor()
+        self.store.commit()
         batch = list(self._pending.values())
         self._pending.clear()
-        self._apply(batch)
+        self.store.apply_many(batch)
+        self._settle(anchor)
 
-    def _apply(self, batch: list[Run]) -> None:
-        if batch:
-            anchor = self._anchor()
-            self.store.apply_many(batch)
-            self._settle(anchor)
+    def _flush_updates(self) -> None:
+        """The refresh timer: queued updates (staged pages wait for their own flush)."""
+        if self._pending:
+            self.flush()
 
     def set_filter(self, filter: str | RunFilter | RunPredicate | None) -> None:
         """Filter rows by a filter string, a parsed filter or any predicate."""
@@ -454,8 +472,18 @@ class RunTable(ScrollView, can_focus=True):
         self._now_row = self.store.now_index(self.clock())
 
     def _update_virtual_size(self) -> None:
-        width = self.scrollable_content_region.width
-        self.virtual_size = Size(width, self._content_lines() + 1)
+        size = Size(self.scrollable_content_region.width, self._content_lines() + 1)
+        if size == self.virtual_size:
+            return
+        if (size.width == self.virtual_size.width and self.show_vertical_scrollbar
+                and size.height > self.scrollable_content_region.height):
+            # Only longer or shorter, the scrollbar still there: its thumb is all that
+            # changes, not the screen's layout (a reflow of every widget and a repaint of
+            # the screen, each page of the initial load).
+            self.set_reactive(RunTable.virtual_size, size)
+            self.vertical_scrollbar.window_virtual_size = size.height
+        else:
+            self.virtual_size = size
 
     def _scroll_cursor_into_view(self) -> None:
         if self._cursor_row < 0:
@@ -622,7 +650,7 @@ class RunTable(ScrollView, can_focus=True):
     # -- events and actions ----------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.set_interval(self.refresh_interval, self.flush)
+        self.set_interval(self.refresh_interval, self._flush_updates)
         self.set_interval(1.0, self._tick)
         self._update_virtual_size()
 

@@ -157,3 +157,46 @@ def test_a_marked_run_ended_when_it_first_finished() -> None:
              "failure": "2026-01-03T10:00:00Z"}  # marked failure a day later
     assert finished_at(times) == parse_time("2026-01-02T09:00:05Z")
     assert finished_at({"running": "2026-01-02T09:00:00Z"}) is None
+
+
+def test_staged_pages_show_at_the_commit_as_if_applied() -> None:
+    # A load stages its pages (their work done page by page) and shows them a few at a
+    # time: until the commit the rows, counts and lookups are those shown before.
+    predicate = parse("state:success,failure")
+    newest_first = make_runs(1000)[::-1]
+    staged, direct = RunStore(predicate), RunStore(predicate)
+    staged.apply_many(newest_first[:200])
+    direct.apply_many(newest_first[:200])
+    shown = ids(staged)
+    for start in range(200, 1000, 200):
+        assert not staged.stage(newest_first[start:start + 200])
+        direct.apply_many(newest_first[start:start + 200])
+    assert ids(staged) == shown and len(staged) == len(shown)
+    assert (staged.total, staged.staged) == (200, 800)
+    assert staged.index_of("r100") is None and staged.get("r100") is not None
+    assert staged.commit() and not staged.commit()
+    assert ids(staged) == ids(direct) and (staged.total, staged.staged) == (1000, 0)
+    assert staged.arg_widths() == direct.arg_widths()
+    assert staged.job_width() == direct.job_width()
+
+
+def test_what_was_staged_is_shown_before_any_other_change() -> None:
+    # An event, a page with a run already held, a filter: each comes after the staged
+    # runs, none of which is lost or shown twice.
+    runs = make_runs(400)[::-1]
+    store = RunStore()
+    store.apply_many(runs[:100])
+    store.stage(runs[100:200])
+    store.apply(make_run(400, BASE + 60, state="failure"))  # an event on a shown run
+    assert (store.total, store.staged) == (200, 0)
+    store.stage(runs[200:300])
+    assert store.stage(runs[250:350])  # r100..r51 are held (staged): applied at once
+    assert (store.total, store.staged) == (350, 0)
+    store.stage(runs[350:])
+    store.set_predicate(parse("state:failure"))
+    assert store.staged == 0 and store.total == 400
+    assert ids(store) == [r["run_id"] for r in sorted(runs, key=sort_key)
+                          if r["state"] == "failure" or r["run_id"] == "r400"]
+    store.stage([make_run(n, BASE - n * 3600) for n in range(1000, 1100)])
+    store.remove("r1")
+    assert (store.total, store.staged) == (499, 0)
