@@ -4,7 +4,9 @@ Each generated job fires ten times a day (a cron of ten hours), at hours chosen 
 none is due in the two hours after the bench starts: what is measured is the daemon
 idle between due times, holding a day (the default horizon) of 100 000 scheduled runs.
 
-`jobs_10k_rss_mb` is the daemon's RSS once start-up has settled (its CPU quiet);
+`jobs_10k_rss_mb` is the daemon's RSS once its first start (on a new database) has
+settled, its CPU quiet (a restart that restores the day's runs from the database is
+not what is measured);
 `jobs_10k_idle_cpu_pct` is its CPU time over IDLE_SECONDS of wall time, in percent of
 one core. The baselines are the same daemon with an empty jobs directory, same run.
 """
@@ -75,21 +77,22 @@ def settle(pid: int) -> None:
 
 
 def measure(root: Path, n: int, repeat: int) -> tuple[float, float]:
-    """(RSS in MB once settled, idle CPU in %), medians over `repeat` daemon starts."""
-    daemon = Daemon(root, {}, env={"APSIS_AGENT_IDLE_TIMEOUT": "5"}, args=["--since", "now"])
-    generate(daemon.jobs_dir, n, dt.datetime.now(dt.UTC))
+    """(RSS in MB once settled, idle CPU in %), medians over `repeat` daemons, each
+    on a new database: a first start, which plans the day's runs."""
     rss, cpu = [], []
-    try:
-        for _ in range(repeat):
+    for i in range(repeat):
+        daemon = Daemon(root / str(i), {}, env={"APSIS_AGENT_IDLE_TIMEOUT": "5"},
+                        args=["--since", "now"])
+        generate(daemon.jobs_dir, n, dt.datetime.now(dt.UTC))
+        try:
             daemon.start(timeout=SETTLE_TIMEOUT)
             settle(daemon.pid)
             rss.append(rss_mb(daemon.pid))
             before, t0 = cpu_seconds(daemon.pid), time.monotonic()
             time.sleep(IDLE_SECONDS)
             cpu.append(100 * (cpu_seconds(daemon.pid) - before) / (time.monotonic() - t0))
-            daemon.stop()
-    finally:
-        daemon.cleanup()
+        finally:
+            daemon.cleanup()
     return statistics.median(rss), statistics.median(cpu)
 
 
