@@ -33,12 +33,6 @@ from apsis_tui.state import TuiState
 PAGE_SIZE = 1000  # runs a page: each decoded in a few ms, so keys get through between pages
 PAGES_PER_REQUEST = 20  # after the first page, pages come this many to a request (GET ?pages=)
 MAX_RUNS = 100_000
-FREEZE_EVERY = 10_000  # runs loaded between two moves of what exists out of the GC's reach
-# Pages are handed to the screens a few at a time (one merge and one repaint for them
-# all), at least every SHOW_EVERY seconds, never more than SHOW_PAGES at once: a bigger
-# batch would hold a key up while it is merged.
-SHOW_EVERY = 0.1
-SHOW_PAGES = 3
 HEALTH_INTERVAL = 2.0
 HANGUP_GRACE = 3.0  # seconds to exit cleanly after SIGHUP before exiting hard
 
@@ -192,9 +186,6 @@ class ApsisApp(App[int]):
         self.model.apply_page(page["runs"], page["seq"])
         loaded = len(page["runs"])
         cursor = page.get("cursor")
-        frozen = 0
-        held: list[tuple[list[dict[str, Any]], int]] = []  # pages not yet shown
-        shown_at = time.monotonic()
         with self.model.loading():
             while cursor and loaded < self.max_runs and not worker.is_cancelled:
                 pages = min(PAGES_PER_REQUEST, -(-(self.max_runs - loaded) // self.page_size))
@@ -206,21 +197,15 @@ class ApsisApp(App[int]):
                             page = json.loads(text)
                             cursor = page.get("cursor")
                             loaded += len(page["runs"])
-                            held.append((page["runs"], page["seq"]))
-                            if len(held) >= SHOW_PAGES or time.monotonic() - shown_at >= SHOW_EVERY:
-                                # Each page checked against its own seq, all shown in one repaint.
-                                self.model.apply_pages(held)
-                                held, shown_at = [], time.monotonic()
-                            if loaded - frozen >= FREEZE_EVERY:
-                                # The runs live as long as the app: out of the GC's reach now;
-                                # what else the load made meanwhile is collected (GC paused).
-                                self.model.freeze()
-                                frozen = loaded
+                            # Merged now, shown with the pages before it a few times a
+                            # second (the Runs screen stages them).
+                            self.model.apply_page(page["runs"], page["seq"])
+                            # The runs live as long as the app: out of the GC's reach now,
+                            # with what else was made since the last page collected (the GC
+                            # is paused): a page's worth at a time, ~1 ms.
+                            self.model.freeze()
                 except ApsisError:
                     await asyncio.sleep(2.0)  # the indicator says why; go on from the cursor
-                if held:
-                    self.model.apply_pages(held)
-                    held, shown_at = [], time.monotonic()
 
     @work(exclusive=True, group="events")
     async def follow_events(self, since: int) -> None:

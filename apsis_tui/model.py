@@ -118,20 +118,13 @@ class TuiModel:
 
     def apply_page(self, runs: Iterable[Mapping[str, Any]], seq: int) -> None:
         """Runs as of event ``seq``; a run an event changed later keeps that change."""
-        self.apply_pages([(runs, seq)])
-
-    def apply_pages(self, pages: Iterable[tuple[Iterable[Mapping[str, Any]], int]]) -> None:
-        """Several pages (runs, seq) at once, published as one change: the screens merge
-        and repaint once for all of them."""
-        batch: list[dict[str, Any]] = []
-        run_seq = self._run_seq
-        for runs, seq in pages:
-            if run_seq:  # events arrived meanwhile: a run one set later keeps its change
-                runs = [run for run in runs if run_seq.get(run["run_id"], -1) <= seq]
-            if isinstance(runs, list) and all(map(_SUMMARY_KEY_SET.issuperset, runs)):
-                batch += runs  # a page of summaries (decoded JSON), kept as it is: one check
-            else:
-                batch += map(summarize, runs)
+        if self._run_seq:  # events arrived meanwhile: a run one set later keeps its change
+            run_seq = self._run_seq
+            runs = [run for run in runs if run_seq.get(run["run_id"], -1) <= seq]
+        if isinstance(runs, list) and all(map(_SUMMARY_KEY_SET.issuperset, runs)):
+            batch = runs  # a page of summaries (decoded JSON), kept as it is: one check
+        else:
+            batch = list(map(summarize, runs))
         self.loaded = True
         if batch:
             self._store_runs(batch)
@@ -163,8 +156,9 @@ class TuiModel:
     def loading(self) -> Iterator[None]:
         """The initial load, with the cyclic GC paused: each page decoded makes thousands
         of dicts, and the collections they set off (a full one walks every run loaded
-        so far) took ~15 % of the load's CPU. Whoever loads calls `freeze` every few
-        pages, which collects what the load made meanwhile; the runs end frozen."""
+        so far) took ~15 % of the load's CPU. Whoever loads calls `freeze` after each
+        page, which collects what was made since (a short pause, each object looked at
+        once); the runs end frozen."""
         paused = gc.isenabled()
         gc.disable()
         try:

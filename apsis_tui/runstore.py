@@ -113,10 +113,12 @@ class RunStore:
         # that entered the view since it was last asked for wait in _unwidened.
         self._view_args: dict[str, int] | None = {}
         self._unwidened: list[Run] = []
-        # Staged runs (see `stage`): held, but in neither the order nor the view yet.
+        # Staged runs (see `stage`): held, but in neither the order nor the view yet;
+        # the keys of those that pass the filter, and what they add to the aggregates.
         self._staged: list[SortKey] = []
         self._staged_shown: list[SortKey] = []
-        self._staged_runs: list[Run] = []  # those that pass the filter
+        self._staged_jobs: Counter[str] = Counter()
+        self._staged_args: dict[str, int] = {}
         self._id_width = 0
         self.version = 0  # bumped on every change, for caches in widgets
 
@@ -199,9 +201,9 @@ class RunStore:
             self._view_args = {}
             self._unwidened.clear()
             runs = self._runs
-            self._widen(runs[key[2]] for key in self._view)
+            _widen(self._view_args, (runs[key[2]] for key in self._view))
         elif self._unwidened:
-            self._widen(self._unwidened)
+            _widen(self._view_args, self._unwidened)
             self._unwidened.clear()
         return dict(self._view_args)
 
@@ -247,20 +249,33 @@ class RunStore:
         keys, shown, shown_runs = self._add_new(ids, runs)
         self._staged += keys
         self._staged_shown += shown
-        self._staged_runs += shown_runs
+        self._staged_jobs.update([run.get("job_id", "") for run in shown_runs])
+        _widen(self._staged_args, shown_runs)
         return False
 
     def commit(self) -> bool:
-        """Show the staged runs: one merge for every page staged. Returns whether there
+        """Show the staged runs: one merge of sorted lists for every page staged (what
+        they add to the aggregates was counted as each came). Returns whether there
         were any."""
         if not self._staged:
             return False
         self.version += 1
-        self._enter_view(self._staged_runs)
+        view_jobs = self._view_jobs
+        for job_id, n in self._staged_jobs.items():
+            view_jobs[job_id] = view_jobs.get(job_id, 0) + n
+        widths = self._view_args
+        if widths is not None:  # else recomputed when asked, from the view
+            for name, width in self._staged_args.items():
+                if width > widths.get(name, -1):
+                    widths[name] = width
         self._order = _merged(self._order, self._staged)
         self._view = _merged(self._view, self._staged_shown)
-        self._staged, self._staged_shown, self._staged_runs = [], [], []
+        self._unstage()
         return True
+
+    def _unstage(self) -> None:
+        self._staged, self._staged_shown = [], []
+        self._staged_jobs, self._staged_args = Counter(), {}
 
     def _all_new(self, ids: list[str]) -> bool:
         """Whether none of these runs is held, and none is given twice."""
@@ -333,7 +348,7 @@ class RunStore:
         self._view_jobs.clear()
         self._view_args = {}
         self._unwidened.clear()
-        self._staged, self._staged_shown, self._staged_runs = [], [], []
+        self._unstage()
 
     def set_predicate(self, predicate: RunPredicate | None) -> None:
         """Change the filter and recompute the view (None shows every run)."""
@@ -400,19 +415,6 @@ class RunStore:
         if self._view_args is not None:
             self._unwidened += runs
 
-    def _widen(self, runs: Iterable[Run]) -> None:
-        """Fold the args of ``runs`` into the arg widths."""
-        widths = self._view_args
-        assert widths is not None
-        longest = widths.get
-        for run in runs:
-            args = run.get("args")
-            if args:
-                for name, value in args.items():
-                    width = len(value) if type(value) is str else len(str(value))
-                    if width > longest(name, -1):
-                        widths[name] = width
-
     def _count_out(self, run: Run) -> None:
         # Arg widths only grow until the next full refilter: columns that shrink
         # while the user watches would be more distracting than a little slack.
@@ -422,3 +424,15 @@ class RunStore:
             self._view_jobs[job_id] = remaining
         else:
             self._view_jobs.pop(job_id, None)
+
+
+def _widen(widths: dict[str, int], runs: Iterable[Run]) -> None:
+    """Fold the args of ``runs`` into ``widths`` (arg name -> longest value)."""
+    longest = widths.get
+    for run in runs:
+        args = run.get("args")
+        if args:
+            for name, value in args.items():
+                width = len(value) if type(value) is str else len(str(value))
+                if width > longest(name, -1):
+                    widths[name] = width

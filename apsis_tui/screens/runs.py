@@ -104,12 +104,12 @@ class RunsScreen(Screen[None]):
         table = self.table
         self._received = True
         if not table.store.total:
-            table.load(runs)  # the first runs: shown at once
-            self._show_pages()
-        elif len(runs) > 100:
-            # A page of the initial load: merged as it comes (no frame has to merge tens
-            # of thousands of runs), shown with the pages before it a few times a second:
-            # one scroll, one count and one repaint for them all, not one a page.
+            table.load(runs)  # the first runs: shown at once (the table puts them at now)
+            self._update_count()
+        elif len(runs) > 1:
+            # A page of the initial load (an event changes one run): merged as it comes
+            # (no frame has to merge tens of thousands of runs), shown with the pages
+            # before it a few times a second: one scroll, count and repaint for them all.
             table.stage(runs)
             if self._show_timer is None:
                 self._show_timer = self.set_timer(SHOW_PAGES_EVERY, self._show_pages)
@@ -123,7 +123,7 @@ class RunsScreen(Screen[None]):
         table.flush()
         self._update_count()
         if self._keep_at_now:
-            self.call_after_refresh(table.scroll_to_now)
+            table.scroll_to_now()  # in the same repaint
 
     def _reset(self) -> None:
         self._received = False
