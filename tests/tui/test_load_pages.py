@@ -4,6 +4,7 @@ arrives, however many reads it spans."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 
@@ -86,3 +87,4 @@ async def test_a_load_of_big_pages_shows_every_run_and_the_count(daemon, tmp_pat
             assert time.monotonic() < deadline, (table.row_count, str(count.render()))
             await pilot.pause(0.05)
         assert len(set(table.store.row_id(i) for i in range(table.row_count))) == total
+        assert gc.isenabled()  # paused during the load only
