@@ -476,10 +476,10 @@ class RunTable(ScrollView, can_focus=True):
         if size == self.virtual_size:
             return
         if (size.width == self.virtual_size.width and self.show_vertical_scrollbar
-                and size.height > self.scrollable_content_region.height):
-            # Only longer or shorter, the scrollbar still there: its thumb is all that
-            # changes, not the screen's layout (a reflow of every widget and a repaint of
-            # the screen, each page of the initial load).
+                and size.height > self.virtual_size.height):
+            # Only longer, with its scrollbar already: the thumb is all that changes, not
+            # the screen's layout (a reflow of every widget and a repaint of the screen,
+            # each time the pages of a load are shown). Shorter may clamp the scroll.
             self.set_reactive(RunTable.virtual_size, size)
             self.vertical_scrollbar.window_virtual_size = size.height
         else:
