@@ -5,8 +5,8 @@ none is due in the two hours after the bench starts: what is measured is the dae
 idle between due times, holding a day (the default horizon) of 100 000 scheduled runs.
 
 `jobs_10k_rss_mb` is the daemon's RSS once its first start (on a new database) has
-settled, its CPU quiet (a restart that restores the day's runs from the database is
-not what is measured);
+settled, its CPU quiet; `jobs_10k_restart_rss_mb` the same after a restart, which
+restores the day's runs from the database instead of planning them;
 `jobs_10k_idle_cpu_pct` is its CPU time over IDLE_SECONDS of wall time, in percent of
 one core. The baselines are the same daemon with an empty jobs directory, same run.
 """
@@ -76,10 +76,11 @@ def settle(pid: int) -> None:
         quiet = quiet + 1 if cpu_seconds(pid) - before < 0.1 else 0
 
 
-def measure(root: Path, n: int, repeat: int) -> tuple[float, float]:
-    """(RSS in MB once settled, idle CPU in %), medians over `repeat` daemons, each
-    on a new database: a first start, which plans the day's runs."""
-    rss, cpu = [], []
+def measure(root: Path, n: int, repeat: int) -> tuple[float, float, float]:
+    """(RSS in MB once settled, idle CPU in %, RSS after a restart), medians over
+    `repeat` daemons, each on a new database: a first start, which plans the day's
+    runs, then a restart, which restores them."""
+    rss, cpu, restart_rss = [], [], []
     for i in range(repeat):
         daemon = Daemon(root / str(i), {}, env={"APSIS_AGENT_IDLE_TIMEOUT": "5"},
                         args=["--since", "now"])
@@ -91,18 +92,23 @@ def measure(root: Path, n: int, repeat: int) -> tuple[float, float]:
             before, t0 = cpu_seconds(daemon.pid), time.monotonic()
             time.sleep(IDLE_SECONDS)
             cpu.append(100 * (cpu_seconds(daemon.pid) - before) / (time.monotonic() - t0))
+            daemon.restart(kill=False, timeout=SETTLE_TIMEOUT)
+            settle(daemon.pid)
+            restart_rss.append(rss_mb(daemon.pid))
         finally:
             daemon.cleanup()
-    return statistics.median(rss), statistics.median(cpu)
+    return statistics.median(rss), statistics.median(cpu), statistics.median(restart_rss)
 
 
 def run(quick: bool) -> dict:
     repeat = 1 if quick else 3
     with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as full:
-        empty_rss, empty_cpu = measure(Path(empty), 0, repeat)
-        full_rss, full_cpu = measure(Path(full), N_JOBS, repeat)
+        empty_rss, empty_cpu, empty_restart = measure(Path(empty), 0, repeat)
+        full_rss, full_cpu, full_restart = measure(Path(full), N_JOBS, repeat)
     return {
         "jobs_10k_rss_mb": {"value": round(full_rss, 1), "unit": "MB", "baseline": round(empty_rss, 1)},
+        "jobs_10k_restart_rss_mb": {"value": round(full_restart, 1), "unit": "MB",
+                                    "baseline": round(empty_restart, 1)},
         "jobs_10k_idle_cpu_pct": {"value": round(full_cpu, 2), "unit": "%", "baseline": round(empty_cpu, 2)},
     }
 

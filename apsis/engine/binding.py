@@ -55,6 +55,17 @@ def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
     return NewRun(run)
 
 
+def share_with_job(run: Run, job: Job) -> None:
+    """A restored run takes the values its job's runs already hold (Job.shared), as a
+    newly bound one does: a day of runs read back at start-up, each with its own copy
+    of the same program, conditions and actions, was most of a restarted daemon's memory."""
+    run.args = job.shared(run.args)
+    run.labels = job.shared(run.labels)
+    run.program = job.shared(run.program)
+    run.conditions = job.shared(run.conditions)
+    run.actions = job.shared(run.actions)
+
+
 def conditions_of(run: Run, params_of: Callable[[str], list[str] | None]) -> list[BoundCondition]:
     """The run's conditions, bound; ValueError says which one cannot be."""
     ctx = BindContext(run.run_id, run.job_id, run.args, params_of)

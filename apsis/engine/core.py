@@ -29,7 +29,7 @@ from ..model.run import SUMMARY_KEYS, Run, RunMeta
 from ..model.states import FINISHED, State, TransitionError, can_transition
 from ..store import default_archive_path
 from .actions import Actions
-from .binding import NewRun, bind_run, conditions_of
+from .binding import NewRun, bind_run, conditions_of, share_with_job
 from .errors import Invalid, NotFound, NotRecorded, Unavailable
 from .events import EventBus
 from .runbook import RunBook
@@ -224,8 +224,12 @@ class Engine:
         now = utcnow()
         missed: list[Run] = []
         jsos = await self.store.load_unfinished_runs()
+        jobs = self.jobs_dir.jobs
         for jso in jsos:
-            self.runs.remember(Run.from_jso(jso))
+            run = Run.from_jso(jso)
+            if run.job_id in jobs:
+                share_with_job(run, jobs[run.job_id])
+            self.runs.remember(run)
         log.info("restoring %d unfinished runs", len(jsos))
         errors: list[tuple[Run, str]] = []
         starting: list[Run] = []

@@ -101,8 +101,9 @@ class RunStore(Protocol):
         """The job definition the run was bound with, if one was written with it."""
         ...
 
-    async def load_unfinished_runs(self) -> list[Run]:
-        """Every run not yet finished, oldest first: what the engine restores at start."""
+    async def load_unfinished_runs(self) -> Sequence[Run]:
+        """Every run not yet finished, oldest first: what the engine restores at start
+        (decoded one by one as they are read: a day of them is a lot of memory)."""
         ...
 
     async def run_log(self, run_id: str) -> list[dict[str, Any]]: ...
