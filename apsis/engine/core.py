@@ -135,6 +135,9 @@ class Engine:
         self.restart_requested = False
         self.shutdown_requested = asyncio.Event()
         self.leading = False  # deciding and writing (`lead`); a standby only serves
+        # `lead` has restored the unfinished runs: until then a write could make a run
+        # that the restore reads back as a second copy of it (two `running`s).
+        self.restored = False
         self.leadership: Any = None  # the election among daemons sharing a database, if any
         self._archiving = asyncio.Lock()  # the loop and `apsisctl db archive` take turns
 
@@ -176,6 +179,7 @@ class Engine:
                              await self.store.get_schedule_clocks())
         await self._advance(catching_up=True)
         await self._catch_up_restored(missed, not_started, now)
+        self.restored = True
         self.spawn(self._schedule_loop(), "scheduler")
         self.spawn(self._trim_events_loop(), "trim-events")
         if self.config.archive is not None:

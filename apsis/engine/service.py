@@ -16,7 +16,7 @@ from ..model.job import Job
 from ..model.run import Run
 from ..model.states import FINISHED, State
 from ..program import parse_signal
-from .errors import Conflict, Invalid, NotFound, NotLeader
+from .errors import Conflict, Invalid, NotFound, NotLeader, Unavailable
 
 if TYPE_CHECKING:
     from .core import Engine
@@ -67,6 +67,9 @@ class Service:
         leadership = self._engine.leadership
         if leadership is not None and leadership.role != "leader":
             raise NotLeader(leadership.leader, leadership.leader_node)
+        if not self._engine.restored:
+            raise Unavailable("taking over as leader: restoring the unfinished runs; "
+                              "try again in a moment")
 
     async def readable(self) -> str | None:
         """None if the store answers reads, else what is wrong (for /alive)."""
