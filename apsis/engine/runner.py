@@ -201,8 +201,9 @@ class Runner:
             await program.start(self._control(run))
         except Exception as exc:  # never leave a run stuck in starting
             log.exception("starting %s failed", run.run_id)
+            message = f"could not start: {exc}"
             await _until_recorded(lambda: self.host.transition(
-                run, State.ERROR, f"could not start: {exc}", expect={State.STARTING}))
+                run, State.ERROR, message, expect={State.STARTING}))
             return
         self._arm_stop_time(run)
 
