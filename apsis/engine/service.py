@@ -54,7 +54,9 @@ class Service:
         leadership = self._engine.leadership
         if leadership is None:
             return {"role": "leader", "leader": self._engine.url or None, "epoch": 0}
-        return {"role": leadership.role, "leader": leadership.leader, "epoch": leadership.epoch}
+        # A daemon taking over says `leader` once it takes writes (its runs restored).
+        role = leadership.role if self._engine.restored else "standby"
+        return {"role": role, "leader": leadership.leader, "epoch": leadership.epoch}
 
     @property
     def failovers(self) -> int:
