@@ -353,17 +353,23 @@ class Client:
                     self.daemons.answered(endpoint)
                     return response
                 refusal = _refusal(status, response.content, response.reason_phrase)
-                if several and (status == 503 or refusal.code == "not_apsis"):
-                    # A standby without a leader yet, a daemon without its database, or
-                    # not Apsis at all: another daemon of the list may do.
-                    self.daemons.failed(endpoint)
-                    round_.failed(endpoint, refusal, status == 503)
+                if several and self._another_may_do(endpoint, round_, status, refusal):
                     continue
                 raise refusal
             if not round_.retryable:
                 raise self._unavailable(round_.failures)
             await _sleep(self._retry_pause(round_.failures, started, delay))
             delay = min(delay * 2, BACKOFF_MAX)
+
+    def _another_may_do(self, endpoint: Endpoint, round_: _Round, status: int,
+                        refusal: ApsisError) -> bool:
+        """A 503 (a standby without a leader yet, a daemon without its database or taking
+        over) or an answer not from Apsis: the next daemon of a list may do."""
+        if status == 503 or refusal.code == "not_apsis":
+            self.daemons.failed(endpoint)
+            round_.failed(endpoint, refusal, status == 503)
+            return True
+        return False
 
     def _retry_pause(self, failures: list[tuple[Endpoint, BaseException, str]], started: float,
                      delay: float) -> float:
@@ -410,9 +416,7 @@ class Client:
                     self.daemons.answered(endpoint)
                     return json.loads(body)
                 refusal = _refusal(status, body, reason)
-                if several and (status == 503 or refusal.code == "not_apsis"):
-                    self.daemons.failed(endpoint)
-                    round_.failed(endpoint, refusal, status == 503)
+                if several and self._another_may_do(endpoint, round_, status, refusal):
                     continue
                 raise refusal
             if not round_.retryable:

@@ -82,11 +82,7 @@ async def wait_runs(client: Client, run_ids: Sequence[str], timeout: float | Non
         watcher = RunWatcher(client, run_ids, on_finish=report_finish(quiet),
                              on_waiting=report_waiting(quiet))
         ref.append(watcher)
-        try:
-            await watcher.start()
-            await watcher.wait_finished()
-        finally:
-            await watcher.close()
+        await watcher.run_to_end()
     return watcher
 
 
@@ -108,13 +104,8 @@ async def settle_retries(client: Client, watcher: RunWatcher, ids: Sequence[str]
                 break
             attempt = RunWatcher(client, [retry["run_id"]], on_finish=report_finish(quiet),
                                  on_waiting=report_waiting(quiet))
-            try:
-                # Followed from its creation: its end, and its own retry, are after that.
-                await (attempt.start() if created_at is None
-                       else attempt.start(created_at, [retry]))
-                await attempt.wait_finished()
-            finally:
-                await attempt.close()
+            # Followed from its creation: its end, and its own retry, are after that.
+            await attempt.run_to_end(created_at, None if created_at is None else [retry])
             run, seq = attempt.runs[retry["run_id"]], attempt.seq
         final[run_id] = run
     return final
@@ -182,11 +173,7 @@ def wait(obj: dict[str, Any], run_ids: tuple[str, ...], timeout: str | None, qui
                 watcher = RunWatcher(client, ids, on_finish=then_clear(report_finish(silent)),
                                      on_waiting=then_clear(report_waiting(silent)))
                 ref.append(watcher)
-                try:
-                    await watcher.start()
-                    await watcher.wait_finished()
-                finally:
-                    await watcher.close()
+                await watcher.run_to_end()
                 if drawing:
                     drawing.cancel()
                     status.clear()

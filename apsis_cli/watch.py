@@ -176,6 +176,15 @@ class RunWatcher:
         await self.wait_for(self.all_finished)
         return self.states()
 
+    async def run_to_end(self, seq: int | None = None,
+                         known: list[dict[str, Any]] | None = None) -> dict[str, str]:
+        """`start`, wait until every run has finished, and close, interrupted or not."""
+        try:
+            await self.start(seq, known)
+            return await self.wait_finished()
+        finally:
+            await self.close()
+
     async def wait_started(self, run_id: str) -> None:
         await self.wait_for(lambda: self.state(run_id) in STARTED_STATES)
 
