@@ -21,114 +21,45 @@ from . import fmt
 from .common import UserError
 from .connect import call
 from .exitcodes import ExitStatus
+from .database import (
+    Database,
+    database_and_archive,
+    is_url,
+    need,
+    parse_database,
+    shown,
+    store_errors,
+    with_store,
+)
 from .parse import parse_duration
 
 UTC = dt.UTC
 
 
-Database = Path | str  # a SQLite file, or a PostgreSQL URL
-
-
-def _is_url(database: Database) -> bool:
-    return isinstance(database, str)
-
-
-def _shown(database: Database) -> str:
-    """The database as messages name it: a URL without its password."""
-    if isinstance(database, str):
-        from apsis.store.postgres import display_url
-
-        return display_url(database)
-    return str(database)
-
-
-def _database(value: str) -> Database:
-    return value if value.startswith(("postgresql://", "postgres://")) else Path(value)
-
-
-def _need(database: Database) -> None:
-    if not _is_url(database) and not Path(database).exists():
-        raise UserError(f"no database at {database}", "give --db PATH or --config F")
-
-
-def _paths(db: str | None, config_path: str | None) -> tuple[Database, Path | None]:
-    """(database, archive) from --db and --config, else the embedded default ./apsis.db."""
-    archive = None
-    database: Database = Path("apsis.db")
-    if config_path:
-        from apsis.config import load_config
-        from apsis.errors import JobError
-
-        try:
-            config = load_config(Path(config_path))
-        except JobError as exc:
-            raise UserError(f"bad config: {exc}") from None
-        database, archive = config.store_target, config.archive
-        if archive is None and config.database_url:
-            # What the daemon does: beside the config, where a SQLite file would be.
-            from apsis.store import default_archive_path
-
-            archive = default_archive_path(config.database)
-    if db:
-        database = _database(db)
-    return database, archive
-
-
-def _store_errors() -> tuple[type[BaseException], type[BaseException]]:
-    from apsis.store import StoreError, StoreLockedError
-
-    return StoreLockedError, StoreError
-
-
-def _run(path: Database, body: Any, *, locked_ok: bool = False, **open_kw: Any) -> Any:
-    """`body(store)` on the database; a daemon's lock is a user error unless `locked_ok`,
-    which lets the StoreLockedError through for the caller to go through the daemon."""
-    from apsis.store import open_store
-
-    locked, error = _store_errors()
-
-    async def main() -> Any:
-        store = await open_store(path, **open_kw)
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except locked as exc:
-        if locked_ok:
-            raise
-        raise UserError(str(exc), "stop the daemon first: apsisctl shutdown",
-                        ExitStatus.FAILURE) from None
-    except error as exc:
-        raise UserError(str(exc), None, ExitStatus.FAILURE) from None
-
-
 def run_migrate(db: str | None, config_path: str | None) -> int:
-    path, _ = _paths(db, config_path)
-    existed = _is_url(path) or Path(path).exists()
+    path, _ = database_and_archive(db, config_path)
+    existed = is_url(path) or Path(path).exists()
     from apsis.store import SCHEMA_VERSION
 
     # open_store migrates (under the lock) as it opens.
-    _run(path, lambda store: asyncio.sleep(0), create=True)
-    click.echo(f"{'migrated' if existed else 'created'} {_shown(path)}: "
+    with_store(path, lambda store: asyncio.sleep(0), create=True)
+    click.echo(f"{'migrated' if existed else 'created'} {shown(path)}: "
                f"schema version {SCHEMA_VERSION}", err=True)
     return int(ExitStatus.SUCCESS)
 
 
 def run_check(db: str | None, config_path: str | None, as_json: bool) -> int:
-    path, _ = _paths(db, config_path)
-    _need(path)
+    path, _ = database_and_archive(db, config_path)
+    need(path)
 
     async def body(store: Any) -> tuple[dict[str, Any], list[str]]:
         return await store.stats(), await store.check()
 
-    stats, problems = _run(path, body, readonly=True)
+    stats, problems = with_store(path, body, readonly=True)
     if as_json:
         click.echo(fmt.dumps({"ok": not problems, "problems": problems, "stats": stats}))
     else:
-        files = "" if _is_url(path) else (f" (+{_mib(stats.get('wal_bytes'))} WAL, "
+        files = "" if is_url(path) else (f" (+{_mib(stats.get('wal_bytes'))} WAL, "
                                           f"{_mib(stats.get('free_bytes'))} free)")
         click.echo(f"{stats.get('path')}: schema {stats.get('schema_version')}, "
                    f"{stats.get('runs')} runs, {stats.get('events')} events, "
@@ -148,8 +79,8 @@ def run_archive(db: str | None, config_path: str | None, older_than: str,
     """Archives in the file directly, or through the daemon when it holds the file."""
     from apsis.store import StoreLockedError, default_archive_path
 
-    path, configured = _paths(db, config_path)
-    _need(path)
+    path, configured = database_and_archive(db, config_path)
+    need(path)
     age = parse_duration(older_than, "--older-than")
     cut = dt.datetime.now(UTC) - dt.timedelta(seconds=age)
     if archive_path:
@@ -167,7 +98,7 @@ def run_archive(db: str | None, config_path: str | None, older_than: str,
         return await store.archive(cut, os.fspath(target), chunk=chunk, progress=update)
 
     try:
-        moved = _run(path, body, locked_ok=True)
+        moved = with_store(path, body, locked_ok=True)
     except StoreLockedError:
         moved = None
     finally:
@@ -185,7 +116,7 @@ def _archive_through_daemon(path: Database, older_than: str, archive_path: str |
     """A running daemon holds the database: it moves the runs itself, between its writes."""
     url = client_obj["url"]
     if archive_path:
-        raise UserError(f"a running daemon holds {_shown(path)} and archives to its own runs.archive",
+        raise UserError(f"a running daemon holds {shown(path)} and archives to its own runs.archive",
                         "drop --archive, or stop the daemon first: apsisctl shutdown")
 
     async def main(client: Any) -> dict[str, Any]:
@@ -193,8 +124,8 @@ def _archive_through_daemon(path: Database, older_than: str, archive_path: str |
         served = (stats.get("store") or {}).get("path")
         if not served or not _same_database(served, path):
             raise UserError(f"the daemon at {url} serves {served or 'another database'}, "
-                            f"not {_shown(path)}", "give the daemon's --url, or the --db it uses")
-        click.echo(f"the daemon at {url} holds {_shown(path)}: archiving through it", err=True)
+                            f"not {shown(path)}", "give the daemon's --url, or the --db it uses")
+        click.echo(f"the daemon at {url} holds {shown(path)}: archiving through it", err=True)
         return await client.archive(older_than)
 
     result = call(client_obj, main)
@@ -206,8 +137,8 @@ def _archive_through_daemon(path: Database, older_than: str, archive_path: str |
 
 def _same_database(served: str, database: Database) -> bool:
     """Whether the daemon's database (as its stats name it) is this one."""
-    if _is_url(database):
-        return served == _shown(database)
+    if is_url(database):
+        return served == shown(database)
     try:
         return os.path.samefile(served, database)
     except OSError:
@@ -215,8 +146,8 @@ def _same_database(served: str, database: Database) -> bool:
 
 
 def run_vacuum(db: str | None, config_path: str | None) -> int:
-    path, _ = _paths(db, config_path)
-    _need(path)
+    path, _ = database_and_archive(db, config_path)
+    need(path)
     progress, _ = _progress("vacuuming", indeterminate=True)
 
     async def body(store: Any) -> tuple[int, int]:
@@ -225,22 +156,22 @@ def run_vacuum(db: str | None, config_path: str | None) -> int:
         return before, (await store.stats())["file_bytes"]
 
     try:
-        before, after = _run(path, body)
+        before, after = with_store(path, body)
     finally:
         if progress is not None:
             progress.stop()
-    how = "vacuumed and analyzed" if _is_url(path) else "vacuumed"
-    click.echo(f"{how} {_shown(path)}: {_mib(before)} → {_mib(after)}", err=True)
+    how = "vacuumed and analyzed" if is_url(path) else "vacuumed"
+    click.echo(f"{how} {shown(path)}: {_mib(before)} → {_mib(after)}", err=True)
     return int(ExitStatus.SUCCESS)
 
 
 def run_copy(source: str, target: str, chunk: int) -> int:
     """`apsisctl db copy`: everything the target lacks, with a progress bar; exit 1 if
     the counts differ at the end."""
-    src, dst = _database(source), _database(target)
-    _need(src)
-    if _shown(src) == _shown(dst) or (
-        not _is_url(src) and not _is_url(dst) and _same_database(str(src), dst)
+    src, dst = parse_database(source), parse_database(target)
+    need(src)
+    if shown(src) == shown(dst) or (
+        not is_url(src) and not is_url(dst) and _same_database(str(src), dst)
     ):
         raise UserError("--from and --to name the same database")
     from apsis.store.copy import copy_database, open_rows
@@ -252,7 +183,7 @@ def run_copy(source: str, target: str, chunk: int) -> int:
                 open_rows(dst, target=True) as target_rows:
             return await copy_database(source_rows, target_rows, chunk=chunk, progress=update)
 
-    locked, error = _store_errors()
+    locked, error = store_errors()
     try:
         report = asyncio.run(main())
     except locked as exc:
@@ -264,7 +195,7 @@ def run_copy(source: str, target: str, chunk: int) -> int:
         if progress is not None:
             progress.stop()
     click.echo(f"copied {report.runs_copied} run(s) and {report.events_copied} event(s) "
-               f"from {_shown(src)} to {_shown(dst)}"
+               f"from {shown(src)} to {shown(dst)}"
                + (f"; {report.runs_skipped} run(s) were there already" if report.runs_skipped
                   else ""), err=True)
     for mismatch in report.mismatches:

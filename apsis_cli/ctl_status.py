@@ -17,7 +17,7 @@ import click
 from apsis import present
 
 from . import fmt
-from .ctl_db import _is_url, _need, _paths, _run, _shown
+from .database import database_and_archive, is_url, need, shown, with_store
 from .exitcodes import ExitStatus
 
 UTC = dt.UTC
@@ -27,13 +27,13 @@ PROBE_TIMEOUT = 3.0  # /alive of each daemon at --url: a status must not hang on
 def run_status(db: str | None, config_path: str | None, client_obj: dict[str, Any],
                as_json: bool) -> int:
     """Prints the cluster; exit 0 when a daemon leads, 1 when none does."""
-    path, _ = _paths(db, config_path)
-    postgres = _is_url(path)
+    path, _ = database_and_archive(db, config_path)
+    postgres = is_url(path)
     if postgres:
-        _need(path)
-    cluster = _run(path, _read_cluster, readonly=True) if postgres or _exists(path) else None
+        need(path)
+    cluster = with_store(path, _read_cluster, readonly=True) if postgres or _exists(path) else None
     daemons = [] if postgres else _probe(client_obj)
-    status = {"backend": "postgresql" if postgres else "sqlite", "database": _shown(path),
+    status = {"backend": "postgresql" if postgres else "sqlite", "database": shown(path),
               **(cluster or {}), "daemons": daemons}
     leads = any(n.get("leader") for n in status.get("nodes") or []) or any(
         d.get("role") == "leader" for d in daemons)
