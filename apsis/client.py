@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -454,7 +454,7 @@ class Client:
                                     ("limit", limit)) if v is not None}
         return (await self._get(f"/jobs/{_q(job_id)}/schedule", params))["runs"]
 
-    async def runs(self, *, job_id: str | None = None, states: Iterable[str] | None = None,
+    async def runs(self, *, job_id: str | Sequence[str] | None = None, states: Iterable[str] | None = None,
                    since: str | dt.datetime | None = None, until: str | dt.datetime | None = None,
                    labels: Iterable[str] | None = None, args: Mapping[str, str] | None = None,
                    limit: int = 100, cursor: str | None = None,
@@ -772,15 +772,15 @@ class Client:
             yield data
 
 
-def runs_params(*, job_id: str | None = None, states: Iterable[str] | None = None,
+def runs_params(*, job_id: str | Sequence[str] | None = None, states: Iterable[str] | None = None,
                 since: str | dt.datetime | None = None, until: str | dt.datetime | None = None,
                 labels: Iterable[str] | None = None, args: Mapping[str, str] | None = None,
                 limit: int = 100, cursor: str | None = None,
                 summary: bool = False) -> list[tuple[str, Any]]:
     """The query of `GET /runs` (what `Client.runs` sends; `get_now` takes it too)."""
     params: list[tuple[str, Any]] = []
-    if job_id is not None:
-        params.append(("job_id", job_id))
+    params += [("job_id", job_id)] if isinstance(job_id, str) else [
+        ("job_id", job) for job in job_id or ()]
     params += [("state", s) for s in states or ()]
     if since is not None:
         params.append(("since", _time_text(since)))

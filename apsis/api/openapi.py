@@ -364,7 +364,10 @@ def openapi_document() -> dict[str, Any]:
                                     JSON_LINES: {"schema": _ref("RunPage")}}},  # each line
                 **_errors()},
                 params=[
-                    _query("job_id", "Exact job id.", {"type": "string"}),
+                    _query("job_id", "Exact job id (repeatable: runs of any of them, as "
+                                     "`apsis runs FOLDER/` asks for a folder's jobs).",
+                           {"type": "array", "items": {"type": "string"}}, style="form",
+                           explode=True),
                     _query("state", "Runs in any of these states (repeatable).",
                            {"type": "array", "items": {"type": "string", "enum": STATES}},
                            style="form", explode=True),

@@ -156,7 +156,8 @@ async def list_runs(api: Api, request: Request) -> Response:
             if not name[4:]:
                 raise bad_request("arg filters look like arg.NAME=VALUE", "bad_param")
             args[name[4:]] = value
-    filters = dict(job_id=q.one("job_id"), states=states or None, since=q.time("since"),
+    jobs = q.many("job_id")
+    filters = dict(job_id=jobs[0] if len(jobs) == 1 else jobs or None, states=states or None, since=q.time("since"),
                    until=q.time("until"), labels=q.many("label") or None, args=args or None,
                    limit=q.int("limit", 100, 1, MAX_PAGE), cursor=q.one("cursor"))
     summary = q.bool("summary")

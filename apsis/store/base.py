@@ -115,7 +115,7 @@ class RunStore(Protocol):
     async def query_runs(
         self,
         *,
-        job_id: str | None = None,
+        job_id: str | Sequence[str] | None = None,
         states: Iterable[str] | None = None,
         since: str | dt.datetime | None = None,
         until: str | dt.datetime | None = None,
@@ -149,7 +149,7 @@ class RunStore(Protocol):
         limit: int = 1000,
         types: Iterable[str] | None = None,
         run_id: str | None = None,
-        job_id: str | None = None,
+        job_id: str | Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Stored events with seq > `seq`, in order, matching the filters given."""
         ...

@@ -12,7 +12,7 @@ arrays for lists and `$n` placeholders (`numbered`).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from apsis.model.states import UNFINISHED
@@ -21,6 +21,12 @@ from apsis.store.keys import decode_cursor, json_list, time_key
 # A side filter (arg or label) matching at most this many runs drives the query from its
 # own index; one matching more is checked run by run along the time-ordered scan.
 SELECTIVE = 5000
+
+# Runs of several jobs (a folder) are read job by job along the job index, each read
+# stopping at the page's size, and the pieces merged: a page of a folder costs a few index
+# probes per job, however many runs the jobs have.  Past this many jobs one time-ordered
+# scan checks the list run by run instead (such a folder is a good share of all runs).
+JOBS_APART = 200
 
 _UNFINISHED = frozenset(s.value for s in UNFINISHED)
 
@@ -36,23 +42,27 @@ class RunQuery:
         self.where: list[str] = []
         self.params: list[Any] = []
         self.index = "INDEXED BY runs_time"
-        self.job = False
+        self.jobs: list[str] = []  # each read apart, along the job index
         self.unfinished_only = False
         self.driver: int | None = None
 
     def add_filters(
         self,
         *,
-        job_id: str | None,
+        job_id: str | Sequence[str] | None,
         states: list[str] | None,
         since: str | dt.datetime | None,
         until: str | dt.datetime | None,
         cursor: str | None,
     ) -> None:
-        if job_id is not None:
-            self.where.append("job_id = ?")
-            self.params.append(job_id)
-            self.job = True
+        if isinstance(job_id, str):
+            self.jobs = [job_id]
+        elif job_id is not None:
+            jobs = sorted(set(job_id))
+            if len(jobs) <= JOBS_APART:
+                self.jobs = jobs or [""]  # no job at all: no run (no job is named "")
+            else:
+                self.where.append(self.in_list("job_id", jobs))
         if states is not None:
             self.where.append(self.in_list("state", states))
             self.unfinished_only = set(states) <= _UNFINISHED
@@ -94,7 +104,7 @@ class RunQuery:
             self.index = "NOT INDEXED"  # still looks rows up by rowid
         elif self.driver is not None:
             self.index = "NOT INDEXED"
-        elif self.job:
+        elif self.jobs:
             self.index = "INDEXED BY runs_job_time"
         elif self.unfinished_only:
             self.index = "INDEXED BY runs_state_time"
@@ -108,6 +118,12 @@ class RunQuery:
                     f"EXISTS (SELECT 1 FROM {table} s WHERE s.run_num = runs.run_num AND {cond})"
                 )
             self.params.extend(params)
+        if len(self.jobs) > 1:  # a term per job, each with the page's filters, then the merge
+            shared, self.params = self.params, []
+            for job in self.jobs:
+                self.params += [job, *shared, self.limit + 1]
+        elif self.jobs:
+            self.params.insert(0, self.jobs[0])
         self.params.append(self.limit + 1)
 
     def in_list(self, column: str, values: list[Any]) -> str:
@@ -119,13 +135,20 @@ class RunQuery:
         return f"{column} IN (SELECT value FROM json_each(?))"
 
     def sql(self) -> str:
-        where = f"WHERE {' AND '.join(self.where)}" if self.where else ""
+        where = (["job_id = ?"] if self.jobs else []) + self.where
         index = "" if self.postgres else self.index
         sql = (
-            f"SELECT sort_time, run_num, run FROM runs {index} {where} "
-            "ORDER BY sort_time DESC, run_num DESC LIMIT ?"
+            f"SELECT sort_time, run_num, run FROM runs {index} "
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} {_NEWEST_FIRST}"
         )
+        if len(self.jobs) > 1:
+            terms = " UNION ALL ".join(f"SELECT * FROM ({sql}) AS job{i}"
+                                       for i in range(len(self.jobs)))
+            sql = f"SELECT sort_time, run_num, run FROM ({terms}) AS jobs {_NEWEST_FIRST}"
         return numbered(sql) if self.postgres else sql
+
+
+_NEWEST_FIRST = "ORDER BY sort_time DESC, run_num DESC LIMIT ?"
 
 
 def numbered(sql: str) -> str:

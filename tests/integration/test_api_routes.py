@@ -172,6 +172,28 @@ def test_list_runs_filters_and_pages(api):
         api.post(f"/runs/{run_id}/skip")
 
 
+def test_list_runs_of_several_jobs(api):
+    """A repeated job_id (how `apsis runs FOLDER/` asks for a folder): runs of any of them,
+    newest first, in one page and across pages."""
+    times = {"schedule": "2032-01-01T00:00:00Z"}
+    prices = {r["run_id"] for r in create(api, "data/load prices", args={"date": "2032"},
+                                         count=3, times=times)}
+    noops = {r["run_id"] for r in create(api, "noop", count=2, times=times)}
+    other = {r["run_id"] for r in create(api, "fails", count=1, times=times)}
+    params = [("job_id", "data/load prices"), ("job_id", "noop"), ("since", times["schedule"])]
+    page = api.get("/runs", params=params).json()
+    assert [r["run_id"] for r in page["runs"]] == sorted(prices | noops, key=lambda r: -int(r[1:]))
+    seen, cursor = [], None
+    while True:
+        more = api.get("/runs", params=params + [("limit", 2)] + ([("cursor", cursor)] if cursor else [])).json()
+        seen += [r["run_id"] for r in more["runs"]]
+        if (cursor := more["cursor"]) is None:
+            break
+    assert seen == [r["run_id"] for r in page["runs"]]
+    for run_id in prices | noops | other:
+        api.post(f"/runs/{run_id}/skip")
+
+
 @pytest.mark.parametrize("params, code", [
     ({"state": "bogus"}, "bad_state_name"),
     ({"state": "SUCCESS"}, "bad_state_name"),

@@ -108,6 +108,20 @@ CASES: list[tuple[dict[str, Any], Any]] = [
             and _in_window(r, "2024-01-01T12:00:00Z", None)
         ),
     ),
+    ({"job_id": ["a/one", "b/three"]}, lambda r: r["job_id"] in ("a/one", "b/three")),
+    ({"job_id": ["a/two"]}, lambda r: r["job_id"] == "a/two"),
+    ({"job_id": ["a/one", "nope"]}, lambda r: r["job_id"] == "a/one"),
+    ({"job_id": []}, lambda r: False),
+    (
+        {"job_id": ["a/one", "a/two"], "args": {"country": "US"}, "labels": ["daily"],
+         "until": "2024-01-02T12:00:00Z"},
+        lambda r: (
+            r["job_id"] in ("a/one", "a/two")
+            and r["args"]["country"] == "US"
+            and "daily" in r["labels"]
+            and _in_window(r, None, "2024-01-02T12:00:00Z")
+        ),
+    ),
     ({"run_ids": ["r5", "r10", "r77", "r9999"]}, lambda r: r["run_id"] in ("r5", "r10", "r77")),
     (
         {"run_ids": ["r5", "r10"], "job_id": "a/one"},
@@ -136,6 +150,19 @@ async def test_pages_with_filters(filled) -> None:
     store, runs = filled
     seen = await _all_pages(store, 5, job_id="b/three", args={"country": "US"})
     expected = [r for r in runs if r["job_id"] == "b/three" and r["args"]["country"] == "US"]
+    assert seen == _newest_first(expected)
+
+
+@pytest.mark.parametrize("apart", [True, False], ids=["job-by-job", "one-scan"])
+async def test_pages_of_a_folder_of_jobs(filled, monkeypatch, apart: bool) -> None:
+    """`apsis runs a/`: one page of several jobs, read job by job or (past JOBS_APART jobs)
+    in one scan, pages through them in the same order either way."""
+    from apsis.store import query
+
+    store, runs = filled
+    monkeypatch.setattr(query, "JOBS_APART", 200 if apart else 1)
+    seen = await _all_pages(store, 7, job_id=["a/one", "a/two"], states=["success", "failure"])
+    expected = [r for r in runs if r["job_id"].startswith("a/") and r["state"] in ("success", "failure")]
     assert seen == _newest_first(expected)
 
 
