@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.get_runs_1m [--quick]
 
-Each query shape the CLI and the TUI use (a job, a state, an arg, a label, the tenth
-page by cursor, no filter) is timed end to end over HTTP; the baseline is GET /alive
+Each query shape the CLI and the TUI use (a job, a folder of 50 jobs, a state, an arg, a
+label, the tenth page by cursor, no filter) is timed end to end over HTTP; the baseline is GET /alive
 on the same daemon, the cost of a request that does not touch the runs table.
 (`get_runs_job_p50_ms_1m` itself is measured by bench/startup_1m.py; these are the
 other shapes, named after it.)
@@ -57,6 +57,10 @@ def measure(runs: int, queries: int) -> dict[str, float]:
                 def job(i: int) -> str:
                     return f"group{(i % JOB_COUNT) // 50}/job{i % JOB_COUNT}"
 
+                def folder(i: int) -> list[str]:  # `apsis runs groupN/`: its 50 jobs
+                    first = i % (JOB_COUNT // 50) * 50
+                    return [f"group{first // 50}/job{n}" for n in range(first, first + 50)]
+
                 cursors = []
                 page = get({"limit": 100})
                 for _ in range(9):
@@ -66,6 +70,7 @@ def measure(runs: int, queries: int) -> dict[str, float]:
                     "alive": _p50_ms(lambda i: api.get("/alive").raise_for_status(), queries),
                     "all": _p50_ms(lambda i: get({"limit": 100}), queries),
                     "job": _p50_ms(lambda i: get({"job_id": job(i), "limit": 100}), queries),
+                    "folder": _p50_ms(lambda i: get({"job_id": folder(i), "limit": 100}), queries),
                     "state": _p50_ms(lambda i: get({"state": "failure", "limit": 100}), queries),
                     "arg": _p50_ms(lambda i: get({"arg.date": f"2020-0{1 + i % 9}-1{i % 10}",
                                                   "limit": 100}), queries),
@@ -81,7 +86,7 @@ def run(quick: bool) -> dict:
     base = round(found["alive"], 3)
     return {f"get_runs_{shape}_p50_ms_1m": {"value": round(found[shape], 3), "unit": "ms",
                                             "baseline": base}
-            for shape in ("all", "state", "arg", "label", "page10")}
+            for shape in ("all", "folder", "state", "arg", "label", "page10")}
 
 
 if __name__ == "__main__":
