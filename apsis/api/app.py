@@ -39,7 +39,7 @@ class Api:
         self.metrics = Metrics(self)
         self._openapi: dict[str, Any] | None = None
         service.listen(self.metrics.on_event)
-        service.listen(self.event_log.append)
+        service.listen_encoded(self.event_log.append)
 
     def openapi(self) -> dict[str, Any]:
         if self._openapi is None:

@@ -136,8 +136,9 @@ class EventLog:
         self._pages: OrderedDict[tuple[EventFilter, int], Page] = OrderedDict()
         self._page_bytes = 0
 
-    def append(self, event: dict[str, Any]) -> None:
-        """The bus's listener: called for every event published, in seq order."""
+    def append(self, event: dict[str, Any], text: str | None = None) -> None:
+        """The bus's listener: called for every event published, in seq order, with its
+        JSON text as stored when the publisher has it."""
         seq = event.get("seq")
         if not isinstance(seq, int):
             return
@@ -145,7 +146,8 @@ class EventLog:
             self._clear()
             self.covers_after = seq
             return
-        text = dumps(event)
+        if text is None:
+            text = dumps(event)
         self._seqs.append(seq)
         self._entries.append((*event_keys(event), text))
         self._bytes += len(text)

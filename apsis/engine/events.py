@@ -103,6 +103,7 @@ class EventBus:
         # Set (and replaced) at each publish: one wake-up for every follower at once.
         self._published = asyncio.Event()
         self._listeners: list[Callable[[Event], None]] = []
+        self._text_listeners: list[Callable[[Event, str | None], None]] = []
         self.last_seq = 0
 
     def subscribe(self, maxsize: int = 10_000, predicate: Callable[[Event], bool] | None = None) -> Subscription:
@@ -120,13 +121,24 @@ class EventBus:
         """In-process listeners, called synchronously for every event (keep them quick)."""
         self._listeners.append(callback)
 
-    def publish(self, events: list[Event]) -> None:
-        for event in events:
+    def listen_encoded(self, callback: Callable[[Event, str | None], None]) -> None:
+        """As `listen`, and the callback also gets the event's JSON text as stored, when
+        the publisher has it (None: encode it yourself)."""
+        self._text_listeners.append(callback)
+
+    def publish(self, events: list[Event], texts: list[str] | None = None) -> None:
+        """Events just committed, in seq order; `texts`, if given, are their JSON as stored."""
+        for i, event in enumerate(events):
             self.last_seq = max(self.last_seq, event.get("seq", 0))
             for callback in self._listeners:
                 try:
                     callback(event)
                 except Exception:  # a listener bug must not stop the stream
+                    log.exception("event listener failed")
+            for text_callback in self._text_listeners:
+                try:
+                    text_callback(event, texts[i] if texts else None)
+                except Exception:
                     log.exception("event listener failed")
             for sub in list(self._subs):
                 sub.offer(event)

@@ -113,6 +113,9 @@ class Service:
     def listen(self, callback: Callable[[Event], None]) -> None:
         self._engine.bus.listen(callback)
 
+    def listen_encoded(self, callback: Callable[[Event, str | None], None]) -> None:
+        self._engine.bus.listen_encoded(callback)
+
     async def events_since(self, *args: Any, **kwargs: Any) -> Any:
         return await self._engine.store.events_since(*args, **kwargs)
 

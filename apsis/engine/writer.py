@@ -85,7 +85,7 @@ class Writer:
 
     async def _commit(self, batch: list[_Change]) -> None:
         try:
-            await self._store(batch)
+            texts = await self._store(batch)
         except Exception as exc:
             if len(batch) == 1:
                 log.error("database write failed: %s", exc, exc_info=exc)
@@ -94,38 +94,41 @@ class Writer:
             log.warning("a batch of %d changes failed (%s); writing them one by one", len(batch), exc)
             for change in batch:
                 try:
-                    await self._store([change])
+                    texts = await self._store([change])
                 except Exception as one:
                     log.error("database write failed: %s", one, exc_info=one)
                     _fail(change, one)
                     continue
-                self._committed([change])
+                self._committed([change], texts)
             return
-        self._committed(batch)
+        self._committed(batch, texts)
 
-    async def _store(self, batch: list[_Change]) -> None:
+    async def _store(self, batch: list[_Change]) -> list[str]:
+        """Writes the batch in one transaction; the events' JSON texts as stored."""
         # A later write of the same run replaces the earlier row in this batch.
         runs = list({r["run_id"]: r for c in batch for r in c.runs}.values())
         clocks = [c.clock for c in batch if c.clock is not None]
         schedule_clocks = {k: v for c in batch for k, v in c.schedule_clocks.items()}
         loop = asyncio.get_running_loop()
         start = loop.time()
+        texts: list[str] = []
         await self.store.write(runs, [e for c in batch for e in c.log_entries],
                                [e for c in batch for e in c.events],
                                clock=clocks[-1] if clocks else None,
                                schedule_clocks=schedule_clocks,
-                               outputs=[o for c in batch for o in c.outputs])
+                               outputs=[o for c in batch for o in c.outputs], encoded=texts)
         self.commit_seconds.append(loop.time() - start)
         del self.commit_seconds[:-1000]
+        return texts
 
-    def _committed(self, batch: list[_Change]) -> None:
+    def _committed(self, batch: list[_Change], texts: list[str]) -> None:
         for change in batch:
             if change.apply is not None:
                 try:
                     change.apply()
                 except Exception:  # a bug in memory bookkeeping must not stop the writer
                     log.exception("applying a committed change failed")
-        self.bus.publish([e for c in batch for e in c.events])
+        self.bus.publish([e for c in batch for e in c.events], texts)
         for change in batch:
             if not change.done.done():
                 change.done.set_result(None)

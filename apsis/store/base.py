@@ -85,8 +85,10 @@ class RunStore(Protocol):
         clock: str | dt.datetime | None = None,
         schedule_clocks: Mapping[str, str | None] | None = None,
         outputs: Sequence[SmallOutput] = (),
+        encoded: list[str] | None = None,
     ) -> list[int]:
-        """Records all of it in one transaction; returns the events' new seqs."""
+        """Records all of it in one transaction; returns the events' new seqs (and
+        appends their JSON texts as stored to `encoded`)."""
         ...
 
     # -- run reads

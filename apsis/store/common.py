@@ -397,6 +397,7 @@ class StoreBase(abc.ABC):
         clock: str | dt.datetime | None = None,
         schedule_clocks: Mapping[str, str | None] | None = None,
         outputs: Sequence[SmallOutput] = (),
+        encoded: list[str] | None = None,
     ) -> list[int]:
         """Records runs, run log entries and events (and the clock) in one transaction.
 
@@ -410,19 +411,26 @@ class StoreBase(abc.ABC):
         under "job": it is stored once per distinct definition and linked from the run
         (a run written later without "job" keeps its link). Each event gets the next
         `seq`, set into the dict and returned. All or nothing: on error nothing is kept.
+
+        `encoded`, if given, gets each event's JSON text as stored, once committed: the
+        event stream sends those, so an event is encoded once.
         """
         run_rows, jobdefs, max_num = prepare_runs(runs)
         log_rows = [prepare_log_entry(entry) for entry in log_entries]
         event_meta = [event_keys(event) for event in events]
+        # Encoded here, before the transaction, without the seq it gives: the seq goes
+        # in front of each text (`with_seq`), so the transaction holds no encoding.
+        texts = [dumps(event) for event in events]
+        event_rows: list[tuple[Any, ...]] = []
         clock_value = clock.isoformat() if isinstance(clock, dt.datetime) else clock
         sql = self.sql
 
         async def body(conn: Any) -> list[int]:
             seqs = await self._claim_seqs(conn, len(events)) if events else []
-            event_rows = []
-            for seq, event, (ts, type_, num, job_id) in zip(seqs, events, event_meta):
+            event_rows.clear()
+            for seq, event, text, (ts, type_, num, job_id) in zip(seqs, events, texts, event_meta):
                 event["seq"] = seq
-                event_rows.append((seq, ts, type_, num, job_id, dumps(event)))
+                event_rows.append((seq, ts, type_, num, job_id, with_seq(seq, text)))
             if jobdefs:
                 await self._executemany(conn, sql.insert_jobdefs, list(jobdefs.items()))
             if run_rows:
@@ -448,7 +456,11 @@ class StoreBase(abc.ABC):
             for event in events:
                 event.pop("seq", None)
 
-        return await self._transaction(body, committed=self._seqs_committed, failed=failed)
+        seqs: list[int] = await self._transaction(body, committed=self._seqs_committed,
+                                                  failed=failed)
+        if encoded is not None:
+            encoded.extend(row[5] for row in event_rows)
+        return seqs
 
     async def _write_small_output(self, conn: Any, output: SmallOutput) -> None:
         num, output_id = output.num, output.output_id
@@ -852,6 +864,11 @@ class StoreBase(abc.ABC):
 def dumps(value: Any) -> str:
     """JSON as the store writes it: compact, unescaped."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def with_seq(seq: int, text: str) -> str:
+    """An event's JSON text (an object, encoded without its seq) with `"seq": seq` first."""
+    return f'{{"seq":{seq},{text[1:]}'
 
 
 def now_iso() -> str:

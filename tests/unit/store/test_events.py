@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
 from apsis.store import Store, open_store
+from apsis.store.errors import StoreError
 
 from .conftest import make_run, transition_event
 
@@ -105,4 +107,28 @@ async def test_trim_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) ->
 async def test_empty_store_positions(store: Store) -> None:
     assert await store.last_seq() == 0
     assert await store.first_retained_seq() == 1
+    assert await store.events_since(0) == []
+
+
+async def test_encoded_texts_are_the_stored_events(store: Store) -> None:
+    """The stream sends the texts `write` hands back: each is the event as stored, its
+    seq included, so a live client and one replaying read the same events."""
+    r1 = make_run("r1")
+    events = [transition_event(r1, "new"), _daemon("started"),
+              {"type": "run_log", "run_id": "r1", "entry": {"message": "naïve \"quoted\" ✓"}}]
+    await store.write([], [], [_daemon("first")])
+    texts: list[str] = []
+    seqs = await store.write([r1], [], events, encoded=texts)
+    assert seqs == [2, 3, 4]
+    assert [json.loads(text) for text in texts] == events == await store.events_since(1)
+    assert [json.loads(text)["seq"] for text in texts] == seqs
+
+
+async def test_encoded_texts_only_once_committed(store: Store) -> None:
+    texts: list[str] = []
+    with pytest.raises(StoreError):
+        # The log entry names a run that does not exist: the transaction is refused.
+        await store.write([], [{"run_id": "r999", "ts": "2024-01-01T00:00:00Z", "message": "x"}],
+                          [_daemon("a")], encoded=texts)
+    assert texts == []
     assert await store.events_since(0) == []
