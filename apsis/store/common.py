@@ -514,7 +514,7 @@ class StoreBase(abc.ABC):
     async def query_runs(
         self,
         *,
-        job_id: str | None = None,
+        job_id: str | Sequence[str] | None = None,
         states: Iterable[str] | None = None,
         since: str | dt.datetime | None = None,
         until: str | dt.datetime | None = None,
@@ -549,7 +549,7 @@ class StoreBase(abc.ABC):
     async def _query_run_texts(
         self,
         *,
-        job_id: str | None = None,
+        job_id: str | Sequence[str] | None = None,
         states: Iterable[str] | None = None,
         since: str | dt.datetime | None = None,
         until: str | dt.datetime | None = None,
