@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import errno
 import fcntl
 import hashlib
 import io
+import itertools
 import json
 import os
 import secrets
@@ -58,6 +60,9 @@ FLUSH_S = 0.005  # the longest a reply waits for the rest of its batch
 OUTPUT_NAMES = {"combined": ("output",), "split": ("stdout", "stderr")}
 SPOOL_SUFFIXES = ("output", "stdout", "stderr")
 FINISHED_STATES = ("exited", "error", "lost")
+# Spare spool files: no proc id starts with "_". At most so many are kept.
+SPARE_PREFIX = "_spare."
+MAX_SPARES = 1024
 # The journal is rewritten with one line per process once it holds this many lines
 # and four times as many as there are processes: cleaned runs do not pile up.
 COMPACT_MIN_LINES = 10000
@@ -253,6 +258,33 @@ def _group_alive(pgid: int) -> bool:
     return not os.path.exists(f"/proc/{pgid}")
 
 
+# What Python ignores and a program must find at its default, as Popen's restore_signals.
+_RESET_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, n))
+_POSIX_SPAWN = hasattr(os, "posix_spawn")
+
+
+def _use_popen() -> None:
+    """posix_spawn cannot start a session on this system: Popen from now on."""
+    global _POSIX_SPAWN
+    _POSIX_SPAWN = False
+
+
+def _find_program(name: str, env: dict[str, str]) -> str:
+    """The file `name` runs, searched in the program's own PATH as Popen does
+    (posix_spawnp would search the server's): the first executable one; else an
+    OSError naming `name`, permission denied if a match was not executable."""
+    if "/" in name:
+        return name
+    denied = False
+    for directory in os.get_exec_path(env):
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+        denied = denied or os.path.exists(path)
+    code = errno.EACCES if denied else errno.ENOENT
+    raise OSError(code, os.strerror(code), name)
+
+
 def _become_subreaper() -> None:
     """Orphans of our programs come to us, not to pid 1, and `_reap` reaps them: the pid 1
     of a container may never reap, and a zombie would keep a finished group alive."""
@@ -346,6 +378,9 @@ class Server:
         self._journal_torn = False  # the journal's last line is unfinished
         # Started since the journal last got their pids (see `_journal_pids`).
         self._pids_pending: list[Proc] = []
+        # Empty spool files of cleaned runs, for starts to rename into place (`_open_spool`).
+        self._spares: list[str] = []
+        self._spare_ids = itertools.count()
         # The agent's environment is that of the `connect` that started it, for good.
         self.base_env = dict(os.environ)
         self._devnull = -1
@@ -411,7 +446,10 @@ class Server:
                         self._load_legacy(entry.name, entry.path)
                     continue
                 base, dot, suffix = entry.name.rpartition(".")
-                if dot and suffix in SPOOL_SUFFIXES and base not in table:
+                if entry.name.startswith(SPARE_PREFIX) and len(self._spares) < MAX_SPARES:
+                    self._spares.append(entry.path)  # kept empty for new spools
+                elif entry.name.startswith(SPARE_PREFIX) or (
+                        dot and suffix in SPOOL_SUFFIXES and base not in table):
                     # Spools are opened before the intent is journaled: nothing ran.
                     try:
                         os.unlink(entry.path)
@@ -751,6 +789,8 @@ class Server:
             if line.strip():
                 self._send(conn, self._handle_line(line))
                 if time.monotonic() >= flush_at:
+                    # Exits too: the clients finish runs while a long batch of starts goes on.
+                    self._reap()
                     self._flush_all()
                     flush_at = time.monotonic() + FLUSH_S
 
@@ -869,11 +909,10 @@ class Server:
         record = self._new_record(proc_id, intent, spools)
         intent["outputs"] = outputs
         intent["state"] = "starting"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
         fds: list[int] = []
         try:
             for path in spools.values():
-                fds.append(os.open(path, flags, 0o600))
+                fds.append(self._open_spool(path))
             # The intent goes in before the spawn: a restarted agent that finds it without
             # a pid reports the program may or may not have run, and never runs it again.
             # (A new process: no pid line of its own is pending, others' may stay so.)
@@ -895,22 +934,7 @@ class Server:
         full_env = dict(self.base_env) if inherit_env else {}
         full_env.update(env)
         try:
-            if not os.path.isdir(cwd):
-                raise RequestError("spawn_failed", f"cwd {cwd}: no such directory")
-            try:
-                popen = subprocess.Popen(
-                    argv,
-                    stdin=self._stdin(),
-                    stdout=fds[0],
-                    stderr=fds[1] if len(fds) > 1 else subprocess.STDOUT,
-                    cwd=cwd,
-                    env=full_env,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                what = exc.filename if exc.filename is not None else argv[0]
-                raise RequestError("spawn_failed", f"{what}: {exc.strerror or exc}") from None
+            pid = self._spawn(proc, argv, full_env, cwd, fds)
         except RequestError as exc:
             self._finish(proc, "error", message=exc.message, notify=False)
             exc.extra["proc"] = proc.record
@@ -918,17 +942,100 @@ class Server:
         finally:
             for fd in fds:
                 os.close(fd)
-        proc.popen = popen
-        proc.record["pid"] = popen.pid
-        self.by_pid[popen.pid] = proc
+        proc.record["pid"] = pid
+        self.by_pid[pid] = proc
         self._pids_pending.append(proc)  # journaled before this reply goes out
         return {"proc": proc.record}
 
+    def _spawn(self, proc: Proc, argv: list[str], env: dict[str, str], cwd: str,
+               fds: list[int]) -> int:
+        """Start the program in its own session, stdin /dev/null, output on `fds`; its pid.
+
+        posix_spawn (a vfork and an exec, where Popen runs many Python steps and
+        syscalls around its own) from `cwd`, which posix_spawn cannot take: the server,
+        single-threaded, steps into it and straight back. Every descriptor the server
+        opens is close-on-exec, so the program gets none but its three. Popen where
+        posix_spawn cannot start a session.
+        """
+        if _POSIX_SPAWN:
+            try:
+                os.chdir(cwd)
+            except OSError as exc:
+                raise RequestError("spawn_failed", f"cwd {cwd}: {exc.strerror or exc}") from None
+            try:
+                return os.posix_spawn(
+                    _find_program(argv[0], env), argv, env,
+                    file_actions=[(os.POSIX_SPAWN_DUP2, self._stdin(), 0),
+                                  (os.POSIX_SPAWN_DUP2, fds[0], 1),
+                                  (os.POSIX_SPAWN_DUP2, fds[-1], 2)],
+                    setsid=True, setsigdef=_RESET_SIGNALS)
+            except NotImplementedError:  # no POSIX_SPAWN_SETSID here
+                _use_popen()
+            except OSError as exc:
+                what = exc.filename if exc.filename is not None else argv[0]
+                raise RequestError("spawn_failed", f"{what}: {exc.strerror or exc}") from None
+            finally:
+                os.chdir(self.state_dir)
+        if not os.path.isdir(cwd):
+            raise RequestError("spawn_failed", f"cwd {cwd}: no such directory")
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=self._stdin(),
+                stdout=fds[0],
+                stderr=fds[1] if len(fds) > 1 else subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            what = exc.filename if exc.filename is not None else argv[0]
+            raise RequestError("spawn_failed", f"{what}: {exc.strerror or exc}") from None
+        proc.popen = popen
+        return popen.pid
+
     def _stdin(self) -> int:
-        """/dev/null, opened once (non-inheritable: Popen dups it onto the child's 0)."""
+        """/dev/null, opened once (non-inheritable: the spawn dups it onto the child's 0)."""
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_RDONLY)
         return self._devnull
+
+    def _open_spool(self, path: str) -> int:
+        """A new spool file: a spare renamed into place if there is one. Creating a file
+        is what a start costs most on a busy disk (the inode's allocation); a rename
+        next to nothing."""
+        while self._spares:
+            try:
+                os.rename(self._spares.pop(), path)
+                break
+            except OSError:  # gone (removed by hand): the next, or a new file
+                continue
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        return os.open(path, flags, 0o600)
+
+    def _recycle(self, path: str) -> bool:
+        """Keep a cleaned spool as a spare if it is empty and nobody else has it open
+        (a write lease is refused then): a grandchild still writing to it, or a reader,
+        would otherwise see a later run's output. Linux only; elsewhere it is deleted."""
+        if not hasattr(fcntl, "F_SETLEASE") or len(self._spares) >= MAX_SPARES:
+            return False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)  # held until the close below
+            if os.fstat(fd).st_size:
+                return False  # emptying it would cost as much as a new file
+            spare = os.path.join(self.runs_dir, f"{SPARE_PREFIX}{os.getpid()}.{next(self._spare_ids)}")
+            os.rename(path, spare)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        self._spares.append(spare)
+        return True
 
     def op_signal(self, req: dict[str, Any]) -> dict[str, Any]:
         proc = self._get(req)
@@ -998,6 +1105,8 @@ class Server:
             shutil.rmtree(proc.legacy_dir, ignore_errors=True)
         else:
             for path in proc.record["outputs"].values():
+                if self._recycle(path):
+                    continue
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
@@ -1089,7 +1198,23 @@ class Server:
         return event
 
 
+def _no_inherited_fds() -> None:
+    """Descriptors the server inherited past stdio stay out of its programs: posix_spawn,
+    unlike Popen, closes none (those the server opens itself are close-on-exec)."""
+    try:
+        fds = [int(name) for name in os.listdir("/dev/fd")]
+    except (OSError, ValueError):
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:  # the listing's own descriptor, closed by now
+                pass
+
+
 def serve(state_dir: str, idle_timeout: float, ready_fd: int = -1) -> int:
+    _no_inherited_fds()
     server = Server(state_dir, idle_timeout)
     if not server.acquire():
         _log(f"another agent serves {state_dir}")

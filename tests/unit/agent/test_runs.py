@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from apsis.agent.agent import _pid_alive
-from apsis.agent.client import AgentClient, AgentError
+from apsis.agent.client import AgentClient, AgentError, local_connect_command
 
 from .helpers import PY, wait_exit
 
@@ -227,3 +227,104 @@ async def test_env_without_inheriting(client: AgentClient) -> None:
     )
     await wait_exit(client, "r1")
     assert Path(info.outputs["output"]).read_text() == "this|unset"
+
+
+
+# The descriptors a program has open (the listing's own is closed by the time they are
+# looked at).
+OPEN_FDS = (
+    "import os\n"
+    "def is_open(fd):\n"
+    "    try:\n"
+    "        os.fstat(fd)\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "    return True\n"
+    "print([fd for fd in [int(n) for n in os.listdir('/dev/fd')] if is_open(fd)])\n"
+)
+
+
+async def test_program_inherits_stdio_only_and_no_ignored_signal(state_dir: Path) -> None:
+    """Even from a server that inherited a descriptor itself (run in the foreground), a
+    program gets stdin, stdout and stderr only; and no signal ignored: the server (in
+    Python) ignores SIGPIPE, and a program that found it so would not die of writing
+    to a closed pipe."""
+    from apsis.agent import agent as agent_module
+
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    state_dir.mkdir(parents=True)
+    server = await asyncio.create_subprocess_exec(
+        PY, agent_module.__file__, "serve", "--state-dir", str(state_dir), "--idle-timeout", "3",
+        pass_fds=[write_end])
+    os.close(write_end)
+    try:
+        for _ in range(500):
+            if (state_dir / "agent.sock").exists():
+                break
+            await asyncio.sleep(0.01)
+        async with AgentClient(request_timeout=10) as client:
+            await client.connect(local_connect_command(state_dir, idle_timeout=3))
+            assert client.hello["pid"] == server.pid
+            fds = await client.start([PY, "-c", OPEN_FDS], proc_id="fds")
+            assert (await wait_exit(client, "fds")).exit_code == 0
+            ign = await client.start(["grep", "SigIgn", "/proc/self/status"], proc_id="ign")
+            assert (await wait_exit(client, "ign")).exit_code == 0
+        assert Path(fds.outputs["output"]).read_text() == "[0, 1, 2]\n"
+        ignored = int(Path(ign.outputs["output"]).read_text().split()[1], 16)
+        assert ignored & (1 << 31) - 1 == 0  # signals 1-31 (glibc keeps 32 and 33 to itself)
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
+        os.close(read_end)
+
+
+async def test_program_found_in_its_own_path(client: AgentClient, tmp_path: Path) -> None:
+    """A bare name is looked up in the PATH the program gets, not the agent's."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "apsis-test-tool"
+    tool.write_text("#!/bin/sh\necho found\n")
+    tool.chmod(0o755)
+    info = await client.start(["apsis-test-tool"], proc_id="r1",
+                              env={"PATH": f"{tmp_path / 'none'}:{bin_dir}"})
+    assert (await wait_exit(client, "r1")).exit_code == 0
+    assert Path(info.outputs["output"]).read_text() == "found\n"
+    tool.chmod(0o644)
+    with pytest.raises(AgentError) as exc:
+        await client.start(["apsis-test-tool"], proc_id="r2", env={"PATH": str(bin_dir)})
+    assert exc.value.code == "spawn_failed" and "Permission denied" in exc.value.message
+    with pytest.raises(AgentError) as exc:
+        await client.start(["apsis-test-tool"], proc_id="r3")  # not in the agent's PATH
+    assert exc.value.code == "spawn_failed" and "No such file" in exc.value.message
+
+
+async def test_spool_files_reused_only_when_empty_and_closed(client: AgentClient) -> None:
+    """A cleaned empty spool is renamed into place for a later start (no new file to
+    create), unless something still has it open: a reader (or a grandchild of the
+    program) must never see a later run's output."""
+    quiet = await client.start(["true"], proc_id="quiet")
+    await wait_exit(client, "quiet")
+    inode = os.stat(quiet.outputs["output"]).st_ino
+    await client.clean("quiet")
+    reused = await client.start(["printf", "mine"], proc_id="reused")
+    await wait_exit(client, "reused")
+    assert os.stat(reused.outputs["output"]).st_ino == inode
+    assert Path(reused.outputs["output"]).read_bytes() == b"mine"
+
+    held_run = await client.start(["true"], proc_id="held")
+    await wait_exit(client, "held")
+    held = os.open(held_run.outputs["output"], os.O_RDONLY)
+    try:
+        await client.clean("held")
+        later = await client.start(["printf", "later"], proc_id="later")
+        await wait_exit(client, "later")
+        assert Path(later.outputs["output"]).read_bytes() == b"later"
+        assert os.read(held, 100) == b""
+    finally:
+        os.close(held)
+
+    await client.clean("reused")  # not empty: deleted, never a spare
+    fresh = await client.start(["true"], proc_id="fresh")
+    await wait_exit(client, "fresh")
+    assert os.stat(fresh.outputs["output"]).st_size == 0
