@@ -37,7 +37,8 @@ def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
     # Runs of one job share equal values (Job.shared): a day of runs in memory.
     run = Run(run_id=run_id, job_id=job.job_id, args=job.shared(dict(args)),
               labels=job.shared(job.labels), rerun_of=rerun_of, attempt=attempt,
-              ad_hoc=job.ad_hoc, expected=expected, job=job.jso, meta=meta or RunMeta())
+              ad_hoc=job.ad_hoc, expected=expected, job=job.jso,
+              meta=shared_meta(job, meta or RunMeta()))
     run.set_time("schedule", when)
     if stop is not None:
         run.set_time("stop", stop)
@@ -59,11 +60,21 @@ def share_with_job(run: Run, job: Job) -> None:
     """A restored run takes the values its job's runs already hold (Job.shared), as a
     newly bound one does: a day of runs read back at start-up, each with its own copy
     of the same program, conditions and actions, was most of a restarted daemon's memory."""
+    run.job_id = job.job_id
+    run.meta = shared_meta(job, run.meta)
     run.args = job.shared(run.args)
     run.labels = job.shared(run.labels)
     run.program = job.shared(run.program)
     run.conditions = job.shared(run.conditions)
     run.actions = job.shared(run.actions)
+
+
+def shared_meta(job: Job, meta: RunMeta) -> RunMeta:
+    """The same bookkeeping as the job's other runs, if it is: the runs of one schedule
+    differ only by jitter (and, once started, their process), so a day of them holds a
+    few RunMeta and schedule keys, not one each. Jittered ones stay apart: they would
+    crowd the job's table of shared values."""
+    return job.shared(meta) if not meta.jitter and meta.proc is None else meta
 
 
 def conditions_of(run: Run, params_of: Callable[[str], list[str] | None]) -> list[BoundCondition]:

@@ -25,7 +25,7 @@ from ..errors import Diagnostics, JobError
 from ..jobs_dir import JobsDir, load_jobs_dir, parse_job, reload_files
 from ..lib.timefmt import UTC, format_duration, format_time
 from ..model.job import Job, missing_params
-from ..model.run import SUMMARY_KEYS, Run, RunMeta
+from ..model.run import SUMMARY_KEYS, Run, RunMeta, shared_times
 from ..model.states import FINISHED, State, TransitionError, can_transition
 from ..store import default_archive_path
 from .actions import Actions
@@ -91,6 +91,9 @@ class _Change:
 
 NEVER_STARTED = ("the daemon stopped before this run's program was started (its agent has no "
                  "record of it): starting it now")
+# Runs of a window created in one transaction, at most (but a schedule's runs together):
+# what they hold while being written is freed between parts, not all at once at the end.
+WINDOW_PART = 5_000
 # A transition learned of later than this after it happened says so in the run's log.
 LATE_NEWS_SECONDS = 1.0
 
@@ -229,8 +232,10 @@ class Engine:
         missed: list[Run] = []
         jsos = await self.store.load_unfinished_runs()
         jobs = self.jobs_dir.jobs
+        times: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         for jso in jsos:
             run = Run.from_jso(jso)
+            run.times = shared_times(run.times, times)
             if run.job_id in jobs:
                 share_with_job(run, jobs[run.job_id])
             self.runs.remember(run)
@@ -272,7 +277,6 @@ class Engine:
             window = self.scheduler.next_window(utcnow(), catching_up=catching_up)
             if window is not None:
                 await self.create_planned(window)
-                self.scheduler.advanced(window)
 
     async def _schedule_loop(self) -> None:
         while True:
@@ -314,8 +318,14 @@ class Engine:
                 skips.append(self.transition(run, State.SKIPPED, reason, expect={State.SCHEDULED}))
         await asyncio.gather(*skips)
 
-    async def create_planned(self, window: Window) -> list[Run]:
-        """The runs of a window, recorded with the window's clock in one transaction."""
+    async def create_planned(self, window: Window) -> None:
+        """The runs of a window, recorded with its clocks, and the scheduler told: in
+        parts of WINDOW_PART runs (Window.split), each a transaction with its own clocks."""
+        for part in window.split(WINDOW_PART):
+            await self._create_part(part)
+            self.scheduler.advanced(part)
+
+    async def _create_part(self, window: Window) -> None:
         ids = await self.store.allocate_run_ids(len(window.runs))
         new = []
         for run_id, planned in zip(ids, window.runs):
@@ -334,7 +344,6 @@ class Engine:
             new.append(one)
         await self._record_new(new, clock=window.clock,
                                schedule_clocks=window.stored_schedule_clocks())
-        return [n.run for n in new]
 
     # -- memory of unfinished runs ------------------------------------------------------
 
@@ -440,8 +449,10 @@ class Engine:
             events.extend(evs)
 
         def apply() -> None:
+            times: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
             for one, change in zip(new, changes):
                 change.apply(one.run)
+                one.run.times = shared_times(one.run.times, times)
                 self.runs.settle(one.run)
 
         await self.writer.write(jsos, entries, events, clock=clock,
@@ -644,7 +655,6 @@ class Engine:
                                    for run, reason in stale))
             if window is not None:
                 await self.create_planned(window)
-                self.scheduler.advanced(window)
                 self._replanned.set()
 
     # -- archive and trimming -----------------------------------------------------------

@@ -16,6 +16,7 @@ from ..model.run import InstanceKey, Run, instance_key
 from ..model.states import FINISHED, State
 
 LIVE = frozenset({State.RUNNING, State.STOPPING})
+SMALL = 32  # run ids of an instance kept in a list, past which a set
 
 
 class RunBook:
@@ -24,7 +25,9 @@ class RunBook:
         # Runs whose program may be running: what output watching and reconciling poll
         # several times a second, without going over a day of scheduled runs each time.
         self._live: dict[str, Run] = {}
-        self._by_instance: dict[InstanceKey, set[str]] = {}
+        # An instance's unfinished run ids: a list while short (most instances have a
+        # day's few runs; a set of ten is five times their size), a set past SMALL.
+        self._by_instance: dict[InstanceKey, list[str] | set[str]] = {}
         self._becoming: dict[str, State] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -60,7 +63,16 @@ class RunBook:
 
     def remember(self, run: Run) -> None:
         self._runs[run.run_id] = run
-        self._by_instance.setdefault(run.instance, set()).add(run.run_id)
+        key = run.instance
+        ids = self._by_instance.get(key)
+        if ids is None:
+            self._by_instance[key] = [run.run_id]
+        elif isinstance(ids, set):
+            ids.add(run.run_id)
+        elif run.run_id not in ids:
+            ids.append(run.run_id)
+            if len(ids) > SMALL:
+                self._by_instance[key] = set(ids)
         if run.state in LIVE:
             self._live[run.run_id] = run
         else:
@@ -71,7 +83,10 @@ class RunBook:
         self._live.pop(run.run_id, None)
         ids = self._by_instance.get(run.instance)
         if ids is not None:
-            ids.discard(run.run_id)
+            if isinstance(ids, set):
+                ids.discard(run.run_id)
+            elif run.run_id in ids:
+                ids.remove(run.run_id)
             if not ids:
                 del self._by_instance[run.instance]
 

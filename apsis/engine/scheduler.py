@@ -78,6 +78,31 @@ class Window:
         return {key: None if when is None else format_time(when)
                 for key, when in self.schedule_clocks.items()}
 
+    def split(self, size: int) -> list[Window]:
+        """The window as parts of about `size` runs, committed one after the other, so
+        that creating a day of 100 000 runs never holds them all half-written at once
+        (the peak that the daemon's memory kept).  A part takes whole schedules, and
+        gives each the clock it ends at, ahead of the scheduling clock; the last part
+        moves the scheduling clock and drops those.  A crash between parts leaves each
+        schedule's runs exactly those before its clock, as a window does."""
+        if len(self.runs) <= size:
+            return [self]
+        parts: list[Window] = []
+        part = Window(self.stop, advances_clock=False)
+        for i, planned in enumerate(self.runs):
+            key = planned.run.schedule_key
+            if key not in part.schedule_clocks:
+                if len(part.runs) >= size:
+                    parts.append(part)
+                    part = Window(self.stop, advances_clock=False)
+                part.schedule_clocks[key] = self.schedule_clocks.get(key) or self.stop
+            part.runs.append(planned)
+        last = Window(self.stop, part.runs, seen=self.seen, next_due=self.next_due,
+                      advances_clock=self.advances_clock)
+        last.schedule_clocks = {**{key: None for p in parts for key in p.schedule_clocks},
+                                **self.schedule_clocks}
+        return [*parts, last]
+
 
 class Scheduler:
     def __init__(self, jobs: Callable[[], Mapping[str, Job]], *, horizon: float,
@@ -87,7 +112,8 @@ class Scheduler:
         self.max_age = max_age
         self.max_ahead = max_ahead
         self.clock: dt.datetime | None = None
-        # Schedules (by key) expanded only up to an earlier time than the clock.
+        # Schedules (by key) expanded up to another time than the clock: earlier (held
+        # back by `max_ahead`), or later (a window stopped between its parts).
         self.behind: dict[str, dt.datetime] = {}
         self._stored_keys: set[str] = set()  # the schedule clocks in the database
         # Schedules (by key) that had runs missed in the catch-up window.
@@ -105,20 +131,20 @@ class Scheduler:
         previous daemon created ahead exist already, and planning them again would
         double each one."""
         self._stored_keys = set(schedule_clocks or {})
+        clocks = {k: parse_time(v) for k, v in (schedule_clocks or {}).items()}
         start = now if since in ("clock", "now") else parse_time(since)
+        if stored and since == "clock":
+            self.clock = parse_time(stored)
+            self.behind = clocks
+            return
+        self.clock = max(parse_time(stored), start) if stored else start
+        # Schedules held back before `start` skip to it; those that a window stopped
+        # between its parts expanded ahead of the clock (Window.split) go on from
+        # theirs; the rest go on from the clock.
+        self.behind = {k: max(when, start) for k, when in clocks.items()
+                       if max(when, start) != self.clock}
         if not stored:
-            self.clock = start
             return
-        self.clock = parse_time(stored)
-        if since == "clock":
-            self.behind = {k: parse_time(v) for k, v in (schedule_clocks or {}).items()}
-            return
-        if start >= self.clock:
-            self.clock = start
-        else:
-            # Schedules held back before `start` skip to it; the rest go on from the clock.
-            self.behind = {k: max(parse_time(v), start) for k, v in (schedule_clocks or {}).items()
-                           if max(parse_time(v), start) < self.clock}
         log.info("catch-up starts at %s (the stored clock was %s)", format_time(self.clock), stored)
 
     def next_window(self, now: dt.datetime, *, catching_up: bool = False) -> Window | None:
@@ -223,7 +249,7 @@ class Scheduler:
                     continue  # nothing of it before `stop`
                 start = start_of(key)
                 end = max(start, self._bounded_stop(job, index, now, stop))
-                clock = end if end < stop else None
+                clock = end if end != stop else None  # (ahead of `stop`: see split)
                 if clock != self.behind.get(key):
                     window.schedule_clocks[key] = clock
                 if clock is None and not catching_up:  # (not in the way of start-up)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import heapq
 from collections.abc import Callable
 
 from ..lib.timefmt import UTC
@@ -54,41 +55,48 @@ class DueQueue:
     """Runs due at wall-clock times: one sleeping task for all of them.
 
     A day of scheduled runs can be tens of thousands; a timer each, re-armed every
-    step, would keep the loop busy.  Cancelling is lazy: a stale entry is dropped
-    when it comes up.
+    step, would keep the loop busy.  They fall due at a few distinct times (10 000
+    jobs firing on the hour or minute), so the heap holds each time once, with the
+    list of what is due then, and a key costs a list slot and its entry in `_due`,
+    not a tuple and a datetime of its own.  Cancelling is lazy: a stale entry is
+    dropped when its time comes up.
     """
 
     def __init__(self, on_due: Callable[[str], None]) -> None:
         self._on_due = on_due
-        self._heap: list[tuple[dt.datetime, str]] = []
-        self._due: dict[str, dt.datetime] = {}
+        self._heap: list[dt.datetime] = []  # the distinct times, each once
+        self._at: dict[dt.datetime, list[str]] = {}  # what is due at each of them
+        self._due: dict[str, list[str]] = {}  # a key → the list it is due in (its time's)
         self._wake = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._due)
 
     def add(self, key: str, when: dt.datetime) -> None:
-        import heapq
-
-        self._due[key] = when
-        heapq.heappush(self._heap, (when, key))
-        if self._heap[0] == (when, key):
-            self._wake.set()
+        keys = self._at.get(when)
+        if keys is None:
+            self._at[when] = keys = []
+            heapq.heappush(self._heap, when)
+            if self._heap[0] == when:
+                self._wake.set()
+        elif self._due.get(key) is keys:
+            return
+        keys.append(key)
+        self._due[key] = keys
 
     def cancel(self, key: str) -> None:
         self._due.pop(key, None)
 
     async def run(self) -> None:
-        import heapq
-
         while True:
             now = dt.datetime.now(UTC)
-            while self._heap and self._heap[0][0] <= now:
-                when, key = heapq.heappop(self._heap)
-                if self._due.get(key) == when:
-                    del self._due[key]
-                    self._on_due(key)
-            delay = MAX_STEP if not self._heap else min(MAX_STEP, (self._heap[0][0] - now).total_seconds())
+            while self._heap and self._heap[0] <= now:
+                keys = self._at.pop(heapq.heappop(self._heap))
+                for key in keys:
+                    if self._due.get(key) is keys:
+                        del self._due[key]
+                        self._on_due(key)
+            delay = MAX_STEP if not self._heap else min(MAX_STEP, (self._heap[0] - now).total_seconds())
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(delay, 0.0))

@@ -48,7 +48,7 @@ class Job:
         return self.to_jso()
 
     @cached_property
-    def _shared(self) -> dict[str, Any]:
+    def _shared(self) -> dict[int, Any]:
         return {}
 
     def shared(self, value: T) -> T:
@@ -59,9 +59,12 @@ class Job:
         memory. Shared values are never changed in place: a run replaces them.
         """
         table = self._shared
-        key = repr(value)
+        # By the hash of the repr (repr tells 1 from True and 1.0): holding the reprs
+        # cost more than the values they share. A hash that matches a different value
+        # (never in practice) is caught by comparing the values.
+        key = hash(repr(value))
         found = table.get(key)
-        if found is None:
+        if found is None or found != value:
             if len(table) >= MAX_SHARED:
                 table.clear()
             table[key] = found = value

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -132,10 +134,11 @@ class Run:
     attempt: int = 1
     exit_code: int | None = None
     signal: str | None = None
-    outputs: list[dict[str, Any]] = field(default_factory=list)
+    # A tuple until the run has outputs: a day of scheduled runs holds no list each.
+    outputs: Sequence[dict[str, Any]] = ()
     ad_hoc: bool = False
     expected: bool = False  # created by a schedule, not by a request
-    meta: RunMeta = field(default_factory=RunMeta)
+    meta: RunMeta = RunMeta()  # frozen: shared until a transition replaces it
     # The job definition this run was bound with (stored once, deduplicated).
     job: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -157,7 +160,8 @@ class Run:
         return parse_time(value) if value else None
 
     def set_time(self, key: str, when: dt.datetime) -> None:
-        self.times[key] = format_time(when)
+        # A new dict, never a change in place: runs may share one (shared_times).
+        self.times = {**self.times, key: sys.intern(format_time(when))}
 
     def to_jso(self, *, with_job: bool = False) -> dict[str, Any]:
         jso: dict[str, Any] = {
@@ -196,7 +200,7 @@ class Run:
             job_id=jso["job_id"],
             args=dict(jso.get("args") or {}),
             state=State(jso["state"]),
-            times=dict(jso.get("times") or {}),
+            times=intern_times(jso.get("times")),
             message=jso.get("message"),
             labels=list(jso.get("labels") or []),
             program=jso.get("program"),
@@ -206,12 +210,27 @@ class Run:
             attempt=int(jso.get("attempt") or 1),
             exit_code=jso.get("exit_code"),
             signal=jso.get("signal"),
-            outputs=list(jso.get("outputs") or []),
+            outputs=list(jso.get("outputs") or ()) or (),
             ad_hoc=bool(jso.get("ad_hoc")),
             expected=bool(jso.get("expected")),
             meta=RunMeta.from_jso(jso.get("meta")),
             job=jso.get("job"),
         )
+
+
+def intern_times(times: Mapping[str, str] | None) -> dict[str, str]:
+    """A run's times with its keys and values interned: runs read back from JSON each
+    held their own copy of `schedule`, `new` and of the same few times of day."""
+    return {sys.intern(k): sys.intern(v) if isinstance(v, str) else v
+            for k, v in (times or {}).items()}
+
+
+def shared_times(times: dict[str, str], table: dict[tuple[tuple[str, str], ...], dict[str, str]]
+                 ) -> dict[str, str]:
+    """An equal times dict from `table` (keeping this one there if none is): runs made
+    or restored together are mostly due at the same few times of day, and a dict each
+    was a third of a scheduled run's memory. Times are replaced, never changed in place."""
+    return table.setdefault(tuple(times.items()), times)
 
 
 SUMMARY_KEYS = ("run_id", "job_id", "args", "state", "labels", "times", "message", "rerun_of",
