@@ -178,3 +178,26 @@ async def test_concurrent_writes_and_reads(store: Store) -> None:
     assert await store.last_seq() == 40
     seqs = [e["seq"] for e in await store.events_since(0)]
     assert seqs == list(range(1, 41))
+
+
+async def test_a_batch_of_runs_is_stored_as_written(store: Store) -> None:
+    """A burst's write (many runs, log entries, events at once) keeps every value and type:
+    SQLite takes those rows in one JSON parameter."""
+    job = {"job_id": "daily/load", "program": {"type": "no-op"}}
+    runs = [make_run(f"r{i}", args={"n": str(i), "q": 'say "ü"'}, labels=["a", "b"][: i % 3],
+                     job=job, exit_code=i if i % 2 else None) for i in range(1, 6)]
+    entries = [{"run_id": r["run_id"], "ts": "2024-01-01T00:00:00Z", "state": None,
+                "message": f"line\n{i} ✓"} for i, r in enumerate(runs)]
+    await store.write(runs, entries, [transition_event(r, "new") for r in runs])
+    again = [{**r, "state": "success", "args": {"n": "x"}, "labels": ["c"]} for r in runs[:3]]
+    await store.write(again, [], [transition_event(r, "success") for r in again])
+    stored = await store.get_runs([r["run_id"] for r in runs])
+    want = [{k: v for k, v in r.items() if k != "job"} for r in again + runs[3:]]
+    assert stored == want
+    assert await store.get_run_job("r5") == job
+    assert (await store.count_runs_by_state())["success"] == 3
+    page = await store.query_runs(labels=["c"], args={"n": "x"})
+    assert sorted(r["run_id"] for r in page.runs) == ["r1", "r2", "r3"]
+    assert sorted(r["run_id"] for r in (await store.query_runs(labels=["a"])).runs) == ["r4", "r5"]
+    assert [e["message"] for e in await store.run_log("r2")] == ["line\n1 ✓"]
+    assert [e["run"]["run_id"] for e in await store.events_since(0, run_id="r5")] == ["r5"]
