@@ -29,6 +29,9 @@ LOCAL_BLOCK = 256 * 1024
 REMOTE_BLOCK = 4 << 20  # the agent's largest read
 # Outputs up to this size are stored in the same transaction as the run's end.
 SMALL_OUTPUT_BYTES = 256 * 1024
+# Up to this size a spool is read and compressed on the event loop: quicker than the
+# hop to a thread and back.
+INLINE_OUTPUT_BYTES = 4 * 1024
 
 
 @dataclass
@@ -169,16 +172,20 @@ class LocalSpool(Spool):
                     temp_dir: Path) -> tuple[list[dict[str, Any]], list[Any]]:
         outputs, small = [], []
         for output_id, name in self.paths.items():
-            path = Path(name)
-            if not path.exists():
+            try:
+                size = os.stat(name).st_size
+            except FileNotFoundError:
                 continue
-            if path.stat().st_size <= SMALL_OUTPUT_BYTES:
-                prepared = await asyncio.to_thread(
-                    _prepare_small, store, self.run_id, output_id, path, max_bytes)
+            if size <= SMALL_OUTPUT_BYTES:
+                if size <= INLINE_OUTPUT_BYTES:  # most are empty: no thread hop for those
+                    prepared = _prepare_small(store, self.run_id, output_id, name, max_bytes)
+                else:
+                    prepared = await asyncio.to_thread(
+                        _prepare_small, store, self.run_id, output_id, name, max_bytes)
                 small.append(prepared)
                 outputs.append({"output_id": output_id, "length": prepared.length})
             else:
-                info = await store.store_output_from_file(self.run_id, output_id, path,
+                info = await store.store_output_from_file(self.run_id, output_id, Path(name),
                                                           max_bytes=max_bytes)
                 outputs.append({"output_id": output_id, "length": info["length"]})
         return outputs, small
@@ -279,6 +286,7 @@ class RemoteSpool(Spool):
         await agent.clean(self.run_id)
 
 
-def _prepare_small(store: OutputStore, run_id: str, output_id: str, path: Path, max_bytes: int) -> Any:
-    """Reads and compresses a small spool file (in a thread)."""
-    return store.prepare_small_output(run_id, output_id, path.read_bytes(), max_bytes)
+def _prepare_small(store: OutputStore, run_id: str, output_id: str, path: str, max_bytes: int) -> Any:
+    """Reads and compresses a small spool file (in a thread unless it is tiny)."""
+    with open(path, "rb") as file:
+        return store.prepare_small_output(run_id, output_id, file.read(), max_bytes)
