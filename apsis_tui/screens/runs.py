@@ -114,8 +114,10 @@ class RunsScreen(Screen[None]):
             if self._show_timer is None:
                 self._show_timer = self.set_timer(SHOW_PAGES_EVERY, self._show_pages)
         else:
-            table.apply_runs(runs)  # events: coalesced, painted at most 10 times a second
-            self._update_count()
+            # Events: coalesced, painted at most 10 times a second; the count follows at
+            # its next half second (a frame of its own for each event is a frame a key
+            # may wait behind).
+            table.apply_runs(runs)
 
     def _show_pages(self) -> None:
         self._show_timer = None

@@ -8,6 +8,11 @@ and scrolling cost the same for 100 rows or 100 000.
 Updates are coalesced: ``apply_runs`` queues runs by id and a timer (10 Hz by
 default) applies the batch and repaints once. The cursor follows its run, and the
 run under the cursor keeps its place on screen, when rows arrive above it.
+
+A frame costs per line repainted, so the table repaints only the lines that change:
+a key moves the cursor off one line onto another (two lines, unless it scrolls); a
+batch of updates repaints the lines whose run, or whose run's state, changed (none
+when every run updated is off screen, as most are in a table of 100 000).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ def state_css(component: str, *, reverse: bool = True) -> str:
     return "\n        ".join(rules)
 
 
+Anchor = tuple[str | None, int | None, tuple[object, ...] | None]
 NOT_YET = frozenset({State.NEW.value, State.SCHEDULED.value})  # rows drawn muted
 LATE_MARK = "*"
 ELLIPSIS = "…"
@@ -316,7 +322,7 @@ class RunTable(ScrollView, can_focus=True):
         self.store.clear()
         self._row_cache.clear()
         self._placed = False
-        self._settle((None, None))
+        self._settle((None, None, None))
 
     def stage(self, runs: list[Run]) -> None:
         """A page of a load, shown at the next `flush` (the caller's to make, a few times
@@ -368,12 +374,17 @@ class RunTable(ScrollView, can_focus=True):
         """Put the cursor on a row (clamped) and scroll it into view."""
         count = len(self.store)
         row = max(0, min(row, count - 1)) if count else -1
-        old = self._cursor_run_id
+        old, old_row = self._cursor_run_id, self._cursor_row
         self._cursor_row = row
         self._cursor_run_id = self.store.row_id(row) if row >= 0 else None
-        self._scroll_cursor_into_view()
+        self._scroll_cursor_into_view()  # a scroll repaints every line
         if self._cursor_run_id != old:
-            self.refresh()
+            # Off one line, onto another: two lines (those on screen) to repaint.
+            lines = [self._row_to_line(r) - self.scroll_offset.y + 1 for r in (old_row, row)]
+            regions = [Region(0, y, self.size.width, 1) for y in lines
+                       if 1 <= y <= self._body_height()]
+            if regions:  # (none would repaint every line)
+                self.refresh(*regions)
             self.post_message(self.RunHighlighted(self, self._cursor_run_id))
 
     def move_to_run(self, run_id: str) -> bool:
@@ -429,22 +440,58 @@ class RunTable(ScrollView, can_focus=True):
 
     # -- keeping things in place -----------------------------------------------------
 
-    def _anchor(self) -> tuple[str | None, int | None]:
-        """The run to keep in place across a change, and its offset on screen."""
+    def _anchor(self) -> Anchor:
+        """Before a change: the run to keep in place, its offset on screen, and what
+        each line shows (to repaint only the lines that the change alters)."""
+        lines = self._lines_shown()
         if self._cursor_run_id is None:
-            return None, None
+            return None, None, lines
         offset = self._row_to_line(self._cursor_row) - self.scroll_offset.y
         if 0 <= offset < self._body_height():
-            return self._cursor_run_id, offset
+            return self._cursor_run_id, offset, lines
         top = self._line_to_row(self.scroll_offset.y)
         if top is None:
             top = self._now_row
         if 0 <= top < len(self.store):
-            return self.store.row_id(top), self._row_to_line(top) - self.scroll_offset.y
-        return self._cursor_run_id, None
+            return self.store.row_id(top), self._row_to_line(top) - self.scroll_offset.y, lines
+        return self._cursor_run_id, None, lines
 
-    def _settle(self, anchor: tuple[str | None, int | None]) -> None:
-        """After the store changed: find the cursor's run again and restore the view."""
+    def _lines_shown(self) -> tuple[object, ...]:
+        """What each line below the header shows: a run (its id, its version in the
+        store, whether the cursor is on it), the now line, or nothing."""
+        store = self.store
+        count = len(store)
+        if not count:
+            return ("empty",)  # a message: any change repaints it
+        cursor = self._cursor_row
+        shown: list[object] = []
+        for line in range(self.scroll_offset.y, self.scroll_offset.y + self._body_height()):
+            row = self._line_to_row(line)
+            if row is None:
+                shown.append("now")
+            elif row < count:
+                run_id = store.row_id(row)
+                shown.append((run_id, store.stamp(run_id), row == cursor))
+            else:
+                shown.append(None)
+        return tuple(shown)
+
+    def _repaint_changed(self, before: tuple[object, ...] | None) -> None:
+        """Repaint the lines that show something else than ``before`` (all, if None)."""
+        after = self._lines_shown()
+        if before is None or len(before) != len(after) or len(after) == 1:
+            self.refresh()
+            return
+        changed = [y for y, (old, new) in enumerate(zip(before, after), 1) if old != new]
+        if len(changed) > len(after) // 2:
+            self.refresh()  # one region, not one per line
+        elif changed:  # (no region would repaint every line)
+            width = self.size.width
+            self.refresh(*(Region(0, y, width, 1) for y in changed))
+
+    def _settle(self, anchor: Anchor) -> None:
+        """After the store changed: find the cursor's run again, restore the view, and
+        repaint what changed."""
         old_id = self._cursor_run_id
         self._update_now()
         self._update_virtual_size()
@@ -457,14 +504,15 @@ class RunTable(ScrollView, can_focus=True):
             row = max(0, min(self._cursor_row, count - 1)) if count else -1
         self._cursor_row = row
         self._cursor_run_id = self.store.row_id(row) if row >= 0 else None
-        anchor_id, anchor_offset = anchor
+        anchor_id, anchor_offset, lines = anchor
         if anchor_id is not None and anchor_offset is not None:
             anchor_row = self.store.index_of(anchor_id)
             if anchor_row is not None:
                 target = self._row_to_line(anchor_row) - anchor_offset
                 self.scroll_to(y=max(0, target), animate=False)
-        self._ensure_columns()
-        self.refresh()
+        if self._ensure_columns():
+            lines = None  # other columns: every line, and the header
+        self._repaint_changed(lines)
         if self._cursor_run_id != old_id:
             self.post_message(self.RunHighlighted(self, self._cursor_run_id))
 
@@ -481,7 +529,13 @@ class RunTable(ScrollView, can_focus=True):
             # the screen's layout (a reflow of every widget and a repaint of the screen,
             # each time the pages of a load are shown). Shorter may clamp the scroll.
             self.set_reactive(RunTable.virtual_size, size)
-            self.vertical_scrollbar.window_virtual_size = size.height
+            bar = self.vertical_scrollbar
+            # Nor the thumb, while it would move less than a sixteenth of a cell wherever
+            # it is (a few runs more in 100 000): a frame for nothing, ten a second while
+            # runs come, and a key pressed meanwhile waits for the next frame.
+            track = bar.size.height
+            if not track or abs(size.height - bar.window_virtual_size) * 16 * track >= size.height:
+                bar.window_virtual_size = size.height
         else:
             self.virtual_size = size
 
@@ -498,10 +552,13 @@ class RunTable(ScrollView, can_focus=True):
 
     # -- columns and rendering -----------------------------------------------------
 
-    def _ensure_columns(self) -> None:
-        width = self.scrollable_content_region.width or self.size.width or 80
+    def _ensure_columns(self, width: int | None = None) -> bool:
+        """Lay the columns out for the runs in view; returns whether they changed."""
+        if width is None:
+            width = self.scrollable_content_region.width
+        width = width or self.size.width or 80
         if self._columns_checked == (self.store.version, width):
-            return  # render_line calls this per line: stay O(1) between changes
+            return False  # render_line calls this per line: stay O(1) between changes
         self._columns_checked = (self.store.version, width)
         single = self.store.single_job()
         arg_widths = self.store.arg_widths() if single is not None else None
@@ -524,6 +581,8 @@ class RunTable(ScrollView, can_focus=True):
                 args_width=args_width,
             )
             self._row_cache.clear()
+            return True
+        return False
 
     def _symbol(self, state: str) -> str:
         return state_symbol(state, self.ascii_symbols)
@@ -564,7 +623,7 @@ class RunTable(ScrollView, can_focus=True):
             cells[f"arg:{name}"] = (str(value), None)
         return cells
 
-    def _render_row(self, row: int, cursor: bool) -> Strip:
+    def _render_row(self, row: int, cursor: bool, width: int | None = None) -> Strip:
         run = self.store.row(row)
         run_id = str(run["run_id"])
         state = run.get("state")
@@ -592,28 +651,28 @@ class RunTable(ScrollView, can_focus=True):
                 text, column.width, column.align_right, "~" if self.ascii_symbols else ELLIPSIS
             )
             segments.append(Segment(fitted, style))
-        strip = self._finish(segments, cursor_style or base)
+        strip = self._finish(segments, cursor_style or base, width)
         if len(self._row_cache) > 4096:
             self._row_cache.clear()
         self._row_cache[run_id] = (signature, strip)
         return strip
 
-    def _finish(self, segments: list[Segment], fill: Style) -> Strip:
-        width = self.scrollable_content_region.width
+    def _finish(self, segments: list[Segment], fill: Style, width: int | None = None) -> Strip:
+        if width is None:
+            width = self.scrollable_content_region.width
         return Strip(segments).adjust_cell_length(width, fill)
 
-    def _render_header(self) -> Strip:
+    def _render_header(self, width: int) -> Strip:
         style = self.get_component_rich_style("run-table--header")
         segments = []
         for index, column in enumerate(self._columns):
             if index:
                 segments.append(Segment(" ", style))
             segments.append(Segment(fit(column.title, column.width, column.align_right), style))
-        return self._finish(segments, style)
+        return self._finish(segments, style, width)
 
-    def _render_now_line(self) -> Strip:
+    def _render_now_line(self, width: int) -> Strip:
         style = self.rich_style + self.get_component_rich_style("run-table--now", partial=True)
-        width = self.scrollable_content_region.width
         label = f" now {format_local(self.clock(), '%H:%M:%S')} "
         lead = "──" if not self.ascii_symbols else "--"
         rule = "─" if not self.ascii_symbols else "-"
@@ -621,10 +680,10 @@ class RunTable(ScrollView, can_focus=True):
         return Strip([Segment(fit(text + rule * max(0, width - cell_len(text)), width), style)])
 
     def render_line(self, y: int) -> Strip:
-        self._ensure_columns()
-        width = self.scrollable_content_region.width
+        width = self.scrollable_content_region.width  # (not cheap: once a line)
+        self._ensure_columns(width)
         if y == 0:
-            return self._render_header()
+            return self._render_header(width)
         line = self.scroll_offset.y + y - 1
         count = len(self.store)
         if not count:
@@ -637,10 +696,10 @@ class RunTable(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         row = self._line_to_row(line)
         if row is None:
-            return self._render_now_line()
+            return self._render_now_line(width)
         if row >= count:
             return Strip.blank(width, self.rich_style)
-        return self._render_row(row, cursor=row == self._cursor_row)
+        return self._render_row(row, cursor=row == self._cursor_row, width=width)
 
     def notify_style_update(self) -> None:
         # Theme or focus changed: cached strips carry old colours.

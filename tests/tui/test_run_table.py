@@ -6,8 +6,9 @@ import re
 from functools import cache
 
 from textual.app import App, ComposeResult
+from textual.strip import Strip
 
-from apsis.present import format_elapsed
+from apsis.present import format_elapsed, state_symbol
 from apsis_tui.widgets.run_table import (
     RunTable,
     fit,
@@ -314,3 +315,69 @@ def test_fit_and_elapsed() -> None:
     assert format_elapsed(0, narrow=True) == "0:00:00"
     assert format_elapsed(3725, narrow=True) == "1:02:05"
     assert format_elapsed(100 * 3600, narrow=True) == "4d04h"
+
+
+class CountingTable(RunTable):
+    """Counts the lines below the header drawn anew (Textual reuses the others)."""
+
+    drawn = 0
+
+    def render_line(self, y: int) -> Strip:
+        self.drawn += y > 0
+        return super().render_line(y)
+
+
+class CountingApp(TableApp):
+    def compose(self) -> ComposeResult:
+        yield CountingTable(clock=self.clock)
+
+
+def shown(table: RunTable) -> list[str]:
+    """The table's lines as its last frame left them (Textual's copies, redrawn only
+    where marked dirty): what the terminal shows."""
+    return [strip.text for strip in table.render_lines(table.scrollable_content_region)]
+
+
+async def test_a_key_redraws_the_two_lines_the_cursor_leaves_and_enters() -> None:
+    # A table of 100 000 runs: a frame costs per line drawn, and a key waits for it.
+    app = CountingApp(runs_100k())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        table = app.query_one(CountingTable)
+        table.focus()
+        await pilot.pause()
+        for key in ("up", "up", "down"):
+            table.drawn = 0
+            await pilot.press(key)
+            await pilot.pause()
+            assert table.drawn == 2
+            assert shown(table) == screen(table)
+        await pilot.press(*["up"] * 30)  # past the top: the table scrolls
+        await pilot.pause()
+        assert shown(table) == screen(table)
+
+
+async def test_updates_redraw_only_the_lines_they_change() -> None:
+    app = CountingApp(runs_100k())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        table = app.query_one(CountingTable)
+
+        def fail(run_id: str) -> str:
+            run = table.store.get(run_id)
+            state = "error" if run["state"] == "failure" else "failure"
+            table.apply_run({**run, "state": state})
+            table.flush()
+            return state
+
+        table.drawn = 0
+        fail("r50000")  # far above the screen
+        await pilot.pause()
+        assert table.drawn == 0
+        on_screen = table.visible_run_ids()[3]
+        state = fail(on_screen)
+        await pilot.pause()
+        assert table.drawn == 1
+        line = next(line for line in shown(table) if line.startswith(f"{on_screen} "))
+        assert line.split()[1] == state_symbol(state)
+        assert shown(table) == screen(table)
