@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -231,6 +232,7 @@ class Client:
         self.timeout = timeout
         self.retry_for = retry_for
         self._http: dict[Endpoint, httpx.AsyncClient] = {}
+        self._pages_refused = False  # by a daemon older than GET /runs?pages=N
 
     def sibling(self, *, timeout: float | None = None,
                 retry_for: float | None | Literal["same"] = "same") -> Client:
@@ -471,10 +473,28 @@ class Client:
         each page's JSON text as soon as it has arrived whole. A caller that applies each
         page as it comes keeps the daemon writing the next ones meanwhile; a body read
         whole first (while the caller is busy with the last one) stalls the daemon once
-        the socket's buffers are full."""
+        the socket's buffers are full. A daemon older than `pages` refuses it (a 400
+        naming it): then, and from then on for this client, one request a page."""
+        params = runs_params(limit=limit, cursor=cursor, summary=summary)
+        response = None
+        if not self._pages_refused:
+            try:
+                response = await self._request("GET", "/runs", params=params + [("pages", pages)],
+                                               stream=True)
+            except ApsisError as exc:
+                if exc.status != 400 or not re.search(r"\bpages\b", exc.message):
+                    raise
+                self._pages_refused = True
+        if response is None:
+            for _ in range(pages):
+                text = (await self._request("GET", "/runs", params=params)).content
+                yield text
+                cursor = json.loads(text)["cursor"]  # (the caller decodes the page too)
+                if cursor is None:
+                    return
+                params = runs_params(limit=limit, cursor=cursor, summary=summary)
+            return
         httpx = _import_httpx()
-        response = await self._request("GET", "/runs", params=runs_params(
-            limit=limit, cursor=cursor, summary=summary) + [("pages", pages)], stream=True)
         try:
             head: list[bytes] = []  # the start of a line that spans chunks
             async for chunk in response.aiter_bytes():

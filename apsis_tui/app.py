@@ -195,6 +195,9 @@ class ApsisApp(App[int]):
                     async with contextlib.aclosing(lines):
                         async for text in lines:
                             page = json.loads(text)
+                            # A key pressed meanwhile goes first: a page is ~3 ms to decode
+                            # and as much to merge, one after the other (then its frame).
+                            await asyncio.sleep(0)
                             cursor = page.get("cursor")
                             loaded += len(page["runs"])
                             # Merged now, shown with the pages before it a few times a
@@ -204,7 +207,11 @@ class ApsisApp(App[int]):
                             # with what else was made since the last page collected (the GC
                             # is paused): a page's worth at a time, ~1 ms.
                             self.model.freeze()
-                except ApsisError:
+                except ApsisError as exc:
+                    if exc.status is not None and 400 <= exc.status < 500:
+                        # Refused (a token revoked...): asking again cannot help.
+                        self.notify(f"Loading runs: {exc.message}", severity="error")
+                        return
                     await asyncio.sleep(2.0)  # the indicator says why; go on from the cursor
 
     @work(exclusive=True, group="events")

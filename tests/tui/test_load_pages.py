@@ -1,6 +1,7 @@
 """The Runs table loads a real daemon's runs many pages to a request (GET /runs?pages=N),
 every run once, and goes on past the first request's pages; each page is taken as it
-arrives, however many reads it spans."""
+arrives, however many reads it spans. A daemon that refuses `pages` is read a page a
+request."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from textual.widgets import Static
 
+from apsis.api.routes import MAX_PAGES
 from apsis.client import Client
 from apsis_tui.app import ApsisApp
 from apsis_tui.state import TuiState
@@ -88,3 +90,51 @@ async def test_a_load_of_big_pages_shows_every_run_and_the_count(daemon, tmp_pat
             await pilot.pause(0.05)
         assert len(set(table.store.row_id(i) for i in range(table.row_count))) == total
         assert gc.isenabled()  # paused during the load only
+
+
+async def test_a_daemon_refusing_pages_is_read_a_page_a_request(daemon, tmp_path,  # noqa: ANN001
+                                                                monkeypatch) -> None:
+    # A daemon older than GET /runs?pages=N refuses the parameter with a 400 naming it;
+    # this one refuses more pages than it serves in one answer, the same way. The TUI
+    # reads every run by plain pages instead of asking again and again.
+    monkeypatch.setattr("apsis_tui.app.PAGES_PER_REQUEST", MAX_PAGES + 1)
+    with http(daemon) as api:
+        created = {r["run_id"] for r in create(api, "noop", count=30)}
+        refusal = api.get("/runs", params={"limit": 4, "pages": MAX_PAGES + 1})
+    assert refusal.status_code == 400 and "pages" in refusal.json()["error"]["message"]
+    app = ApsisApp(daemon.url, state=TuiState(tmp_path / "tui.json"), ansi=False, page_size=4)
+    async with app.run_test(size=(100, 30)) as pilot:
+        deadline = time.monotonic() + 30
+        while any(w.group == "runs" and not w.is_finished for w in app.workers):
+            assert time.monotonic() < deadline, "the load went on asking for pages"
+            await pilot.pause(0.05)
+        table = app.screen_stack[0].query_one(RunTable)
+        table.flush()
+        assert created <= {table.store.row_id(i) for i in range(table.row_count)}
+
+
+async def test_a_client_refused_pages_asks_a_page_a_request_from_then_on(daemon) -> None:  # noqa: ANN001
+    with http(daemon) as api:
+        create(api, "noop", count=10)
+        wait_finished(api)  # both reads read the same runs
+    async with Client(daemon.url) as client:
+        by_cursor, cursor = [], None
+        while True:
+            page = await client.runs(limit=100, cursor=cursor, summary=True)
+            by_cursor.append(page["runs"])
+            if (cursor := page["cursor"]) is None:
+                break
+        asked = []
+        request = client._request
+
+        async def recording(method: str, path: str, **kwargs: object) -> object:
+            asked.append(dict(kwargs["params"]))  # type: ignore[call-overload]
+            return await request(method, path, **kwargs)  # type: ignore[arg-type]
+
+        client._request = recording  # type: ignore[method-assign]
+        for _ in range(2):
+            lines = [line async for line in client.run_page_lines(MAX_PAGES + 1, limit=100,
+                                                                   summary=True)]
+            assert [json.loads(line)["runs"] for line in lines] == by_cursor
+    # Refused once, then plain pages only, a request each.
+    assert ["pages" in params for params in asked] == [True] + [False] * 2 * len(by_cursor)
