@@ -93,7 +93,9 @@ NEVER_STARTED = ("the daemon stopped before this run's program was started (its 
                  "record of it): starting it now")
 # Runs of a window created in one transaction, at most (but a schedule's runs together):
 # what they hold while being written is freed between parts, not all at once at the end.
-WINDOW_PART = 5_000
+# Memory kept after a first start with a day of 100 000 runs: 258 MB in parts of 5 000,
+# 229 MB in parts of 1 000, 224 MB in parts of 250 (more commits, slower).
+WINDOW_PART = 1_000
 # A transition learned of later than this after it happened says so in the run's log.
 LATE_NEWS_SECONDS = 1.0
 
