@@ -270,7 +270,9 @@ class RunTable(ScrollView, can_focus=True):
         self._columns_key: tuple[object, ...] = ()
         self._columns_checked: tuple[int, int] = (-1, -1)
         self._row_cache: dict[str, tuple[tuple[object, ...], Strip]] = {}
+        self._styles: dict[tuple[str | None, bool], Style] = {}
         self._placed = False  # the first rows put the cursor at now
+        self._quiet_scroll = False  # a scroll that keeps the screen as it is (see _settle)
 
     # -- public API ----------------------------------------------------------------
 
@@ -509,12 +511,25 @@ class RunTable(ScrollView, can_focus=True):
             anchor_row = self.store.index_of(anchor_id)
             if anchor_row is not None:
                 target = self._row_to_line(anchor_row) - anchor_offset
-                self.scroll_to(y=max(0, target), animate=False)
+                # Rows came or went above: the screen shows what it showed, scrolled
+                # (each page of a load). Compared line by line below, not all repainted.
+                self._quiet_scroll = True
+                try:
+                    self.scroll_to(y=max(0, target), animate=False)
+                finally:
+                    self._quiet_scroll = False
         if self._ensure_columns():
             lines = None  # other columns: every line, and the header
         self._repaint_changed(lines)
         if self._cursor_run_id != old_id:
             self.post_message(self.RunHighlighted(self, self._cursor_run_id))
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        if self._quiet_scroll:  # only the thumb moves
+            if self.show_vertical_scrollbar:
+                self.vertical_scrollbar.position = new_value
+            return
+        super().watch_scroll_y(old_value, new_value)
 
     def _update_now(self) -> None:
         self._now_row = self.store.now_index(self.clock())
@@ -634,8 +649,8 @@ class RunTable(ScrollView, can_focus=True):
         cached = self._row_cache.get(run_id)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        base = self.rich_style
-        cursor_style = self.get_component_rich_style("run-table--cursor") if cursor else None
+        base = self._style()
+        cursor_style = self._style("run-table--cursor") if cursor else None
         cells = self._cells(run, now)
         segments: list[Segment] = []
         for index, column in enumerate(self._columns):
@@ -644,7 +659,7 @@ class RunTable(ScrollView, can_focus=True):
             text, component = cells.get(column.key, ("", None))
             style = base
             if component is not None:
-                style = base + self.get_component_rich_style(component, partial=True)
+                style = base + self._style(component, partial=True)
             if cursor_style is not None:
                 style = cursor_style
             fitted = fit(
@@ -663,7 +678,7 @@ class RunTable(ScrollView, can_focus=True):
         return Strip(segments).adjust_cell_length(width, fill)
 
     def _render_header(self, width: int) -> Strip:
-        style = self.get_component_rich_style("run-table--header")
+        style = self._style("run-table--header")
         segments = []
         for index, column in enumerate(self._columns):
             if index:
@@ -672,7 +687,7 @@ class RunTable(ScrollView, can_focus=True):
         return self._finish(segments, style, width)
 
     def _render_now_line(self, width: int) -> Strip:
-        style = self.rich_style + self.get_component_rich_style("run-table--now", partial=True)
+        style = self._style() + self._style("run-table--now", partial=True)
         label = f" now {format_local(self.clock(), '%H:%M:%S')} "
         lead = "──" if not self.ascii_symbols else "--"
         rule = "─" if not self.ascii_symbols else "-"
@@ -701,9 +716,21 @@ class RunTable(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         return self._render_row(row, cursor=row == self._cursor_row, width=width)
 
+    def _style(self, component: str | None = None, *, partial: bool = False) -> Style:
+        """The table's rich style, or a component's, kept until the styles change (Textual
+        empties its own cache at every refresh: a key's two lines looked them up again)."""
+        key = (component, partial)
+        style = self._styles.get(key)
+        if style is None:
+            style = self.rich_style if component is None else self.get_component_rich_style(
+                component, partial=partial)
+            self._styles[key] = style
+        return style
+
     def notify_style_update(self) -> None:
-        # Theme or focus changed: cached strips carry old colours.
+        # Theme or focus changed: cached strips and styles carry old colours.
         self._row_cache.clear()
+        self._styles.clear()
         super().notify_style_update()
 
     # -- events and actions ----------------------------------------------------------
@@ -721,10 +748,12 @@ class RunTable(ScrollView, can_focus=True):
 
     def on_focus(self, event: events.Focus) -> None:
         self._row_cache.clear()
+        self._styles.clear()  # the cursor's colours
         self.refresh()
 
     def on_blur(self, event: events.Blur) -> None:
         self._row_cache.clear()
+        self._styles.clear()  # the cursor's colours
         self.refresh()
 
     def _tick(self) -> None:

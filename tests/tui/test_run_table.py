@@ -345,8 +345,9 @@ async def test_a_key_redraws_the_two_lines_the_cursor_leaves_and_enters() -> Non
         await pilot.pause()
         table = app.query_one(CountingTable)
         table.focus()
+        table.move_to_run("r50000")  # among finished runs: none is redrawn as the clock ticks
         await pilot.pause()
-        for key in ("up", "up", "down"):
+        for key in ("down", "down", "up"):
             table.drawn = 0
             await pilot.press(key)
             await pilot.pause()
@@ -360,8 +361,9 @@ async def test_a_key_redraws_the_two_lines_the_cursor_leaves_and_enters() -> Non
 async def test_updates_redraw_only_the_lines_they_change() -> None:
     app = CountingApp(runs_100k())
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
         table = app.query_one(CountingTable)
+        table.move_to_run("r80000")  # among finished runs: none is redrawn as the clock ticks
+        await pilot.pause()
 
         def fail(run_id: str) -> str:
             run = table.store.get(run_id)
@@ -381,3 +383,19 @@ async def test_updates_redraw_only_the_lines_they_change() -> None:
         line = next(line for line in shown(table) if line.startswith(f"{on_screen} "))
         assert line.split()[1] == state_symbol(state)
         assert shown(table) == screen(table)
+
+
+async def test_rows_arriving_above_redraw_nothing() -> None:
+    # Each page of a load comes above the screen: the screen shows the same runs.
+    app = CountingApp(runs_100k()[50_000:])
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(CountingTable)
+        table.move_to_run("r80000")  # among finished runs: none is redrawn as the clock ticks
+        await pilot.pause()
+        before = shown(table)
+        table.drawn = 0
+        table.load(runs_100k()[40_000:50_000])
+        await pilot.pause()
+        assert table.drawn == 0
+        assert table.row_count == 60_000
+        assert shown(table) == before == screen(table)
