@@ -381,6 +381,7 @@ class Server:
         # Empty spool files of cleaned runs, for starts to rename into place (`_open_spool`).
         self._spares: list[str] = []
         self._spare_ids = itertools.count()
+        self._spare_prefix = f"{SPARE_PREFIX}{os.getpid()}."  # unique to this server
         # The agent's environment is that of the `connect` that started it, for good.
         self.base_env = dict(os.environ)
         self._devnull = -1
@@ -789,10 +790,17 @@ class Server:
             if line.strip():
                 self._send(conn, self._handle_line(line))
                 if time.monotonic() >= flush_at:
-                    # Exits too: the clients finish runs while a long batch of starts goes on.
-                    self._reap()
+                    self._reap_now()
                     self._flush_all()
                     flush_at = time.monotonic() + FLUSH_S
+
+    def _reap_now(self) -> None:
+        """Exits, during a long batch of requests: the clients finish runs while a burst
+        of starts goes on. A bug there must not end the supervisor."""
+        try:
+            self._reap()
+        except Exception as exc:  # noqa: BLE001
+            _log(f"error reaping: {exc!r}")
 
     def _send(self, conn: Conn, msg: dict[str, Any]) -> None:
         """Queue a message; the loop sends what queued up once per turn, in one go."""
@@ -1028,7 +1036,7 @@ class Server:
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)  # held until the close below
             if os.fstat(fd).st_size:
                 return False  # emptying it would cost as much as a new file
-            spare = os.path.join(self.runs_dir, f"{SPARE_PREFIX}{os.getpid()}.{next(self._spare_ids)}")
+            spare = os.path.join(self.runs_dir, f"{self._spare_prefix}{next(self._spare_ids)}")
             os.rename(path, spare)
         except OSError:
             return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -328,3 +329,35 @@ async def test_spool_files_reused_only_when_empty_and_closed(client: AgentClient
     fresh = await client.start(["true"], proc_id="fresh")
     await wait_exit(client, "fresh")
     assert os.stat(fresh.outputs["output"]).st_size == 0
+
+
+
+@pytest.mark.timeout(60)
+async def test_exits_reported_during_a_burst_of_starts(state_dir: Path) -> None:
+    """A burst of starts read in one go (as a 2 000-run POST sends them) does not hold
+    back the exits of the programs that ended meanwhile: the daemon finishes those runs
+    while the burst goes on. The requests go in one write, to arrive together."""
+    proc = await asyncio.create_subprocess_exec(
+        *local_connect_command(state_dir, idle_timeout=3),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        n = 300
+        proc.stdin.write(b"".join(json.dumps({"id": i, "op": "start", "proc_id": f"b{i}",
+                                              "argv": ["true"]}).encode() + b"\n"
+                                  for i in range(n)))
+        await proc.stdin.drain()
+        order = []
+        replies = 0
+        while replies < n:
+            msg = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+            if msg.get("event") == "exited":
+                order.append("exit")
+            elif msg.get("id") is not None:
+                assert msg["ok"], msg
+                replies += 1
+                order.append("reply")
+        assert "exit" in order  # some came before the last reply
+    finally:
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), 10)
