@@ -385,6 +385,7 @@ class Server:
         # The agent's environment is that of the `connect` that started it, for good.
         self.base_env = dict(os.environ)
         self._devnull = -1
+        self._home_fd = -1  # our cwd (the state dir once bound), to come back to after a spawn
 
     # -- start-up -----------------------------------------------------------------
 
@@ -966,6 +967,8 @@ class Server:
         posix_spawn cannot start a session.
         """
         if _POSIX_SPAWN:
+            if self._home_fd < 0:
+                self._home_fd = os.open(".", os.O_RDONLY)
             try:
                 os.chdir(cwd)
             except OSError as exc:
@@ -983,7 +986,7 @@ class Server:
                 what = exc.filename if exc.filename is not None else argv[0]
                 raise RequestError("spawn_failed", f"{what}: {exc.strerror or exc}") from None
             finally:
-                os.chdir(self.state_dir)
+                os.fchdir(self._home_fd)
         if not os.path.isdir(cwd):
             raise RequestError("spawn_failed", f"cwd {cwd}: no such directory")
         try:
