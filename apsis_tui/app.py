@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.worker import get_current_worker
@@ -35,6 +35,8 @@ PAGES_PER_REQUEST = 20  # after the first page, pages come this many to a reques
 MAX_RUNS = 100_000
 HEALTH_INTERVAL = 2.0
 HANGUP_GRACE = 3.0  # seconds to exit cleanly after SIGHUP before exiting hard
+TYPING = 0.5  # seconds after a key during which the user counts as typing
+PAGE_WHILE_TYPING = 0.05  # the load takes a page this often while the user types
 
 
 def make_clients(url: str, token: str | None) -> tuple[Any, Any, Any]:
@@ -114,6 +116,7 @@ class ApsisApp(App[int]):
         self._ansi = ansi
         self.model = TuiModel(clock)
         self._title_shown = ""
+        self.key_pressed_at: float | None = None  # (monotonic) the user's last key
 
     # -- screens -------------------------------------------------------------------
 
@@ -125,6 +128,11 @@ class ApsisApp(App[int]):
         self.load_runs()
         self.load_jobs()
         self.watch_health()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            self.key_pressed_at = time.monotonic()  # before any screen or binding sees it
+        await super().on_event(event)
 
     def action_help(self) -> None:
         from apsis_tui.screens.dialogs import HelpScreen
@@ -207,12 +215,23 @@ class ApsisApp(App[int]):
                             # with what else was made since the last page collected (the GC
                             # is paused): a page's worth at a time, ~1 ms.
                             self.model.freeze()
+                            await self._give_way_to_keys()
                 except ApsisError as exc:
                     if exc.status is not None and 400 <= exc.status < 500:
                         # Refused (a token revoked...): asking again cannot help.
                         self.notify(f"Loading runs: {exc.message}", severity="error")
                         return
                     await asyncio.sleep(2.0)  # the indicator says why; go on from the cursor
+
+    async def _give_way_to_keys(self) -> None:
+        """While the user types, a page at most every PAGE_WHILE_TYPING seconds. Between
+        pages the process sleeps, and the system runs a sleeping process the moment a key
+        wakes it; one busy with pages waits for its turn on a shared machine (keys waited
+        for 50-100 ms on two busy cores). The load goes on at full speed once the user
+        stops."""
+        pressed = self.key_pressed_at
+        if pressed is not None and time.monotonic() - pressed < TYPING:
+            await asyncio.sleep(PAGE_WHILE_TYPING)
 
     @work(exclusive=True, group="events")
     async def follow_events(self, since: int) -> None:

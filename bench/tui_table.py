@@ -177,7 +177,7 @@ async def measure_keypress(runs: list[dict[str, Any]], presses: int) -> list[flo
 # -- the app against a daemon ----------------------------------------------------------
 
 TRANSITIONS_PER_S = 50.0
-LOADS_WITH_KEYS = 4  # loads whose keys make tui_load_keypress_p99_ms (~30 keys each)
+LOADS_WITH_KEYS = 2  # loads whose keys make tui_load_keypress_p99_ms (~150 keys each)
 NOOP_JOBS = {"noop": "program: {type: no-op}\n"}
 
 

@@ -65,7 +65,8 @@ class RunsScreen(Screen[None]):
         self._filter_timer: Timer | None = None
         self._received = False  # a batch of runs reached the table
         # Pages arrive newest first, the far future first: keep the cursor at *now*
-        # as each lands, until the user moves it (a key or a click).
+        # as each lands, until the user moves it (a click, or a key: the App notes it
+        # before the table moves the cursor, so no page can put it back at now).
         self._keep_at_now = True
         self._count_text = ""  # what the run count says
         self._show_timer: Timer | None = None  # shows the pages of a load staged meanwhile
@@ -124,7 +125,7 @@ class RunsScreen(Screen[None]):
         table = self.table
         table.flush()
         self._update_count()
-        if self._keep_at_now:
+        if self._keep_at_now and self.apsis.key_pressed_at is None:
             table.scroll_to_now()  # in the same repaint
 
     def _reset(self) -> None:
@@ -215,9 +216,6 @@ class RunsScreen(Screen[None]):
                 self.add_filter_term(term)
 
         self.app.push_screen(PickDialog("Add to the filter", filter_choices(dict(run))), picked)
-
-    def on_key(self, event: events.Key) -> None:
-        self._keep_at_now = False
 
     def on_mouse_down(self, event: events.MouseDown) -> None:
         self._keep_at_now = False
