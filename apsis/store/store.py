@@ -46,7 +46,6 @@ from apsis.store.common import (
     Statements,
     StoreBase,
     SummaryPage,
-    dumps,
 )
 from apsis.store.errors import DiskFullError, StoreError, is_disk_full
 from apsis.store.keys import json_list, time_key
@@ -76,24 +75,6 @@ SQL = Statements(
     ),
     is_distinct_from="IS NOT",
 )
-
-# The many-row statements of a write, reading their rows from one JSON parameter: one
-# statement is one sqlite3 call, which lets go of the GIL once. With executemany the
-# writer's thread takes the GIL back for every row, and waits up to 5 ms each time the
-# event loop holds it: a busy loop made a 4 ms insert of 2 000 rows take 100+ ms.
-_FROM_JSON = "FROM json_each(?) WHERE true"  # `WHERE`: an upsert's ON CONFLICT parses then
-_BULK = {
-    SQL.upsert_run: SQL.upsert_run.replace(
-        "VALUES (?, ?, ?, ?, (SELECT jobdef_id FROM jobdefs WHERE hash = ?), ?)",
-        "SELECT value->>0, value->>1, value->>2, value->>3, "
-        "(SELECT jobdef_id FROM jobdefs WHERE hash = value->>4), value->>5 " + _FROM_JSON),
-    SQL.insert_log: SQL.insert_log.replace(
-        "VALUES (?, ?, ?, ?)", "SELECT value->>0, value->>1, value->>2, value->>3 " + _FROM_JSON),
-    SQL.insert_events: SQL.insert_events.replace(
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 " + _FROM_JSON),
-}
-assert all("json_each" in bulk for bulk in _BULK.values()), "a statement of Statements changed"
 
 
 class WriterConnection:
@@ -288,11 +269,7 @@ class Store(StoreBase):
     @staticmethod
     async def _executemany(conn: Any, sql: str,
                            rows: Sequence[Sequence[Any]]) -> None:
-        bulk = _BULK.get(sql)
-        if bulk is not None and len(rows) > 1:
-            await conn.execute(bulk, (dumps(rows),))
-        else:
-            await conn.executemany(sql, rows)
+        await conn.executemany(sql, rows)
 
     @staticmethod
     def _list_param(values: Iterable[Any]) -> str:
