@@ -52,6 +52,15 @@ def wait_finished(api: httpx.Client) -> None:
         time.sleep(0.05)
 
 
+def finished_runs(daemon, count: int) -> int:  # noqa: ANN001
+    """Creates ``count`` no-op runs and waits for them to finish; returns how many runs
+    the daemon holds."""
+    with http(daemon) as api:
+        create(api, "noop", count=count)
+        wait_finished(api)
+        return len(api.get("/runs", params={"limit": 10_000}).json()["runs"])
+
+
 async def test_pages_longer_than_a_read_arrive_whole(daemon) -> None:  # noqa: ANN001
     # Pages of ~200 kB: each spans several reads of the socket (64 KiB), and is given
     # whole, as soon as it is in, the same pages as paging by cursor.
@@ -75,10 +84,7 @@ async def test_a_load_of_big_pages_shows_every_run_and_the_count(daemon, tmp_pat
     # Pages of more than 100 runs are shown a few at a time during a load: the last of
     # them too, with the count, with no event coming to flush the table.
     monkeypatch.setattr("apsis_tui.app.PAGES_PER_REQUEST", 3)
-    with http(daemon) as api:
-        create(api, "noop", count=700)
-        wait_finished(api)
-        total = len(api.get("/runs", params={"limit": 10_000}).json()["runs"])
+    total = finished_runs(daemon, 700)
     app = ApsisApp(daemon.url, state=TuiState(tmp_path / "tui.json"), ansi=False,
                    page_size=120)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -138,3 +144,26 @@ async def test_a_client_refused_pages_asks_a_page_a_request_from_then_on(daemon)
             assert [json.loads(line)["runs"] for line in lines] == by_cursor
     # Refused once, then plain pages only, a request each.
     assert ["pages" in params for params in asked] == [True] + [False] * 2 * len(by_cursor)
+
+
+async def test_a_load_goes_on_while_the_user_types(daemon, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # Keys come first during a load (a page at most every 50 ms while the user types),
+    # but the load does not wait for the user to stop.
+    monkeypatch.setattr("apsis_tui.app.PAGES_PER_REQUEST", 3)
+    total = finished_runs(daemon, 300)
+    app = ApsisApp(daemon.url, state=TuiState(tmp_path / "tui.json"), ansi=False,
+                   page_size=10)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen_stack[0].query_one(RunTable)
+        deadline = time.monotonic() + 30
+        while not table.row_count:
+            assert time.monotonic() < deadline
+            await pilot.pause(0.01)
+        table.focus()
+        keys = 0
+        while table.row_count < total or table.pending_count:
+            assert time.monotonic() < deadline, (table.row_count, total)
+            await pilot.press("up" if keys % 40 < 20 else "down")
+            keys += 1
+        assert keys > 5  # the user typed all along
+        assert len({table.store.row_id(i) for i in range(table.row_count)}) == total
