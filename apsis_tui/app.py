@@ -203,9 +203,9 @@ class ApsisApp(App[int]):
                     async with contextlib.aclosing(lines):
                         async for text in lines:
                             page = json.loads(text)
-                            # A key pressed meanwhile goes first: a page is ~3 ms to decode
-                            # and as much to merge, one after the other (then its frame).
-                            await asyncio.sleep(0)
+                            # A page is ~3 ms to decode and as much to merge: a key pressed
+                            # meanwhile goes in between (and its frame, while the user types).
+                            await self._give_way_to_keys()
                             cursor = page.get("cursor")
                             loaded += len(page["runs"])
                             # Merged now, shown with the pages before it a few times a
@@ -215,7 +215,6 @@ class ApsisApp(App[int]):
                             # with what else was made since the last page collected (the GC
                             # is paused): a page's worth at a time, ~1 ms.
                             self.model.freeze()
-                            await self._give_way_to_keys()
                 except ApsisError as exc:
                     if exc.status is not None and 400 <= exc.status < 500:
                         # Refused (a token revoked...): asking again cannot help.
@@ -224,11 +223,12 @@ class ApsisApp(App[int]):
                     await asyncio.sleep(2.0)  # the indicator says why; go on from the cursor
 
     async def _give_way_to_keys(self) -> None:
-        """While the user types, a page at most every PAGE_WHILE_TYPING seconds. Between
-        pages the process sleeps, and the system runs a sleeping process the moment a key
-        wakes it; one busy with pages waits for its turn on a shared machine (keys waited
-        for 50-100 ms on two busy cores). The load goes on at full speed once the user
-        stops."""
+        """A key that came meanwhile is handled now; while the user types, a page at most
+        every PAGE_WHILE_TYPING seconds. Between pages the process sleeps, and the system
+        runs a sleeping process the moment a key wakes it; one busy with pages waits for
+        its turn on a shared machine (keys waited for 50-100 ms on two busy cores). The
+        load goes on at full speed once the user stops."""
+        await asyncio.sleep(0)
         pressed = self.key_pressed_at
         if pressed is not None and time.monotonic() - pressed < TYPING:
             await asyncio.sleep(PAGE_WHILE_TYPING)
