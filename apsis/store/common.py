@@ -949,7 +949,9 @@ def event_keys(event: dict[str, Any]) -> tuple[str, str, int | None, str | None]
     """(ts key, type, run number, job id): the columns events are filtered on."""
     if "type" not in event:
         raise StoreError(f"event without a type: {event!r}")
-    ts = event.setdefault("ts", now_iso())
+    ts = event.get("ts")
+    if ts is None:  # not setdefault: its default would be made for every event
+        ts = event["ts"] = now_iso()
     run = event.get("run")
     run = run if isinstance(run, dict) else {}
     job = event.get("job")
