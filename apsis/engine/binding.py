@@ -30,14 +30,17 @@ class NewRun:
 
 
 def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
+             job_jso: dict[str, Any],
              template_args: Callable[[Job, dict[str, str], str], dict[str, Any]],
              params_of: Callable[[str], list[str] | None],
              stop: dt.datetime | None = None, rerun_of: str | None = None, attempt: int = 1,
              expected: bool = False, meta: RunMeta | None = None) -> NewRun:
     # Runs of one job share equal values (Job.shared): a day of runs in memory.
+    # `job_jso` is `job.to_jso()`, made once for the runs bound together: the store
+    # encodes and hashes it once for them all (it knows it by identity).
     run = Run(run_id=run_id, job_id=job.job_id, args=job.shared(dict(args)),
               labels=job.shared(job.labels), rerun_of=rerun_of, attempt=attempt,
-              ad_hoc=job.ad_hoc, expected=expected, job=job.jso,
+              ad_hoc=job.ad_hoc, expected=expected, job=job_jso,
               meta=shared_meta(job, meta or RunMeta()))
     run.set_time("schedule", when)
     if stop is not None:

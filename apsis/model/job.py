@@ -20,7 +20,7 @@ MAX_SHARED = 64
 
 @dataclass(eq=False, slots=True)
 class Job:
-    """Slots: 10 000 jobs each held a __dict__, grown again by the values cached below."""
+    """Slots: 10 000 jobs each held a __dict__, grown again by the values cached in it."""
 
     job_id: str
     params: list[str]
@@ -37,20 +37,11 @@ class Job:
     source: str | None = field(default=None, repr=False)
     # Where each part was written (`program`, `schedule.0`, `condition.1`, ...), for checks.
     locs: dict[str, Any] = field(default_factory=dict, repr=False)
-    _jso: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _shared_values: dict[int, Any] | None = field(default=None, init=False, repr=False)
 
     @property
     def labels(self) -> list[str]:
         return list(self.metadata.get("labels", []))
-
-    @property
-    def jso(self) -> dict[str, Any]:
-        """`to_jso()` made once and shared by every run bound from this job: a day of
-        scheduled runs must not hold a copy of its job each. Never changed in place."""
-        if self._jso is None:
-            self._jso = self.to_jso()
-        return self._jso
 
     def shared(self, value: T) -> T:
         """An equal value (same repr) this job's runs already hold, else `value`.
@@ -61,9 +52,10 @@ class Job:
         """
         table = self._shared_values
         if table is None:
-            # A part without templates renders as the job's own JSON has it: one copy.
+            # A part without templates renders as the job's JSON has it: one copy.
             table = self._shared_values = {hash(repr(part)): part for part in (
-                self.jso["program"], self.jso["condition"], self.jso["action"])}
+                self.program.to_jso(), [c.to_jso() for c in self.conditions],
+                [a.to_jso() for a in self.actions])}
         # By the hash of the repr (repr tells 1 from True and 1.0): holding the reprs
         # cost more than the values they share. A hash that matches a different value
         # (never in practice) is caught by comparing the values.

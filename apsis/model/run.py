@@ -139,7 +139,8 @@ class Run:
     ad_hoc: bool = False
     expected: bool = False  # created by a schedule, not by a request
     meta: RunMeta = RunMeta()  # frozen: shared until a transition replaces it
-    # The job definition this run was bound with (stored once, deduplicated).
+    # The job definition this run was bound with (stored once, deduplicated); held only
+    # until the run's first record commits, then read back from the store if needed.
     job: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
