@@ -151,7 +151,7 @@ class RunStore(Protocol):
         limit: int = 1000,
         types: Iterable[str] | None = None,
         run_id: str | None = None,
-        job_id: str | Sequence[str] | None = None,
+        job_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Stored events with seq > `seq`, in order, matching the filters given."""
         ...
