@@ -57,9 +57,28 @@ def _given_root(given: str, rel: str, root: Path) -> str | None:
         return None
 
 
-def _groups(paths: tuple[str, ...]) -> dict[Path, tuple[str, list[Path] | None, dict[str, str] | None]]:
+def _not_a_job(rel: str, given: str) -> Diagnostic | None:
+    """Why a file named on the command line is no job, as a warning (the jobs dir itself
+    warns of `.yml` files), so that it is not reported as checked and clean."""
+    from apsis.errors import Location
+    from apsis.jobs_dir import CONFIG_NAME, JOB_SUFFIX, NOT_JOB_SUFFIX
+
+    if rel == CONFIG_NAME:  # the jobs dir's config: checked with its jobs dir
+        return None
+    if any(part.startswith(".") for part in Path(rel).parts):
+        why = "names starting with '.' are not jobs"
+    elif not rel.endswith((JOB_SUFFIX, NOT_JOB_SUFFIX)):
+        why = f"only {JOB_SUFFIX} files are jobs"
+    else:
+        return None
+    return Diagnostic(Location(given), f"not a job: {why}", "warning")
+
+
+def _groups(paths: tuple[str, ...], not_jobs: list[Diagnostic],
+            ) -> dict[Path, tuple[str, list[Path] | None, dict[str, str] | None]]:
     """Jobs dir → (how to display it, files to load or None for all, files to report on:
-    their path inside the jobs dir → the path as given on the command line)."""
+    their path inside the jobs dir → the path as given on the command line). Files
+    given that cannot be jobs are left out, with a warning added to `not_jobs`."""
     from apsis.jobs_dir import find_jobs_dir
 
     groups: dict[Path, tuple[str, list[Path] | None, dict[str, str] | None]] = {}
@@ -72,6 +91,10 @@ def _groups(paths: tuple[str, ...]) -> dict[Path, tuple[str, list[Path] | None, 
         root = find_jobs_dir(path)
         key = root.resolve()
         rel = os.path.normpath(os.path.relpath(path.resolve(), key))
+        warning = _not_a_job(rel, given)
+        if warning is not None:
+            not_jobs.append(warning)
+            continue
         shown_root = _given_root(given, rel, key)
         if shown_root is None:
             shown_root = os.path.relpath(root) if not path.is_absolute() else str(root.resolve())
@@ -116,12 +139,16 @@ def run_check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str 
     problems: list[Diagnostic] = []
     total_jobs = 0
     runs: list[dict] = []
-    for root, (display, _, wanted) in _groups(paths).items():
+    for root, (display, _, wanted) in _groups(paths, problems).items():
         progress = _ProgressBar()
         try:
             if window:  # the runs need the jobs here: loaded in this process
                 jobs_dir = load_jobs_dir(root, display_root=display, progress=progress)
-                runs.extend(list_runs_fn(jobs_dir, *window))
+                listed = list_runs_fn(jobs_dir, *window)
+                if wanted is not None:  # files given: their runs, not their neighbours'
+                    ids = {Path(rel).with_suffix("").as_posix() for rel in wanted}
+                    listed = [run for run in listed if run["job_id"] in ids]
+                runs.extend(listed)
                 items = [*jobs_dir.diags.items, *check_jobs_dir(jobs_dir).items]
                 count = len(jobs_dir.jobs) + len(jobs_dir.broken)
             else:

@@ -216,6 +216,8 @@ def output(obj: dict[str, Any], run_id: str, output_id: str | None, follow: bool
                 else:
                     await watcher.wait_started(rid)
                     run = watcher.runs[rid]
+                    if output_id is not None:
+                        await _check_output_id(client, rid, output_id)
                     oid = output_id or default_output_id(run)
                     start = 0
                     if tail is not None and run.get("outputs"):
@@ -241,9 +243,21 @@ async def _print_stored(client: Client, rid: str, oid: str, tail: int | None) ->
     except ApsisNotFound:
         run = await client.run(rid)
         if run.get("outputs") or oid != default_output_id(run):
-            raise UserError(f"run {rid} has no output {oid!r}",
-                            "outputs: " + (", ".join(o.get("output_id", "?") for o in run.get("outputs") or []) or "none"),
-                            ExitStatus.USAGE) from None
+            raise _no_output(rid, oid, run.get("outputs") or []) from None
         return  # the run has produced no output (yet): print nothing
     write_bytes(data)
+
+
+async def _check_output_id(client: Client, rid: str, oid: str) -> None:
+    """A started run lists its outputs: one it does not have is a usage error at once
+    (the live stream would wait for it in silence until the run ends, then exit 0)."""
+    outputs = await client.outputs(rid)
+    if outputs and oid not in {o.get("output_id") for o in outputs}:
+        raise _no_output(rid, oid, outputs)
+
+
+def _no_output(rid: str, oid: str, outputs: list[dict[str, Any]]) -> UserError:
+    return UserError(f"run {rid} has no output {oid!r}",
+                     "outputs: " + (", ".join(o.get("output_id", "?") for o in outputs) or "none"),
+                     ExitStatus.USAGE)
 

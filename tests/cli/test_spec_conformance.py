@@ -6,6 +6,7 @@ default `runs` limit, ARG=VAL for any param name, and check-job's paths, DST lis
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -24,6 +25,7 @@ JOBS = {
     "daily": ("params: [date]\n"
               "schedule: {type: daily, tz: UTC, daytime: '09:00'}\n"
               "program: [\"true\"]\n"),
+    "split": "program: {type: program, argv: [sleep, '3'], outputs: split}\n",
 }
 
 
@@ -145,6 +147,18 @@ def test_runs_shows_the_newest_100_unless_limit_or_all(url):
     assert everything >= ours and len(everything) > 100
 
 
+def test_output_follow_of_an_output_the_running_run_lacks_exits_2_at_once(url):
+    # It used to wait in silence for the run to end, then exit 0 with nothing printed.
+    run_id = _ids(apsis(url, "run", "split"))[0]
+    started = time.monotonic()
+    result = apsis(url, "output", run_id, "-f", "--output-id", "output")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert f"run {run_id} has no output 'output'" in result.stderr
+    assert "stdout, stderr" in result.stderr
+    assert time.monotonic() - started < 2.5  # told at once, not when the run ends
+    assert apsis(url, "wait", run_id).returncode == 0
+
+
 # ------------------------------------------------------------------ check-job
 
 def _jobs_dir(tmp_path: Path, files: dict[str, str]) -> None:
@@ -249,6 +263,32 @@ def test_dst_rule_in_listed_runs(tmp_path):
     assert autumn["fold"] == autumn["fold-cron"] == ["2026-11-01T05:30:00Z"]  # 01:30 EDT, once
     assert autumn["fold-second"] == ["2026-11-01T06:30:00Z"]  # 01:30 EST
     assert autumn["gap"] == ["2026-11-01T07:30:00Z"]
+
+
+def test_list_runs_of_a_file_lists_that_file_s_runs(tmp_path):
+    daily = "schedule: {type: daily, tz: UTC, daytime: '09:00'}\nprogram: {type: no-op}\n"
+    _jobs_dir(tmp_path, {"jobs/a.yaml": daily, "jobs/sub/b.yaml": daily, "jobs/c.yaml": daily,
+                         "jobs/.apsis-jobs.yaml": "globals: {}\n"})
+    window = ["--list-runs", "--from", "2026-01-01", "--to", "2026-01-02"]
+    for given, listed in [(["jobs/a.yaml"], ["a"]), (["jobs/sub/b.yaml", "jobs/c.yaml"], ["c", "sub/b"]),
+                          (["jobs"], ["a", "c", "sub/b"])]:
+        result = apsisctl(None, "check-job", *given, *window, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert [json.loads(line)["job_id"] for line in result.stdout.splitlines()] == listed
+
+
+def test_check_job_says_a_file_given_is_no_job(tmp_path):
+    _jobs_dir(tmp_path, {"jobs/.off.yaml": "program: {type: no-op}\n", "jobs/notes.txt": "x\n",
+                         "jobs/.apsis-jobs.yaml": "calendars: {c: {weekdays: Bogus}}\n"})
+    result = apsisctl(None, "check-job", "jobs/.off.yaml", "jobs/notes.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines() == [
+        "jobs/.off.yaml: warning: not a job: names starting with '.' are not jobs",
+        "jobs/notes.txt: warning: not a job: only .yaml files are jobs"]
+    assert "0 jobs checked" in result.stderr
+    # The jobs dir's own config, given by name (a pre-commit hook does), is checked.
+    config = apsisctl(None, "check-job", "jobs/.apsis-jobs.yaml", cwd=tmp_path)
+    assert config.returncode == 1 and "jobs/.apsis-jobs.yaml:1:" in config.stdout
 
 
 def test_bad_times_and_usage_exit_2(tmp_path):
