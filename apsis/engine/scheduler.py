@@ -89,7 +89,7 @@ class Window:
             return [self]
         parts: list[Window] = []
         part = Window(self.stop, advances_clock=False)
-        for i, planned in enumerate(self.runs):
+        for planned in self.runs:
             key = planned.run.schedule_key
             if key not in part.schedule_clocks:
                 if len(part.runs) >= size:
