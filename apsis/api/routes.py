@@ -95,14 +95,21 @@ async def list_jobs(api: Api, request: Request) -> Response:
 async def get_job(api: Api, request: Request) -> Response:
     """`/jobs/{id}` and `/jobs/{id}/schedule`: one path pattern, since job ids hold slashes.
 
-    An exact job id wins, so a job named `x/schedule` stays reachable.
+    An exact job id wins, so a job named `x/schedule` stays reachable; ad hoc jobs have a
+    schedule too (none), and when neither is a job the 404 names the job of the schedule.
     """
+    from ..engine.errors import NotFound
+
     job_id = request.path_params["job_id"]
     service = api.service
-    base = job_id[: -len("/schedule")]
-    if not service.has_job(job_id) and job_id.endswith("/schedule") and service.has_job(base):
-        return await _job_schedule(api, request, await service.job(base))
-    job = await service.job(job_id)  # an unknown job is 404, whatever its query says
+    if job_id.endswith("/schedule") and not service.has_job(job_id):
+        try:
+            job = await service.job(job_id)  # an ad hoc job named x/schedule
+        except NotFound:
+            return await _job_schedule(api, request,
+                                       await service.job(job_id[: -len("/schedule")]))
+    else:
+        job = await service.job(job_id)  # an unknown job is 404, whatever its query says
     Query(request, ())
     # The file's text only here: lists and events carry the parsed job alone.
     return JSONResponse({**job.to_jso(), "source": job.source})

@@ -93,6 +93,17 @@ def test_error_bodies_and_statuses(api):
     assert_error(api.post(f"/runs/{finished['run_id']}/mark/bogus"), 422)
 
 
+def test_an_ad_hoc_job_has_a_schedule_and_an_unknown_one_is_named(api):
+    run = api.post("/runs", json={"job": {"program": {"type": "no-op"}}}).json()["runs"][0]
+    job_id = run["job_id"]
+    assert api.get(f"/jobs/{job_id}").status_code == 200
+    schedule = api.get(f"/jobs/{job_id}/schedule")
+    assert schedule.status_code == 200, schedule.text
+    assert (schedule.json()["job_id"], schedule.json()["runs"]) == (job_id, [])
+    error = assert_error(api.get("/jobs/nosuch/schedule"), 404, "unknown_job")
+    assert error["message"] == "no job 'nosuch'"
+
+
 # ------------------------------------------------------------------ §1.2 environment
 
 def test_program_environment(api, daemon):
