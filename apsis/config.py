@@ -130,9 +130,16 @@ def parse_bind(bind: str) -> tuple[str, int] | str:
     if bind.startswith("unix:"):
         return bind[5:]
     host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"bind must be HOST:PORT or unix:PATH, not {bind!r}")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT (a port up to 65535) or unix:PATH, not {bind!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _bind(value: Any) -> str:
+    """`bind` as written, once it parses (so that a bad one is a located config error)."""
+    bind = as_str(value)
+    parse_bind(bind)
+    return bind
 
 
 def load_config(path: Path | None) -> Config:
@@ -158,8 +165,7 @@ def load_config(path: Path | None) -> Config:
     with diags.collect():
         cfg.set_database(f.get("database", "apsis.db", as_str), base)
     with diags.collect():
-        cfg.bind = f.get("bind", cfg.bind, as_str)
-        parse_bind(cfg.bind)
+        cfg.bind = f.get("bind", cfg.bind, _bind)
     for section, handler in (("schedule", _schedule), ("runs", _runs), ("output", _output),
                              ("waiting", _waiting), ("api", _api), ("log", _log),
                              ("events", _events), ("remote", _remote), ("ha", _ha)):
@@ -245,9 +251,16 @@ def _api(f: Fields, cfg: Config, rel) -> None:
         tf.done()
 
 
+def _log_level(value: Any) -> str:
+    level = as_str(value).lower()
+    if level not in ("debug", "info", "warning", "error", "critical"):
+        raise ValueError(f"must be debug, info, warning, error or critical, not {value!r}")
+    return level
+
+
 def _log(f: Fields, cfg: Config, rel) -> None:
     cfg.log_file = f.get("file", None, lambda v: None if v is None else rel(v))
-    cfg.log_level = f.get("level", "info", as_str).lower()
+    cfg.log_level = f.get("level", "info", _log_level)
 
 
 def _remote(f: Fields, cfg: Config, rel) -> None:

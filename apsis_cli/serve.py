@@ -31,7 +31,7 @@ def run_serve(config_path: str | None, jobs: str | None, db: str | None, bind: s
         try:
             parse_bind(bind)
         except ValueError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(f"--bind {exc}") from None
         config.bind = bind
     config.insecure = insecure
     if since and since not in ("now", "clock"):

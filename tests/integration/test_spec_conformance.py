@@ -242,6 +242,22 @@ def test_every_config_key_is_accepted_and_since_is_checked(apsis_daemon):
     assert "since" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_bad_bind_or_log_level_is_a_located_config_error(tmp_path):
+    # `bind: nonsense` was a traceback, a port above 65535 a traceback and a hung
+    # daemon, `log.level: loud` was taken silently.
+    config = tmp_path / "apsis.yaml"
+    for text, where in [("bind: nonsense\n", "apsis.yaml:1:7: bind:"),
+                        ("bind: 127.0.0.1:70000\n", "apsis.yaml:1:7: bind:"),
+                        ("log: {level: loud}\n", "apsis.yaml:1:14: level:")]:
+        config.write_text(text)
+        result = _serve(tmp_path, "--config", str(config))
+        assert result.returncode == 2, (text, result.stderr)
+        assert where in result.stderr and "Traceback" not in result.stderr, result.stderr
+    config.write_text("")
+    flag = _serve(tmp_path, "--config", str(config), "--bind", "127.0.0.1:99999")
+    assert flag.returncode == 2 and "--bind must be HOST:PORT" in flag.stderr, flag.stderr
+
+
 def _serve(tmp_path, *args: str) -> subprocess.CompletedProcess:
     (tmp_path / "jobs").mkdir(exist_ok=True)
     return subprocess.run(
