@@ -46,14 +46,19 @@ def run_serve(config_path: str | None, jobs: str | None, db: str | None, bind: s
     if not config.jobs.is_dir():
         raise UserError(f"no jobs directory at {config.jobs}",
                         "create it, or point --jobs (or `jobs:` in the config) at one")
+    # Files the daemon creates: a missing folder is the user's to fix, not a traceback.
+    for path, where in ((None if config.database_url else config.database,
+                         "another with --db (`database:` in the config)"),
+                        (config.log_file, "another `log.file` in the config")):
+        if path is not None and not path.parent.is_dir():
+            raise UserError(f"no folder {path.parent} for {path.name}", f"create it, or choose {where}")
     setup_logging(config)
     from apsis.daemon import RESTART, ListenError
-    from apsis.store import StoreLockedError
-    from apsis.store.errors import DiskFullError
+    from apsis.store.errors import StoreError
 
     try:
         code = asyncio.run(serve(config, since=since))
-    except (StoreLockedError, ListenError, DiskFullError) as exc:
+    except (StoreError, ListenError) as exc:  # locked, full, unreachable
         raise UserError(str(exc), code=ExitStatus.FAILURE) from None
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
