@@ -52,6 +52,9 @@ def run_serve(config_path: str | None, jobs: str | None, db: str | None, bind: s
                         (config.log_file, "another `log.file` in the config")):
         if path is not None and not path.parent.is_dir():
             raise UserError(f"no folder {path.parent} for {path.name}", f"create it, or choose {where}")
+    for path in (config.tls_cert, config.tls_key):
+        if path is not None and not path.is_file():
+            raise UserError(f"no file {path} for api.tls", "check api.tls.cert and api.tls.key in the config")
     setup_logging(config)
     from apsis.daemon import RESTART, ListenError
     from apsis.store.errors import StoreError

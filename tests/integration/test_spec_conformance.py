@@ -258,17 +258,20 @@ def test_a_bad_bind_or_log_level_is_a_located_config_error(tmp_path):
     assert flag.returncode == 2 and "--bind must be HOST:PORT" in flag.stderr, flag.stderr
 
 
-def test_a_database_or_log_file_in_no_folder_is_one_line(tmp_path):
+def test_a_missing_folder_or_tls_file_is_one_line(tmp_path):
     config = tmp_path / "apsis.yaml"
     config.write_text("log: {file: nowhere/apsis.log}\n")
-    for args, message in [(["--db", str(tmp_path / "nowhere/apsis.db")], "for apsis.db"),
-                          (["--config", str(config)], "for apsis.log")]:
+    tls = tmp_path / "tls.yaml"
+    tls.write_text("api: {tls: {cert: nowhere/cert.pem, key: nowhere/key.pem}}\n")
+    for args, message in [(["--db", str(tmp_path / "nowhere/apsis.db")], "no folder {} for apsis.db"),
+                          (["--config", str(config)], "no folder {} for apsis.log"),
+                          (["--config", str(tls)], "no file {}/cert.pem for api.tls")]:
         result = subprocess.run(
             [sys.executable, "-m", "apsis_cli.apsisctl", "serve", "--jobs", str(tmp_path),
              "--bind", f"127.0.0.1:{free_port()}", *args],
             capture_output=True, text=True, timeout=30, cwd=tmp_path)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-        assert f"no folder {tmp_path / 'nowhere'} {message}" in result.stderr
+        assert message.format(tmp_path / "nowhere") in result.stderr
 
 
 def _serve(tmp_path, *args: str) -> subprocess.CompletedProcess:
