@@ -108,7 +108,9 @@ def translate(exc: BaseException, obj: dict[str, Any]) -> UserError:
         return UserError(message, "pass a token with the right role: --token or APSIS_TOKEN",
                          ExitStatus.USAGE)
     if status in (400, 422):
-        return UserError(message, None, ExitStatus.USAGE)
+        ctx = click.get_current_context(silent=True)
+        return UserError(message, f"see '{ctx.command_path} --help'" if ctx else None,
+                         ExitStatus.USAGE)
     if status == 409:
         return UserError(message, "`apsis show RUN` shows its state", ExitStatus.FAILURE)
     return UserError(message, None, ExitStatus.FAILURE)

@@ -159,6 +159,17 @@ def test_output_follow_of_an_output_the_running_run_lacks_exits_2_at_once(url):
     assert apsis(url, "wait", run_id).returncode == 0
 
 
+def test_a_request_the_daemon_refuses_is_one_line_with_a_hint(url):
+    run_id = _ids(apsis(url, "run", "noop", "--at", "+1h"))[0]
+    for args, command in [(["signal", "BOGUS", run_id], "apsis signal"),
+                          (["run", "noop", "--at", "+2h", "--stop", "+1h"], "apsis run")]:
+        result = apsis(url, *args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: ")
+        assert result.stderr.rstrip().endswith(f"(hint: see '{command} --help')"), result.stderr
+
+
 # ------------------------------------------------------------------ check-job
 
 def _jobs_dir(tmp_path: Path, files: dict[str, str]) -> None:
