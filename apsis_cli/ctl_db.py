@@ -38,6 +38,9 @@ UTC = dt.UTC
 
 def run_migrate(db: str | None, config_path: str | None) -> int:
     path, _ = database_and_archive(db, config_path)
+    if not is_url(path) and not Path(path).parent.is_dir():
+        raise UserError(f"no folder {Path(path).parent} for {Path(path).name}",
+                        "create it, or give another --db")
     existed = is_url(path) or Path(path).exists()
     from apsis.store import SCHEMA_VERSION
 

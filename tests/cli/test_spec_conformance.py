@@ -309,3 +309,9 @@ def test_bad_times_and_usage_exit_2(tmp_path):
     bad = apsisctl(None, "check-job", "jobs", "--list-runs", "--from", "yesterday-ish",
                    cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_db_migrate_into_no_folder_is_a_user_error(tmp_path):
+    result = apsisctl(None, "db", "migrate", "--db", str(tmp_path / "nowhere/apsis.db"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"no folder {tmp_path / 'nowhere'} for apsis.db" in result.stderr
