@@ -120,6 +120,14 @@ def test_creating_commands_print_ids_one_a_line_or_json_runs(url):
     assert [r["args"]["date"] for r in backfilled] == ["2026-01-01", "2026-01-02"]
 
 
+def test_an_ad_hoc_job_is_a_job_too(url):
+    job_id = _json_runs(apsis(url, "adhoc", "--json", "--", "true"))[0]["job_id"]
+    shown = apsis(url, "job", job_id)  # it asked for a schedule the daemon did not have
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(job_id) and "next runs: none scheduled" in shown.stdout
+    assert apsis(url, "run", job_id, "--wait").returncode == 0
+
+
 def test_schedule_is_run_at_time(url):
     # `apsis schedule TIME JOB` is `apsis run JOB --at TIME`, --wait included.
     assert apsis(url, "schedule", "now", "fail", "--wait").returncode == 1
