@@ -42,8 +42,9 @@ def cli(url: str | None, token: str | None, retry_for: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
               show_default=True, help="How problems are printed.")
 @click.option("--list-runs", is_flag=True,
-              help="Print the runs the schedules of the jobs that load would create, as JSON "
-                   "Lines on stdout (problems and the summary then go to stderr).")
+              help="Print the runs the schedules of the jobs that load (of the files given, "
+                   "or the whole directory) would create, as JSON Lines on stdout (problems "
+                   "and the summary then go to stderr).")
 @click.option("--from", "from_", metavar="TIME", help="Start of --list-runs window (default: now).")
 @click.option("--to", "to", metavar="TIME", help="End of --list-runs window (default: a day after --from).")
 @click.option("-q", "--quiet", is_flag=True, help="Print problems only, no summary.")
@@ -57,9 +58,10 @@ def check_job(paths: tuple[str, ...], fmt: str, list_runs: bool, from_: str | No
     Checks the schema, duplicate keys, durations, daytimes, time zones, calendars,
     cron expressions, templates rendered for every schedule's args, params bound by
     every schedule, dependencies and `schedule` actions on existing jobs with
-    matching params, dependency cycles and host groups.  Only `.yaml` files are jobs
-    (a `.yml` file gets a warning).  Exits 0 when clean, 1 when there are errors
-    (warnings alone do not fail), 2 on a usage error.
+    matching params, dependency cycles and host groups.  A file is checked within its
+    jobs directory, its problems alone reported.  Only `.yaml` files not named `.*` are
+    jobs (a `.yml` file, or a file given that is no job, gets a warning).  Exits 0 when
+    clean, 1 when there are errors (warnings alone do not fail), 2 on a usage error.
 
     \b
     Examples:
