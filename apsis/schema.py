@@ -19,6 +19,9 @@ STATE = {"enum": ["new", "scheduled", "waiting", "starting", "running", "stoppin
 STATES = {"oneOf": [STATE, {"type": "array", "items": STATE}]}
 SIGNAL = {"type": ["string", "integer"], "description": "A signal name like SIGTERM"}
 IF = {"type": "object", "properties": {"states": STATES}, "additionalProperties": False}
+# `type: mypackage.module.Class`: a family member of the user's own (built-in names have no dot).
+EXTENSION = {"type": "object", "properties": {"type": {"type": "string", "pattern": r"\."}},
+             "required": ["type"]}
 
 
 def _obj(type_name: str | None, props: dict[str, Any], required: Sequence[str] = ()) -> dict[str, Any]:
@@ -41,14 +44,17 @@ def _schedules() -> list[dict[str, Any]]:
     dst = {"dst_gap": {"enum": ["end", "shift", "skip"]}, "dst_fold": {"enum": ["first", "second"]}}
     cal = {"calendar": {"type": "string"}}
     tz = {"tz": {"type": "string", "description": "An IANA time zone, e.g. America/New_York"}}
+    shifted_daytime = {"oneOf": [DAYTIME, _obj(None, {"daytime": DAYTIME, "date_shift": {"type": "integer"},
+                                                      "cal_shift": {"type": "integer"}}, ["daytime"])]}
     return [
         _obj("interval", {**common, "interval": DURATION, "phase": DURATION}, ["interval"]),
         _obj("daily", {**common, **dst, **cal, **tz,
                        "daytime": {"oneOf": [DAYTIME, {"type": "array", "items": DAYTIME}]},
                        "date_shift": {"type": "integer"}, "cal_shift": {"type": "integer"},
                        "time_shift": DURATION}, ["tz", "daytime"]),
-        _obj("daily-interval", {**common, **dst, **cal, **tz, "start": DAYTIME, "stop": DAYTIME,
-                                "interval": DURATION}, ["tz", "interval"]),
+        _obj("daily-interval", {**common, **dst, **cal, **tz, "start": shifted_daytime,
+                                "stop": shifted_daytime, "interval": DURATION},
+             ["tz", "start", "stop", "interval"]),
         _obj("cron", {**common, **dst, **cal, **tz, "expr": {"type": "string"}}, ["expr", "tz"]),
         _obj("explicit", {**common, "times": {"oneOf": [{"type": "string"},
                                                         {"type": "array", "items": {"type": "string"}}]}},
@@ -71,6 +77,7 @@ def job_schema() -> dict[str, Any]:
         _obj("no-op", {"duration": DURATION, "success": {"type": ["boolean", "null"]}}),
         _obj("shell", {**process, "command": {"type": "string"}}, ["command"]),
         _obj("program", {**process, "argv": {"type": "array", "items": {"type": "string"}}}, ["argv"]),
+        EXTENSION,
     ]}
     schedules = _schedules()
     start_stop = _obj(None, {
@@ -80,11 +87,12 @@ def job_schema() -> dict[str, Any]:
     }, ["start", "stop"])
     condition = {"oneOf": [
         _obj("dependency", {"job_id": {"type": "string"}, "args": ARGS, "states": STATES,
-                            "exist": {"type": "boolean"}}, ["job_id"]),
+                            "exist": {"oneOf": [{"type": ["boolean", "null"]}, STATES]}}, ["job_id"]),
         _obj("max_running", {"count": {"type": ["integer", "string"]}, "job_id": {"type": "string"},
                              "args": ARGS}),
         _obj("skip_duplicate", {"check_states": STATES, "target_state": STATE}),
         _obj("const", {"value": {}}),
+        EXTENSION,
     ]}
     action = {"oneOf": [
         _obj("schedule", {"job_id": {"type": "string"}, "args": ARGS, "if": IF}, ["job_id"]),
@@ -93,6 +101,7 @@ def job_schema() -> dict[str, Any]:
         _obj("command", {"argv": {"type": "array", "items": {"type": "string"}},
                          "command": {"type": "string"}, "if": IF}),
         _obj("webhook", {"url": {"type": "string"}, "headers": ARGS, "if": IF}, ["url"]),
+        EXTENSION,
     ]}
     expand = {"type": "object", "additionalProperties": {
         "type": "object", "additionalProperties": {"type": "object"}}}
@@ -102,11 +111,12 @@ def job_schema() -> dict[str, Any]:
         "title": "Apsis job file",
         "type": "object",
         "properties": {
-            "params": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "params": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
+                                 {"type": "object", "description": "Its keys are the params"}]},
             "metadata": {"type": "object", "properties": {
                 "description": {"type": "string"},
                 "labels": {"type": "array", "items": {"type": "string"}}}},
-            "schedule": _one_or_list({"oneOf": [*schedules, start_stop]}),
+            "schedule": _one_or_list({"oneOf": [*schedules, start_stop, EXTENSION]}),
             "program": program,
             "condition": _one_or_list(condition),
             "action": _one_or_list(action),

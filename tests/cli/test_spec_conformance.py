@@ -323,3 +323,50 @@ def test_db_migrate_into_no_folder_is_a_user_error(tmp_path):
     result = apsisctl(None, "db", "migrate", "--db", str(tmp_path / "nowhere/apsis.db"))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"no folder {tmp_path / 'nowhere'} for apsis.db" in result.stderr
+
+
+# ------------------------------------------------------------------ apsisctl schema
+
+FORMS = {  # SPEC §1.2 forms, each a clean job for check-job
+    "params-mapping": "params: {date: {}, country: {}}\nprogram: {type: no-op}\n",
+    "params-string": "params: date\nprogram: echo {{ date|shquote }}\n",
+    "daily-interval": (
+        "params: [date]\n"
+        "schedule: {type: daily-interval, tz: UTC, start: {daytime: '09:00', date_shift: -1, "
+        "cal_shift: 0}, stop: '17:00', interval: 1.5h, calendar: Mon-Fri}\n"
+        "program: {type: no-op}\n"),
+    "exist-states": ("params: [date]\nprogram: {type: no-op}\n"
+                     "condition: {type: dependency, job_id: params-string, exist: [running, success]}\n"),
+    "extension": "program: {type: apsis.program.noop.NoOpProgram}\n",
+    "spec-example": """\
+params: [date, country]
+metadata: {description: "Loads prices.", labels: [prices, daily]}
+schedule:
+  - {type: daily, tz: America/New_York, calendar: Mon-Fri, daytime: ["09:30", "16:00:00"],
+     args: {country: US}, jitter: 30s}
+program:
+  type: shell
+  command: "load-prices --date {{ date|shquote }} --tz {{ tz|shquote }}"
+  timeout: {duration: 1h, signal: SIGTERM}
+condition:
+  - {type: dependency, job_id: params-mapping, args: {date: "{{ date }}"}}
+action:
+  - {type: retry, count: 3, delay: 1m, if: {states: [failure, error]}}
+successors: params-mapping
+""",
+}
+
+
+def test_the_schema_takes_every_form_check_job_takes(tmp_path):
+    import jsonschema
+    import yaml
+
+    _jobs_dir(tmp_path, {f"jobs/{name}.yaml": text for name, text in FORMS.items()})
+    (tmp_path / "jobs/.apsis-jobs.yaml").write_text(
+        "expand:\n  country:\n    US: {tz: America/New_York}\n")
+    checked = apsisctl(None, "check-job", "jobs", cwd=tmp_path)
+    assert checked.returncode == 0 and not checked.stdout, checked.stdout
+    validator = jsonschema.Draft202012Validator(json.loads(apsisctl(None, "schema").stdout))
+    for name, text in FORMS.items():
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(text))]
+        assert not errors, (name, errors)
