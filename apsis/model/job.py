@@ -52,10 +52,7 @@ class Job:
         """
         table = self._shared_values
         if table is None:
-            # A part without templates renders as the job's JSON has it: one copy.
-            table = self._shared_values = {hash(repr(part)): part for part in (
-                self.program.to_jso(), [c.to_jso() for c in self.conditions],
-                [a.to_jso() for a in self.actions])}
+            table = self._shared_values = {}
         # By the hash of the repr (repr tells 1 from True and 1.0): holding the reprs
         # cost more than the values they share. A hash that matches a different value
         # (never in practice) is caught by comparing the values.
