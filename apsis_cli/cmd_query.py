@@ -567,13 +567,10 @@ async def _drain_log(client: Client, rid: str, seq: int | None, emit: Any) -> No
 
 # ---------------------------------------------------------------- events, tui
 
-# The event stream's types (the `type` enum of the OpenAPI document's Event).
-EVENT_TYPES = ("run_transition", "run_log", "output_appended", "job_added", "job_changed",
-               "job_removed", "jobs_reloaded", "daemon", "reset")
-
-
 def events(obj: dict[str, Any], since: int | None, types: tuple[str, ...], run_id: str | None,
            job_id: str | None) -> None:
+    from apsis.model.event_types import EVENT_TYPES
+
     rid = parse_run_id(run_id) if run_id else None
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:

@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket
 from ..lib.timefmt import format_time, now
 from .errors import ApiError, bad_request
 from .params import Query
+from ..model.event_types import EVENT_TYPES
 from .wsutil import close_quietly, deny, until_disconnect
 
 if TYPE_CHECKING:
@@ -223,6 +224,10 @@ async def events_ws(websocket: WebSocket) -> None:
         since = q.int("since", None, 0)
         batch = _batch_param(q)
         run_id, job_id, types = q.one("run_id"), q.one("job_id"), q.many("type") or None
+        unknown = sorted(set(types or ()) - set(EVENT_TYPES))
+        if unknown:  # else the stream would wait in silence for a type that never comes
+            raise bad_request(f"unknown event type {unknown[0]!r}; types are: "
+                              + ", ".join(EVENT_TYPES), "bad_param")
         if run_id is not None:
             from ..store.keys import run_num
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+from ..model.event_types import EVENT_TYPES
 from .routes import JSON_LINES, MAX_COUNT, MAX_PAGE, MAX_PAGES, MAX_SCHEDULE
 
 STATES = ["new", "scheduled", "waiting", "starting", "running", "stopping",
@@ -211,9 +212,7 @@ _EVENT = {
     "properties": {
         "seq": {"type": "integer"},
         "ts": {"type": "string"},
-        "type": {"type": "string", "enum": ["run_transition", "run_log", "output_appended",
-                                            "job_added", "job_changed", "job_removed",
-                                            "jobs_reloaded", "daemon", "reset"]},
+        "type": {"type": "string", "enum": list(EVENT_TYPES)},
     },
 }
 

@@ -8,9 +8,7 @@ import json
 import subprocess
 import time
 
-import httpx
 
-from apsis_cli.cmd_query import EVENT_TYPES
 
 from .helpers import APSIS, APSISCTL, apsis, env_for, on_terminal, one_run, popen
 
@@ -58,12 +56,6 @@ def test_events_job_filter_takes_an_abbreviation(url):
     proc = popen(url, "events", "--since", "0", "-j", "mar/lo", "-t", "run_transition")
     event = json.loads(_first_line(proc))
     assert event["run"]["job_id"] == "market/load-prices", event
-
-
-def test_event_types_are_the_daemons(url):
-    document = httpx.get(f"{url}/api/v1/openapi.json", timeout=10).json()
-    enum = document["components"]["schemas"]["Event"]["properties"]["type"]["enum"]
-    assert sorted(EVENT_TYPES) == sorted(enum)
 
 
 # ------------------------------------------------------------------ 17: waiting

@@ -347,11 +347,15 @@ async def test_event_stream_needs_a_token(apsis_daemon):
 
 async def test_bad_stream_parameters_are_refused(apsis_daemon):
     daemon = apsis_daemon(NOOP)
-    for query in ("since=-1", "since=abc", "run_id=bogus", "nope=1"):
+    for query in ("since=-1", "since=abc", "run_id=bogus", "nope=1",
+                  "type=run_transition&type=run_transitions"):
         with pytest.raises(websockets.InvalidStatus) as info:
             async with connect(f"ws://127.0.0.1:{daemon.port}/api/v1/events?{query}"):
                 pass
         assert info.value.response.status_code == 400, query
+    # A type that never comes would have been a stream silent for ever: the refusal lists them.
+    assert b"unknown event type 'run_transitions'; types are: run_transition, run_log" in \
+        info.value.response.body
 
 
 async def test_unix_socket_daemon(apsis_daemon):
