@@ -18,6 +18,7 @@ Skipped, saying how to fix it, when the PostgreSQL server is not installed
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import glob
 import itertools
 import os
@@ -177,5 +178,7 @@ def pg_schema_template(pg_server: PgServer) -> str:
         store = await open_store(pg_server.url(name))
         await store.close()
 
-    asyncio.run(migrate())
+    # On a thread of its own: the first test to ask may be an async one, inside a loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, migrate()).result()
     return name
