@@ -379,9 +379,14 @@ class Client:
         waited = time.monotonic() - started
         if self.retry_for is not None and waited >= self.retry_for:
             raise self._unavailable(failures, waited) from None
+        return self._next_pause(delay, started)
+
+    def _next_pause(self, delay: float, since: float) -> float:
+        """About `delay` (jittered), but never past `retry_for` counted from `since`:
+        `--retry-for 3s` gives up after three seconds, not after the next back-off."""
         pause = _jitter(delay)
         if self.retry_for is not None:
-            pause = min(pause, max(self.retry_for - waited, 0.0))
+            pause = min(pause, max(self.retry_for - (time.monotonic() - since), 0.0))
         return pause
 
     def get_now(self, path: str, params: Any = None) -> Any:
@@ -714,7 +719,8 @@ class Client:
             down_since = down_since if down_since is not None else now
             if self.retry_for is not None and now - down_since >= self.retry_for:
                 raise self._unavailable(failures, now - down_since)
-        await _sleep(_jitter(backoff))
+        await _sleep(self._next_pause(backoff, down_since) if down_since is not None
+                     else _jitter(backoff))
         if connected_at is None or now - connected_at < min_lifetime:
             backoff = min(backoff * 2, BACKOFF_MAX)
         return backoff, down_since

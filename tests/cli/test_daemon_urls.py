@@ -65,6 +65,22 @@ async def test_no_daemon_answered_names_each_and_why():
                                   f"http://127.0.0.1:{silent} (timeout)")
 
 
+async def test_a_stream_gives_up_when_retry_for_is_up_not_after_its_next_backoff():
+    """`apsis wait --retry-for 4s` on a daemon gone for good: the back-off (0.1 s doubling)
+    would sleep past 4 s, to ~6 s; the last pause is cut to the time left."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        refused = free.getsockname()[1]
+    client = Client(f"http://127.0.0.1:{refused}", retry_for=4.0)
+    start = time.monotonic()
+    with pytest.raises(ApsisUnavailable) as info:
+        async for _ in client.events(0):
+            pass
+    await client.close()
+    assert 3.9 <= time.monotonic() - start < 5.0
+    assert "(retried for 4s)" in info.value.message
+
+
 def test_the_cli_uses_whichever_daemon_answers(daemon, not_apsis):  # noqa: F811
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
