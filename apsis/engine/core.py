@@ -84,7 +84,8 @@ class _Change:
             {"type": "run_transition", "ts": self.ts,
              "run": {key: jso[key] for key in SUMMARY_KEYS},
              "from": self.frm.value, "to": self.to.value},
-            {"type": "run_log", "ts": self.ts, "run_id": run.run_id, "entry": entry},
+            {"type": "run_log", "ts": self.ts, "run_id": run.run_id, "job_id": run.job_id,
+             "entry": entry},
         ]
         return jso, entry, events
 
@@ -480,13 +481,13 @@ class Engine:
         self.waiter.on_transition(run)
         self.actions.on_transition(run, frm, to)
 
-    async def run_log(self, run: Run | str, message: str) -> None:
+    async def run_log(self, run: Run, message: str) -> None:
         """A message in the run's log that is not a transition (actions, signals, retries)."""
-        run_id = run if isinstance(run, str) else run.run_id
         ts = format_time(utcnow())
-        entry = {"run_id": run_id, "ts": ts, "state": None, "message": message}
-        await self.writer.write(log_entries=[entry],
-                                events=[{"type": "run_log", "ts": ts, "run_id": run_id, "entry": entry}])
+        entry = {"run_id": run.run_id, "ts": ts, "state": None, "message": message}
+        await self.writer.write(log_entries=[entry], events=[
+            {"type": "run_log", "ts": ts, "run_id": run.run_id, "job_id": run.job_id,
+             "entry": entry}])
 
     # -- creating runs ------------------------------------------------------------------
 
@@ -611,7 +612,7 @@ class Engine:
 
             await self.writer.write([jso], [entry],
                                     [{"type": "run_log", "ts": ts, "run_id": run.run_id,
-                                      "entry": entry}], apply=apply)
+                                      "job_id": run.job_id, "entry": entry}], apply=apply)
 
     # -- jobs ---------------------------------------------------------------------------
 

@@ -25,21 +25,22 @@ Emit = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 
 class OutputWatch:
-    def __init__(self, spools: Callable[[], Iterable[Spool]], is_live: Callable[[str], bool],
-                 emit: Emit) -> None:
+    def __init__(self, spools: Callable[[], Iterable[Spool]],
+                 live_job: Callable[[str], str | None], emit: Emit) -> None:
         self._spools = spools  # the spools of the runs whose process is running now
-        self._is_live = is_live
+        self._live_job = live_job  # a live run's job id; None once it has finished
         self._emit = emit
         self._lengths: dict[str, dict[str, int]] = {}
 
     def forget(self, run_id: str) -> None:
         self._lengths.pop(run_id, None)
 
-    def final_growth(self, run_id: str, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def final_growth(self, run_id: str, job_id: str,
+                     outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """`output_appended` for the bytes not reported yet, given the stored lengths."""
         seen = self._lengths.get(run_id, {})
-        return [{"type": "output_appended", "run_id": run_id, "output_id": o["output_id"],
-                 "length": o["length"]}
+        return [{"type": "output_appended", "run_id": run_id, "job_id": job_id,
+                 "output_id": o["output_id"], "length": o["length"]}
                 for o in outputs if (o.get("length") or 0) > seen.get(o["output_id"], 0)]
 
     async def watch(self, kind: type[Spool]) -> None:
@@ -66,12 +67,13 @@ class OutputWatch:
         """One `output_appended` per output whose length changed since the last look."""
         events = []
         for run_id, output_id, length in sizes:
-            if not self._is_live(run_id):
+            job_id = self._live_job(run_id)
+            if job_id is None:
                 continue  # finished meanwhile: its final length is in its run
             seen = self._lengths.setdefault(run_id, {})
             if length != seen.get(output_id, 0):
                 seen[output_id] = length
-                events.append({"type": "output_appended", "run_id": run_id,
+                events.append({"type": "output_appended", "run_id": run_id, "job_id": job_id,
                                "output_id": output_id, "length": length})
         if events:
             try:

@@ -109,7 +109,7 @@ class Runner:
         self.origin: Origin | None = None  # this daemon's host and agent dir, once started
         self.hosts = HostAgents(RemoteSettings.from_config(host.config), self._follow)
         self._picker = HostPicker()
-        self.outputs = OutputWatch(self._watched_spools, self._is_live, host.emit)
+        self.outputs = OutputWatch(self._watched_spools, self._live_job, host.emit)
         # Per run: its bound program, timers by name, spool, and a timeout that fired.
         self._programs: dict[str, BoundProgram] = {}
         self._timers: dict[str, dict[str, WallTimer]] = {}
@@ -522,7 +522,7 @@ class Runner:
             done = await self.host.transition(
                 run, to, message, expect=LIVE, exit_code=status.exit_code,
                 signal=_signal_name(status.signal), outputs=outputs, small_outputs=small,
-                before=self.outputs.final_growth(run.run_id, outputs),
+                before=self.outputs.final_growth(run.run_id, run.job_id, outputs),
                 at=_agent_time(status.end_time), **updates)
             if done and spool is not None:
                 try:
@@ -561,8 +561,9 @@ class Runner:
         return [spool for run in self.host.runs.live()
                 if (spool := self._live_spool(run)) is not None]
 
-    def _is_live(self, run_id: str) -> bool:
-        return self.host.runs.get(run_id) is not None
+    def _live_job(self, run_id: str) -> str | None:
+        run = self.host.runs.get(run_id)
+        return None if run is None else run.job_id
 
     async def open_live_output(self, run: Run, output_id: str, start: int,
                                end: int | None) -> OutputStream | None:

@@ -19,7 +19,8 @@ from apsis.client import ApsisError, ApsisUnavailable, Client
 
 from .conftest import free_port
 
-NOOP = {"noop": "program: {type: no-op}\n", "other": "program: {type: no-op}\n"}
+NOOP = {"noop": "program: {type: no-op}\n", "other": "program: {type: no-op}\n",
+        "talks": "program: 'echo hello'\n"}
 RUN_PATH = [("new", "scheduled"), ("scheduled", "starting"), ("starting", "running"),
             ("running", "success")]
 
@@ -137,7 +138,13 @@ async def test_filters_in_replay_and_live(apsis_daemon):
         assert {e["type"] for e in by_type} == {"run_transition"}
         by_job = await collect_until(client.events(since, job_id="other"),
                                      lambda ev: b["run_id"] in successes(ev))
-        assert {e["run"]["job_id"] for e in by_job} == {"other"}
+        assert {e["run"]["job_id"] for e in by_job if "run" in e} == {"other"}
+        # A job's filter lets its runs' logs and output through, not only transitions.
+        [c] = await client.create_runs("talks")
+        by_job = await collect_until(client.events(since, job_id="talks"),
+                                     lambda ev: c["run_id"] in successes(ev))
+        assert {e["type"] for e in by_job} == {"run_transition", "run_log", "output_appended"}
+        assert {e.get("job_id") or e["run"]["job_id"] for e in by_job} == {"talks"}
         # Live: the filter applies to new events too.
         live_since = (await client.alive())["seq"]
         stream = client.events(live_since, job_id="noop", types=["run_transition"])
