@@ -51,8 +51,8 @@ class Diagnostic:
         loc = self.loc
         return {
             "path": loc.path if loc else None,
-            "line": loc.line if loc else None,
-            "col": loc.col if loc else None,
+            "line": loc.line if loc and loc.line else None,  # 0: a whole file, no position
+            "col": loc.col if loc and loc.line else None,
             "severity": self.severity,
             "message": self.message,
         }

@@ -84,3 +84,14 @@ def test_actions_and_successors():
 def test_command_action_needs_exactly_one_form():
     _, diags = parse("x: {type: command, argv: [a], command: b}\n", parse_actions)
     assert "exactly one of 'argv' or 'command'" in diags.errors[0].message
+
+
+def test_a_problem_of_a_whole_file_has_no_line_in_json():
+    """`check-job --format json`: null, not 0, where a problem has no position (editors and
+    CI annotations read 0 as a line)."""
+    from apsis.errors import Diagnostic, Location
+
+    whole = Diagnostic(Location("jobs/a.yaml"), "cannot read it").to_jso()
+    assert (whole["path"], whole["line"], whole["col"]) == ("jobs/a.yaml", None, None)
+    placed = Diagnostic(Location("jobs/a.yaml", 3, 5), "unknown key").to_jso()
+    assert (placed["line"], placed["col"]) == (3, 5)
