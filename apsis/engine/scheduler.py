@@ -231,6 +231,39 @@ class Scheduler:
         beyond = next(islice(schedule_runs(job, index, now, stop), self.max_ahead, None), None)
         return stop if beyond is None else beyond.time
 
+    def _expand(self, job: Job, index: int, start: dt.datetime, now: dt.datetime,
+                stop: dt.datetime) -> tuple[dt.datetime, list[PlannedRun]]:
+        """Where the schedule's expansion from `start` ends (`_bounded_stop`, never before
+        `start`), and its runs up to there.  From a start not after now (a first start,
+        a catch-up) the runs ahead of now are counted as they come: one pass over the
+        schedule, not one to find the end and another to expand (a day of 100 000 runs
+        cost both).  A cut-off schedule (TooManyRuns) keeps the runs it got."""
+        runs: list[PlannedRun] = []
+        end = None
+        try:
+            if start <= now:
+                ahead = 0
+                for planned in schedule_runs(job, index, start, stop, cap=MAX_RUNS_PER_WINDOW):
+                    if planned.time >= now:
+                        ahead += 1
+                        if ahead > self.max_ahead:
+                            end = planned.time
+                            break
+                    runs.append(planned)
+                else:
+                    end = stop
+            else:
+                end = max(start, self._bounded_stop(job, index, now, stop))
+                for planned in schedule_runs(job, index, start, end, cap=MAX_RUNS_PER_WINDOW):
+                    runs.append(planned)
+        except TooManyRuns as exc:
+            log.error("job %s: %s", job.job_id, exc)
+            if end is None:
+                end = max(start, self._bounded_stop(job, index, now, stop))
+        while runs and runs[-1].time >= end:
+            runs.pop()
+        return end, runs
+
     def _window(self, start_of: Callable[[str], dt.datetime], stop: dt.datetime,
                 now: dt.datetime, catching_up: bool, jobs: set[str] | None) -> Window:
         window = Window(stop)
@@ -248,7 +281,7 @@ class Scheduler:
                         and due[0] is job and (due[1] is None or due[1] >= stop)):
                     continue  # nothing of it before `stop`
                 start = start_of(key)
-                end = max(start, self._bounded_stop(job, index, now, stop))
+                end, runs = self._expand(job, index, start, now, stop)
                 clock = end if end != stop else None  # (ahead of `stop`: see split)
                 if clock != self.behind.get(key):
                     window.schedule_clocks[key] = clock
@@ -256,17 +289,14 @@ class Scheduler:
                     after = next(schedule_runs(job, index, stop, _END_OF_TIME), None)
                     window.next_due[key] = (job, None if after is None else after.time)
                 missed: list[PlannedRun] = []
-                try:
-                    for planned in schedule_runs(job, index, start, end, cap=MAX_RUNS_PER_WINDOW):
-                        if planned.skip_reason:
-                            window.runs.append(Planned(planned, schedule.catchup, schedule.jitter,
-                                                       planned.skip_reason))
-                        elif catching_up and planned.time < now:
-                            missed.append(planned)
-                        else:
-                            window.runs.append(Planned(planned, schedule.catchup, schedule.jitter))
-                except TooManyRuns as exc:
-                    log.error("job %s: %s", job.job_id, exc)
+                for planned in runs:
+                    if planned.skip_reason:
+                        window.runs.append(Planned(planned, schedule.catchup, schedule.jitter,
+                                                   planned.skip_reason))
+                    elif catching_up and planned.time < now:
+                        missed.append(planned)
+                    else:
+                        window.runs.append(Planned(planned, schedule.catchup, schedule.jitter))
                 if missed:
                     self._missed_keys.add(missed[0].schedule_key)
                     reasons = catch_up([p.time for p in missed], schedule.catchup, oldest)
