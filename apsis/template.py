@@ -24,7 +24,7 @@ import importlib
 import keyword
 import shlex
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -197,6 +197,35 @@ def _required_names(source: str) -> tuple[str, ...]:
 def template_names(template: str) -> frozenset[str]:
     """Every name a template reads that it does not define itself (for checks)."""
     return frozenset(jinja2.meta.find_undeclared_variables(_parse(template)))
+
+
+@functools.lru_cache(maxsize=8192)
+def _plain_names(source: str) -> frozenset[str] | None:
+    """The names a template reads, if its output depends on nothing but their values:
+    None if it calls anything (a function may read the clock) or uses `random`."""
+    ast = _parse(source)
+    if any(True for _ in ast.find_all(nodes.Call)) or any(
+            f.name == "random" for f in ast.find_all(nodes.Filter)):
+        return None
+    return frozenset(jinja2.meta.find_undeclared_variables(ast))
+
+
+def same_for_all(value: Any, targs: Mapping[str, Any], varying: Collection[str]) -> bool:
+    """Whether `value` renders the same with these `targs` whatever its `varying` names
+    hold, and whenever it is rendered: its templates read only plain (not callable)
+    values of `targs`, none of `varying`.  The runs of a job with the same args render
+    such a value once."""
+    if isinstance(value, str):
+        if "{" not in value:
+            return True
+        names = _plain_names(value)
+        return names is not None and all(
+            n in targs and n not in varying and not callable(targs[n]) for n in names)
+    if isinstance(value, list):
+        return all(same_for_all(v, targs, varying) for v in value)
+    if isinstance(value, dict):
+        return all(same_for_all(v, targs, varying) for v in value.values())
+    return True
 
 
 def _available(targs: Mapping[str, Any]) -> str:

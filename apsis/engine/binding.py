@@ -17,7 +17,7 @@ from ..cond import BindContext, BoundCondition, bind_condition
 from ..model.job import Job
 from ..model.run import Run, RunMeta
 from ..program import bind_program
-from ..template import TemplateError, render_value
+from ..template import TemplateError, render_value, same_for_all
 
 
 @dataclass(slots=True)
@@ -29,15 +29,25 @@ class NewRun:
     skip_reason: str | None = None
 
 
+# What the runs of a job with the same args render alike, by (job id, args): program,
+# conditions and actions, bound (None: they differ by run, rendered for each).
+Rendered = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+RenderCache = dict[tuple[str, tuple[tuple[str, str], ...]], Rendered | None]
+
+
 def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
              job_jso: dict[str, Any],
              template_args: Callable[[Job, dict[str, str], str], dict[str, Any]],
              params_of: Callable[[str], list[str] | None],
              stop: dt.datetime | None = None, rerun_of: str | None = None, attempt: int = 1,
-             expected: bool = False, meta: RunMeta | None = None) -> NewRun:
+             expected: bool = False, meta: RunMeta | None = None,
+             cache: RenderCache | None = None) -> NewRun:
     # Runs of one job share equal values (Job.shared): a day of runs in memory.
     # `job_jso` is `job.to_jso()`, made once for the runs bound together: the store
     # encodes and hashes it once for them all (it knows it by identity).
+    # `cache`, given for runs bound together of jobs that do not change meanwhile (a
+    # window's part), renders what does not depend on the run once per job and args:
+    # a day of 100 000 runs of 10 000 jobs rendered each job's templates ten times.
     run = Run(run_id=run_id, job_id=job.job_id, args=job.shared(dict(args)),
               labels=job.shared(job.labels), rerun_of=rerun_of, attempt=attempt,
               ad_hoc=job.ad_hoc, expected=expected, job=job_jso,
@@ -45,15 +55,26 @@ def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
     run.set_time("schedule", when)
     if stop is not None:
         run.set_time("stop", stop)
+    key = (job.job_id, tuple(sorted(args.items())))
+    rendered = None if cache is None else cache.get(key)
     try:
+        if rendered is not None:
+            run.program, run.conditions, run.actions = rendered
+            conditions_of(run, params_of)
+            return NewRun(run)
         targs = template_args(job, args, run_id)
-        run.program = job.shared(render_value(job.program.to_jso(), targs))
-        run.conditions = job.shared([render_value(c.to_jso(), targs) for c in job.conditions])
-        run.actions = job.shared([render_value(a.to_jso(), targs) for a in job.actions])
+        parts = (job.program.to_jso(), [c.to_jso() for c in job.conditions],
+                 [a.to_jso() for a in job.actions])
+        run.program = job.shared(render_value(parts[0], targs))
+        run.conditions = job.shared(render_value(parts[1], targs))
+        run.actions = job.shared(render_value(parts[2], targs))
         bind_program(run.program)
         conditions_of(run, params_of)
         for action in run.actions:
             bind_action(action)
+        if cache is not None and key not in cache:
+            cache[key] = ((run.program, run.conditions, run.actions)
+                          if same_for_all(list(parts), targs, ("run_id",)) else None)
     except (TemplateError, ValueError, LookupError) as exc:
         return NewRun(run, error=f"cannot bind job {job.job_id!r}: {exc}")
     return NewRun(run)

@@ -29,7 +29,7 @@ from ..model.run import SUMMARY_KEYS, Run, RunMeta, shared_times
 from ..model.states import FINISHED, State, TransitionError, can_transition
 from ..store import default_archive_path
 from .actions import Actions
-from .binding import NewRun, bind_run, conditions_of, share_with_job
+from .binding import NewRun, RenderCache, bind_run, conditions_of, share_with_job
 from .errors import Invalid, NotFound, NotRecorded, Unavailable
 from .events import EventBus
 from .runbook import RunBook
@@ -332,6 +332,7 @@ class Engine:
         ids = await self.store.allocate_run_ids(len(window.runs))
         new = []
         jsos: dict[str, dict[str, Any]] = {}  # each job's definition, once for the part
+        rendered: RenderCache = {}  # what its runs render alike, once per job and args
         for run_id, planned in zip(ids, window.runs):
             p = planned.run
             jitter = round(random.uniform(0, planned.jitter), 3) if planned.jitter else 0.0
@@ -340,7 +341,7 @@ class Engine:
             if jso is None:
                 jso = jsos[p.job.job_id] = p.job.to_jso()
             one = self._bind(p.job, p.args, run_id, p.time, stop=p.stop_time, expected=True,
-                             meta=meta, job_jso=jso)
+                             meta=meta, job_jso=jso, cache=rendered)
             missing = missing_params(p.job.params, p.args)
             if missing:
                 one.error = (f"schedule of job {p.job.job_id!r} does not bind param(s) "

@@ -127,3 +127,24 @@ async def test_catchup_applies_to_runs_created_before_the_downtime(harness, mode
     else:
         assert states[-1] == "success" and set(states[:-1]) == {"skipped"}
     assert all("catchup" in r["message"] for r in ordered if r["state"] == "skipped")
+
+
+@pytest.mark.timeout(60)
+async def test_scheduled_runs_render_their_own_run_id_and_share_the_rest(harness):
+    """A window renders what does not depend on the run once per job and args; a
+    template reading `run_id`, or calling a function, is still rendered for each run."""
+    harness.write_jobs({
+        "own": "schedule: {type: interval, interval: 10m}\n"
+               "program: {type: shell, command: 'echo {{ run_id }} {{ job_id }}'}\n",
+        "called": "schedule: {type: interval, interval: 10m}\n"
+                  "program: {type: shell, command: 'echo {{ now() }}'}\n",
+        "plain": "params: [region]\n"
+                 "schedule: {type: interval, interval: 10m, args: {region: eu}}\n"
+                 "program: {type: shell, command: 'echo {{ region }} {{ job_id }}'}\n",
+    })
+    engine = await harness.start(since="now", horizon=3600)
+    runs = {job: [r for r in engine.runs if r.job_id == job] for job in ("own", "called", "plain")}
+    assert all(len(rs) >= 5 for rs in runs.values())
+    assert {r.program["command"] for r in runs["own"]} == {f"echo {r.run_id} own" for r in runs["own"]}
+    assert len({r.program["command"] for r in runs["called"]}) == len(runs["called"])
+    assert {r.program["command"] for r in runs["plain"]} == {"echo eu plain"}
