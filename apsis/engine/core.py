@@ -97,6 +97,9 @@ NEVER_STARTED = ("the daemon stopped before this run's program was started (its 
 # Memory kept after a first start with a day of 100 000 runs: 258 MB in parts of 5 000,
 # 229 MB in parts of 1 000, 224 MB in parts of 250 (more commits, slower).
 WINDOW_PART = 1_000
+# The parts of a first start's window created before the daemon serves, for this long at
+# most; the others are made while it serves (reads answered, writes taken).
+FIRST_WINDOW_SECONDS = 1.0
 # A transition learned of later than this after it happened says so in the run's log.
 LATE_NEWS_SECONDS = 1.0
 
@@ -144,6 +147,8 @@ class Engine:
         # `lead` has restored the unfinished runs: until then a write could make a run
         # that the restore reads back as a second copy of it (two `running`s).
         self.restored = False
+        # The first window's parts created while serving (`_create_rest`), once led.
+        self.planning: asyncio.Task | None = None
         self.leadership: Any = None  # the election among daemons sharing a database, if any
         self._archiving = asyncio.Lock()  # the loop and `apsisctl db archive` take turns
 
@@ -183,9 +188,15 @@ class Engine:
         now = utcnow()
         self.scheduler.begin(since or self.config.since, await self.store.get_clock(), now,
                              await self.store.get_schedule_clocks())
-        await self._advance(catching_up=True)
-        await self._catch_up_restored(missed, not_started, now)
+        await self._scheduling.acquire()  # until the first window is all created
+        try:
+            rest = await self._first_window()
+            await self._catch_up_restored(missed, not_started, now)
+        except BaseException:
+            self._scheduling.release()
+            raise
         self.restored = True
+        self.planning = self.spawn(self._create_rest(rest), "first-window")
         self.spawn(self._schedule_loop(), "scheduler")
         self.spawn(self._trim_events_loop(), "trim-events")
         if self.config.archive is not None:
@@ -275,11 +286,38 @@ class Engine:
 
     # -- scheduling ---------------------------------------------------------------------
 
-    async def _advance(self, *, catching_up: bool = False) -> None:
+    async def _advance(self) -> None:
         async with self._scheduling:
-            window = self.scheduler.next_window(utcnow(), catching_up=catching_up)
+            window = self.scheduler.next_window(utcnow())
             if window is not None:
                 await self.create_planned(window)
+
+    async def _first_window(self) -> list[Window]:
+        """Creates the first window's parts, the soonest due first (Window.split), for
+        FIRST_WINDOW_SECONDS at most; returns the parts left, which `_create_rest` makes
+        while the daemon serves (the scheduling lock held all along): a first start with
+        10 000 jobs answered nothing for the ~30 s its day of 100 000 runs took."""
+        window = self.scheduler.next_window(utcnow(), catching_up=True)
+        parts = [] if window is None else window.split(WINDOW_PART)
+        deadline = asyncio.get_running_loop().time() + FIRST_WINDOW_SECONDS
+        while parts and asyncio.get_running_loop().time() < deadline:
+            await self._create_part(parts[0])
+            self.scheduler.advanced(parts.pop(0))
+        return parts
+
+    async def _create_rest(self, parts: list[Window]) -> None:
+        """The first window's parts left by `_first_window`, then the scheduling lock
+        that `lead` took is let go.  If one fails, the scheduler goes on from the parts
+        made at its next tick, as after a failed window."""
+        try:
+            if parts:
+                log.info("creating the first window's other %d runs while serving",
+                         sum(len(part.runs) for part in parts))
+            for part in parts:
+                await self._create_part(part)
+                self.scheduler.advanced(part)
+        finally:
+            self._scheduling.release()
 
     async def _schedule_loop(self) -> None:
         while True:

@@ -87,9 +87,16 @@ class Window:
         schedule's runs exactly those before its clock, as a window does."""
         if len(self.runs) <= size:
             return [self]
+        # The schedules due soonest first: a start that serves before its window is all
+        # created (Engine._first_window) has the next hours' runs first.
+        first: dict[str, dt.datetime] = {}
+        for planned in self.runs:
+            key, when = planned.run.schedule_key, planned.run.time
+            first[key] = min(first.get(key, when), when)
         parts: list[Window] = []
         part = Window(self.stop, advances_clock=False)
-        for planned in self.runs:
+        soonest = sorted(self.runs, key=lambda p: (first[p.run.schedule_key], p.run.schedule_key))
+        for planned in soonest:
             key = planned.run.schedule_key
             if key not in part.schedule_clocks:
                 if len(part.runs) >= size:

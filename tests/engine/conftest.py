@@ -34,7 +34,8 @@ class EngineHarness:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(text))
 
-    async def start(self, since: str = "now", **config: Any) -> Engine:
+    async def start(self, since: str = "now", *, planned: bool = True, **config: Any) -> Engine:
+        """The engine started; with `planned`, once its first window is all created."""
         for key, value in config.items():
             setattr(self.config, key, value)
         self.store = await Store.open(self.config.database)
@@ -44,6 +45,8 @@ class EngineHarness:
         self.service = Service(self.engine)
         self.engine.url = "http://127.0.0.1:0"
         await self.engine.start(since)
+        if planned and self.engine.planning is not None:
+            await self.engine.planning
         return self.engine
 
     async def stop(self) -> None:

@@ -1,6 +1,7 @@
 """A large window is created in parts (a transaction each, bounded memory), and a
 daemon stopped between two parts neither doubles nor loses a run when it starts again."""
 
+import asyncio
 import collections
 import datetime as dt
 
@@ -76,3 +77,36 @@ async def test_a_daemon_stopped_between_parts_neither_doubles_nor_loses(harness,
     await harness.start(since=since, horizon=3600)
     assert_each_minute_once(await schedule_times(harness), 3600)
     assert await harness.store.get_schedule_clocks() == {}
+
+
+@pytest.mark.timeout(60)
+async def test_a_first_start_serves_while_its_window_is_created_soonest_first(harness, monkeypatch):
+    """Past FIRST_WINDOW_SECONDS the parts left are created while the engine takes
+    writes; they come in the order their schedules are due, each run once."""
+    monkeypatch.setattr(core, "WINDOW_PART", 50)
+    monkeypatch.setattr(core, "FIRST_WINDOW_SECONDS", 0.0)
+    gate = asyncio.Event()
+    firsts = []
+    original = core.Engine._create_part
+
+    async def gated(engine, part):
+        await gate.wait()
+        firsts.append(min(p.run.time for p in part.runs))
+        await original(engine, part)
+
+    monkeypatch.setattr(core.Engine, "_create_part", gated)
+    # Each job's first run some seconds apart, the last job's soonest.
+    staggered = {name: text.replace("interval: 1m", f"interval: 1m, phase: {5 * i}s")
+                 for i, (name, text) in enumerate(reversed(JOBS.items()))}
+    harness.write_jobs({**staggered, "manual": "program: {type: no-op}\n"})
+    engine = await harness.start(since="now", horizon=3600, planned=False)
+    assert engine.restored and not engine.planning.done()
+    assert await schedule_times(harness) == {}
+    [run_id] = await harness.run("manual")  # a write, answered while the window waits
+    assert (await harness.wait(run_id))[run_id]["state"] == "success"
+    gate.set()
+    await engine.planning
+    assert len(firsts) == 6 and firsts == sorted(firsts)
+    times = await schedule_times(harness)
+    del times["manual"]
+    assert_each_minute_once(times, 3600)
