@@ -90,6 +90,8 @@ async def serve(config: Config, *, since: str | None = None) -> int:
         raise
 
     settle_gc()
+    if engine.planning is not None:  # and again once the first window is all created
+        engine.planning.add_done_callback(lambda _: settle_gc())
     app = create_app(Service(engine))
     # No permessage-deflate: it compresses every frame once per client, where the event
     # stream builds a frame once for all its clients (50 clients cost 50 compressions).

@@ -313,7 +313,8 @@ class Engine:
             if parts:
                 log.info("creating the first window's other %d runs while serving",
                          sum(len(part.runs) for part in parts))
-            for part in parts:
+            while parts:  # each part let go once made
+                part = parts.pop(0)
                 await self._create_part(part)
                 self.scheduler.advanced(part)
         finally:
