@@ -8,7 +8,11 @@ idle between due times, holding a day (the default horizon) of 100 000 scheduled
 settled, its CPU quiet; `jobs_10k_restart_rss_mb` the same after a restart, which
 restores the day's runs from the database instead of planning them;
 `jobs_10k_idle_cpu_pct` is its CPU time over IDLE_SECONDS of wall time, in percent of
-one core. The baselines are the same daemon with an empty jobs directory, same run.
+one core.  `jobs_10k_alive_s` is the time from the first start's launch to `/alive`,
+`jobs_10k_start_s` to settled (the day's runs all created; a first start serves while
+it creates them), `jobs_10k_restart_s` the same for the restart (from its launch, the
+stop before it not counted).  Settled is known to within a second (`settle`).  The
+baselines are the same daemon with an empty jobs directory, same run.
 """
 
 from __future__ import annotations
@@ -64,52 +68,69 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def settle(pid: int) -> None:
-    """Waits until the daemon's CPU stays under 10 % for two seconds: start-up is over."""
+def settle(pid: int) -> float:
+    """Waits until the daemon's CPU stays under 10 % for two seconds: start-up is over.
+    Returns when the quiet began (time.monotonic())."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
-    quiet = 0
+    quiet, since = 0, time.monotonic()
     while quiet < 2:
         if time.monotonic() > deadline:
             raise RuntimeError("the daemon did not settle")
-        before = cpu_seconds(pid)
+        before, t0 = cpu_seconds(pid), time.monotonic()
         time.sleep(1.0)
-        quiet = quiet + 1 if cpu_seconds(pid) - before < 0.1 else 0
+        if cpu_seconds(pid) - before < 0.1:
+            since = t0 if quiet == 0 else since
+            quiet += 1
+        else:
+            quiet = 0
+    return since
 
 
-def measure(root: Path, n: int, repeat: int) -> tuple[float, float, float]:
-    """(RSS in MB once settled, idle CPU in %, RSS after a restart), medians over
-    `repeat` daemons, each on a new database: a first start, which plans the day's
-    runs, then a restart, which restores them."""
-    rss, cpu, restart_rss = [], [], []
+def measure(root: Path, n: int, repeat: int) -> dict[str, float]:
+    """Medians over `repeat` daemons, each on a new database, of: RSS in MB once
+    settled, idle CPU in %, RSS after a restart, seconds to alive and to settled of the
+    first start (which plans the day's runs) and of the restart (which restores them)."""
+    got: dict[str, list[float]] = {k: [] for k in ("rss", "cpu", "restart_rss", "alive",
+                                                   "start", "restart")}
     for i in range(repeat):
         daemon = Daemon(root / str(i), {}, env={"APSIS_AGENT_IDLE_TIMEOUT": "5"},
                         args=["--since", "now"])
         generate(daemon.jobs_dir, n, dt.datetime.now(dt.UTC))
         try:
+            t0 = time.monotonic()
             daemon.start(timeout=SETTLE_TIMEOUT)
-            settle(daemon.pid)
-            rss.append(rss_mb(daemon.pid))
+            got["alive"].append(time.monotonic() - t0)
+            got["start"].append(settle(daemon.pid) - t0)
+            got["rss"].append(rss_mb(daemon.pid))
             before, t0 = cpu_seconds(daemon.pid), time.monotonic()
             time.sleep(IDLE_SECONDS)
-            cpu.append(100 * (cpu_seconds(daemon.pid) - before) / (time.monotonic() - t0))
-            daemon.restart(kill=False, timeout=SETTLE_TIMEOUT)
-            settle(daemon.pid)
-            restart_rss.append(rss_mb(daemon.pid))
+            got["cpu"].append(100 * (cpu_seconds(daemon.pid) - before) / (time.monotonic() - t0))
+            daemon.stop()
+            t0 = time.monotonic()
+            daemon.start(timeout=SETTLE_TIMEOUT)
+            got["restart"].append(settle(daemon.pid) - t0)
+            got["restart_rss"].append(rss_mb(daemon.pid))
         finally:
             daemon.cleanup()
-    return statistics.median(rss), statistics.median(cpu), statistics.median(restart_rss)
+    return {k: statistics.median(v) for k, v in got.items()}
 
 
 def run(quick: bool) -> dict:
     repeat = 1 if quick else 3
     with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as full:
-        empty_rss, empty_cpu, empty_restart = measure(Path(empty), 0, repeat)
-        full_rss, full_cpu, full_restart = measure(Path(full), N_JOBS, repeat)
+        base = measure(Path(empty), 0, repeat)
+        new = measure(Path(full), N_JOBS, repeat)
+
+    def metric(key: str, unit: str, digits: int = 1) -> dict:
+        return {"value": round(new[key], digits), "unit": unit, "baseline": round(base[key], digits)}
+
     return {
-        "jobs_10k_rss_mb": {"value": round(full_rss, 1), "unit": "MB", "baseline": round(empty_rss, 1)},
-        "jobs_10k_restart_rss_mb": {"value": round(full_restart, 1), "unit": "MB",
-                                    "baseline": round(empty_restart, 1)},
-        "jobs_10k_idle_cpu_pct": {"value": round(full_cpu, 2), "unit": "%", "baseline": round(empty_cpu, 2)},
+        "jobs_10k_rss_mb": metric("rss", "MB"),
+        "jobs_10k_restart_rss_mb": metric("restart_rss", "MB"),
+        "jobs_10k_idle_cpu_pct": metric("cpu", "%", 2),
+        "jobs_10k_alive_s": metric("alive", "s"),
+        "jobs_10k_start_s": metric("start", "s"),
+        "jobs_10k_restart_s": metric("restart", "s"),
     }
 
 
