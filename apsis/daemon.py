@@ -62,17 +62,25 @@ async def serve(config: Config, *, since: str | None = None) -> int:
     # On PostgreSQL several daemons may share the database: they elect a leader.
     elect = is_database_url(config.store_target)
     store = await open_store(config.store_target, elect=elect, takeover=config.ha_takeover)
+    sock = None
     try:
-        sock = listen(config.bind)
-    except OSError as exc:
+        try:
+            sock = listen(config.bind)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {config.bind}: {exc.strerror or exc}"
+                              " (is another daemon using it? choose another with --bind)") from None
+        jobs_dir = await asyncio.to_thread(load_jobs_dir, config.jobs)
+        for diag in jobs_dir.diags.items:
+            log.warning("jobs: %s", diag)
+        log.info("loaded %d jobs from %s", len(jobs_dir.jobs), config.jobs)
+        engine = Engine(config, store, jobs_dir)
+    except BaseException:
+        # Whatever the error, close the store: its thread would keep the process alive
+        # after the traceback (a daemon that neither serves nor exits).
+        if sock is not None:
+            sock.close()
         await store.close()
-        raise ListenError(f"cannot listen on {config.bind}: {exc.strerror or exc}"
-                          " (is another daemon using it? choose another with --bind)") from None
-    jobs_dir = await asyncio.to_thread(load_jobs_dir, config.jobs)
-    for diag in jobs_dir.diags.items:
-        log.warning("jobs: %s", diag)
-    log.info("loaded %d jobs from %s", len(jobs_dir.jobs), config.jobs)
-    engine = Engine(config, store, jobs_dir)
+        raise
     engine.url = base_url(config)
     stop = engine.shutdown_requested
     try:

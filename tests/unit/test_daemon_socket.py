@@ -47,3 +47,22 @@ def test_a_taken_address_fails_at_bind() -> None:
             listen(f"127.0.0.1:{first.getsockname()[1]}")
     finally:
         first.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_start_that_fails_after_the_store_opened_leaves_no_thread_behind(tmp_path) -> None:
+    """Any error between opening the store and starting the engine closes the store: its
+    thread, left running, kept `apsisctl serve` alive after the traceback, neither serving
+    nor exiting.  (No jobs directory at all stands for an error nobody foresaw.)"""
+    import threading
+
+    from apsis.config import Config
+    from apsis.daemon import serve
+
+    config = Config(jobs=None, database=tmp_path / "apsis.db", bind="127.0.0.1:0")  # type: ignore[arg-type]
+    before = set(threading.enumerate())
+    with pytest.raises(Exception):  # noqa: B017 - which error is the loader's business
+        asyncio.run(serve(config))
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()
+            and not t.daemon]
+    assert left == [], left
