@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -26,18 +27,24 @@ JOBS = {"noop": "program: {type: no-op}\n",
 pytestmark = pytest.mark.timeout(60)
 
 
+async def _loaded_table(app: ApsisApp, pilot: Any, stuck: str) -> RunTable:
+    """The Runs table once the load's workers are done (`stuck`: why, if they never are)."""
+    deadline = time.monotonic() + 30
+    while any(w.group == "runs" and not w.is_finished for w in app.workers):
+        assert time.monotonic() < deadline, stuck
+        await pilot.pause(0.05)
+    table = app.screen_stack[0].query_one(RunTable)
+    table.flush()
+    return table
+
+
 async def test_every_run_loads_through_multi_page_requests(daemon, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr("apsis_tui.app.PAGES_PER_REQUEST", 3)
     with http(daemon) as api:
         created = {r["run_id"] for r in create(api, "noop", count=47)}
     app = ApsisApp(daemon.url, state=TuiState(tmp_path / "tui.json"), ansi=False, page_size=4)
     async with app.run_test(size=(100, 30)) as pilot:
-        deadline = time.monotonic() + 30
-        while any(w.group == "runs" and not w.is_finished for w in app.workers):
-            assert time.monotonic() < deadline, "the load did not finish"
-            await pilot.pause(0.05)
-        table = app.screen_stack[0].query_one(RunTable)
-        table.flush()
+        table = await _loaded_table(app, pilot, "the load did not finish")
         # 1 page, then requests of 3 pages of 4: 47 runs need 1 + 4 requests; all arrive.
         assert created <= set(app.model.runs)
         assert created <= {table.store.row_id(i) for i in range(table.row_count)}
@@ -110,12 +117,7 @@ async def test_a_daemon_refusing_pages_is_read_a_page_a_request(daemon, tmp_path
     assert refusal.status_code == 400 and "pages" in refusal.json()["error"]["message"]
     app = ApsisApp(daemon.url, state=TuiState(tmp_path / "tui.json"), ansi=False, page_size=4)
     async with app.run_test(size=(100, 30)) as pilot:
-        deadline = time.monotonic() + 30
-        while any(w.group == "runs" and not w.is_finished for w in app.workers):
-            assert time.monotonic() < deadline, "the load went on asking for pages"
-            await pilot.pause(0.05)
-        table = app.screen_stack[0].query_one(RunTable)
-        table.flush()
+        table = await _loaded_table(app, pilot, "the load went on asking for pages")
         assert created <= {table.store.row_id(i) for i in range(table.row_count)}
 
 
