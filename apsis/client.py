@@ -233,6 +233,7 @@ class Client:
         self.retry_for = retry_for
         self._http: dict[Endpoint, httpx.AsyncClient] = {}
         self._pages_refused = False  # by a daemon older than GET /runs?pages=N
+        self._job_ids_refused = False  # by a daemon older than GET /runs?job_id=a&job_id=b
 
     def sibling(self, *, timeout: float | None = None,
                 retry_for: float | None | Literal["same"] = "same") -> Client:
@@ -467,10 +468,29 @@ class Client:
                    limit: int = 100, cursor: str | None = None,
                    summary: bool = False) -> dict[str, Any]:
         """One page, newest first: `{runs, seq, cursor}` (cursor None on the last page).
-        `summary`: each run as its summary (what a table shows), a fraction of the bytes."""
-        return await self._get("/runs", runs_params(
-            job_id=job_id, states=states, since=since, until=until, labels=labels, args=args,
-            limit=limit, cursor=cursor, summary=summary))
+        `summary`: each run as its summary (what a table shows), a fraction of the bytes.
+        Several job ids mean runs of any of them; a daemon older than that refuses them
+        (a 400 naming job_id): then, and from then on, one request a job, merged here into
+        one page (the last: its cursor is None; `iter_runs` reads such jobs whole)."""
+        filters = {"states": states, "since": since, "until": until, "labels": labels,
+                   "args": args}
+        jobs = _several(job_id)
+        if jobs is None or not self._job_ids_refused:
+            try:
+                return await self._get("/runs", runs_params(
+                    job_id=job_id, **filters, limit=limit, cursor=cursor, summary=summary))
+            except ApsisError as exc:
+                if jobs is None or not _refuses(exc, "job_id"):
+                    raise
+                self._job_ids_refused = True
+        import asyncio
+
+        pages = await asyncio.gather(*(self.runs(job_id=job, **filters, limit=limit,
+                                                 summary=summary) for job in jobs))
+        found = sorted((run for page in pages for run in page["runs"]), key=_api_order,
+                       reverse=True)
+        return {"runs": found[:limit], "seq": min(page["seq"] for page in pages),
+                "cursor": None}
 
     async def run_page_lines(self, pages: int, *, limit: int = 1000, cursor: str | None = None,
                              summary: bool = False) -> AsyncIterator[bytes]:
@@ -487,7 +507,7 @@ class Client:
                 response = await self._request("GET", "/runs", params=params + [("pages", pages)],
                                                stream=True)
             except ApsisError as exc:
-                if exc.status != 400 or not re.search(r"\bpages\b", exc.message):
+                if not _refuses(exc, "pages"):
                     raise
                 self._pages_refused = True
         if response is None:
@@ -525,13 +545,21 @@ class Client:
         """Every matching run, page after page (filters as for `runs`)."""
         filters.pop("limit", None)
         cursor = filters.pop("cursor", None)
-        while True:
+        jobs = _several(filters.get("job_id"))
+        while not (jobs and self._job_ids_refused):
             page = await self.runs(limit=page_size, cursor=cursor, **filters)
+            if jobs and self._job_ids_refused:
+                break  # refused just now: that page was one page a job, merged
             for run in page["runs"]:
                 yield run
             cursor = page["cursor"]
             if cursor is None:
                 return
+        # A daemon older than several job ids: each job's runs whole, merged.
+        found = [run for job in jobs or () async for run in self.iter_runs(
+            page_size=page_size, **{**filters, "job_id": job})]
+        for run in sorted(found, key=_api_order, reverse=True):
+            yield run
 
     async def run(self, run_id: str) -> dict[str, Any]:
         return await self._get(f"/runs/{_q(run_id)}")
@@ -820,6 +848,26 @@ def runs_params(*, job_id: str | Sequence[str] | None = None, states: Iterable[s
     if summary:
         params.append(("summary", "true"))
     return params
+
+
+def _several(job_id: str | Sequence[str] | None) -> list[str] | None:
+    """The job ids of a query naming more than one job, else None."""
+    return None if job_id is None or isinstance(job_id, str) or len(job_id) < 2 else list(job_id)
+
+
+def _refuses(exc: ApsisError, parameter: str) -> bool:
+    """Whether a daemon refused a query parameter it is too old to know (or to repeat)."""
+    return exc.status == 400 and re.search(rf"\b{re.escape(parameter)}\b", exc.message) is not None
+
+
+def _api_order(run: dict[str, Any]) -> tuple[dt.datetime, int]:
+    """The order of `GET /runs` (newest first is its reverse): schedule time, else
+    creation, then run number."""
+    times = run.get("times") or {}
+    when = times.get("schedule") or times.get("new")
+    number = run.get("run_id", "r0")[1:]
+    return (dt.datetime.fromisoformat(when) if when else dt.datetime.min.replace(tzinfo=dt.UTC),
+            int(number) if number.isdigit() else 0)
 
 
 def _q(part: str) -> str:

@@ -74,6 +74,43 @@ async def test_runs_pages_and_filters(daemon):
         assert info.value.status == 409 and info.value.code == "bad_state"
 
 
+async def test_several_jobs_from_a_daemon_that_refuses_them(daemon):
+    # A daemon older than `GET /runs?job_id=a&job_id=b` refuses the repeat with a 400 naming
+    # job_id. The client then asks job by job, merging in the API's order, and from then on
+    # without asking together again: the same runs as a daemon that takes them.
+    jobs = ["hourly/load", "noop"]
+    async with daemon.client() as client:
+        created = [r["run_id"] for when in ("2041-03-03T02:00:00Z", "2041-03-03T01:00:00Z")
+                   for job, args in (("hourly/load", {"date": "2041"}), ("noop", {}))
+                   for r in await client.create_runs(job, args, count=2, schedule=when)]
+        query = {"job_id": jobs, "since": "2041-03-03T00:00:00Z"}
+        together = await client.runs(**query, limit=3)
+        every = [r["run_id"] async for r in client.iter_runs(**query, page_size=2)]
+        assert sorted(every) == sorted(created)
+    async with daemon.client() as old:
+        asked = []
+        request = old._request
+
+        async def refusing(method: str, path: str, **kwargs: object) -> object:
+            params = list(kwargs["params"])  # type: ignore[call-overload]
+            asked.append(params)
+            if sum(name == "job_id" for name, _ in params) > 1:
+                raise ApsisError("query parameter 'job_id' given 2 times; give it once", 400,
+                                 "bad_param")
+            return await request(method, path, **kwargs)  # type: ignore[arg-type]
+
+        old._request = refusing  # type: ignore[method-assign]
+        merged = await old.runs(**query, limit=3)
+        assert [r["run_id"] for r in merged["runs"]] == [r["run_id"] for r in together["runs"]]
+        assert merged["cursor"] is None
+        assert [r["run_id"] async for r in old.iter_runs(**query, page_size=2)] == every
+    together_asked = [p for p in asked if sum(name == "job_id" for name, _ in p) > 1]
+    assert len(together_asked) == 1  # refused once, never asked together again
+    async with daemon.client() as client:
+        for run_id in created:
+            await client.skip(run_id)
+
+
 async def test_operations(daemon):
     async with daemon.client() as client:
         [run] = await client.create_runs("noop", schedule="+1h")
