@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from apsis.present import FINISHED_STATES
 
@@ -241,30 +241,41 @@ def default_output_id(run: dict[str, Any]) -> str:
     return "output"
 
 
-def write_bytes(data: bytes) -> None:
-    """Raw bytes to stdout, as they come: ANSI and non-UTF-8 bytes unchanged."""
-    out = sys.stdout.buffer
+def write_bytes(data: bytes, to: BinaryIO | None = None) -> None:
+    """Raw bytes to stdout (or `to`), as they come: ANSI and non-UTF-8 bytes unchanged."""
+    out = to or sys.stdout.buffer
     out.write(data)
     out.flush()
 
 
 async def stream_output(client: Client, watcher: RunWatcher, run_id: str,
                         output_id: str | None, start: int = 0) -> None:
-    """Streams a run's output live, from when it starts until it ends."""
+    """Streams a run's output live, from when it starts until it ends. With no output
+    named, a program with split outputs streams both, stderr to stderr: as if run here."""
     await watcher.wait_started(run_id)
     run = watcher.runs.get(run_id, {})
     times = run.get("times") or {}
     if watcher.finished(run_id) and not (times.get("running") or run.get("outputs")):
         return  # never ran (skipped, or an error before it started): no output
-    oid = output_id or default_output_id(run)
+    if output_id is None and default_output_id(run) == "stdout":
+        await asyncio.gather(_follow_output(client, run_id, "stdout", start, named=False),
+                             _follow_output(client, run_id, "stderr", 0, named=False,
+                                            to=sys.stderr.buffer))
+        return
+    await _follow_output(client, run_id, output_id or default_output_id(run), start,
+                         named=output_id is not None)
+
+
+async def _follow_output(client: Client, run_id: str, output_id: str, start: int, *,
+                         named: bool, to: BinaryIO | None = None) -> None:
     from apsis.client import ApsisNotFound
 
     try:
-        async for chunk in client.output(run_id, oid, start=start, follow=True):
+        async for chunk in client.output(run_id, output_id, start=start, follow=True):
             if chunk:
-                write_bytes(chunk)
+                write_bytes(chunk, to)
     except ApsisNotFound:
-        if output_id:  # asked for by name: say so; the default may just not exist
+        if named:  # asked for by name: say so; the default may just not exist
             raise
 
 

@@ -25,6 +25,8 @@ JOBS = {
     "chatty": "program: [sh, -c, \"printf 'one\\\\n'; sleep 1.5; "
               "printf '\\\\033[31mtwo\\\\033[0m \\\\377\\\\376\\\\n'\"]\n",
     "data/load prices": "params: [date]\nprogram: [echo, '{{ date }}']\n",
+    "split": ("program: {type: shell, outputs: split,\n"
+              "          command: 'echo out; sleep 0.5; echo err >&2; echo more'}\n"),
     "data/load volumes": "params: [date]\nprogram: [\"true\"]\n",
     "match prefix": "program: [\"true\"]\n",
     "match prefix suffix": "program: [\"true\"]\n",
@@ -152,6 +154,14 @@ def test_run_wait_output_streams_the_output_and_exits_by_state(url):
     assert result.returncode == 0
     assert result.stdout == "2026-12-01\n"  # the id goes to stderr, the output to stdout
     assert result.stderr.startswith("r")
+
+
+def test_run_wait_output_of_split_outputs_streams_each_to_its_own(url):
+    # A program with split outputs streams as if run here: stdout to stdout, stderr to stderr.
+    result = apsis(url, "run", "split", "--wait", "--output")
+    assert result.returncode == 0 and result.stdout == "out\nmore\n"
+    run_id = result.stderr.split()[0]
+    assert result.stderr.splitlines() == [run_id, "err", f"{run_id} success"], result.stderr
 
 
 def test_adhoc_runs_an_argv_labelled_ad_hoc(url):
