@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import datetime
 import errno
 import fcntl
@@ -63,6 +64,10 @@ FINISHED_STATES = ("exited", "error", "lost")
 # Spare spool files: no proc id starts with "_". At most so many are kept.
 SPARE_PREFIX = "_spare."
 MAX_SPARES = 1024
+# So many spares are made ahead by a thread of their own, and made again as starts take
+# them: creating a file is what a start costs most (a millisecond of the kernel's time
+# on a busy file system), and a burst of starts finds them made.
+SPARE_RESERVE = 256
 # The journal is rewritten with one line per process once it holds this many lines
 # and four times as many as there are processes: cleaned runs do not pile up.
 COMPACT_MIN_LINES = 10000
@@ -378,8 +383,10 @@ class Server:
         self._journal_torn = False  # the journal's last line is unfinished
         # Started since the journal last got their pids (see `_journal_pids`).
         self._pids_pending: list[Proc] = []
-        # Empty spool files of cleaned runs, for starts to rename into place (`_open_spool`).
-        self._spares: list[str] = []
+        # Empty spool files for starts to rename into place (`_open_spool`): cleaned ones
+        # on the right, taken first; those the reserve thread makes on the left.
+        self._spares: collections.deque[str] = collections.deque()
+        self._spares_low = threading.Event()  # wakes the reserve thread
         self._spare_ids = itertools.count()
         self._spare_prefix = f"{SPARE_PREFIX}{os.getpid()}."  # unique to this server
         # The agent's environment is that of the `connect` that started it, for good.
@@ -620,6 +627,8 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.signal(signal.SIGTERM, self._on_term)
         _become_subreaper()
+        threading.Thread(target=self._keep_reserve, name="spares", daemon=True).start()
+        self._spares_low.set()
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         _log(f"listening in {self.state_dir} (version {self.version})")
         next_poll = time.monotonic()
@@ -1022,8 +1031,31 @@ class Server:
                 break
             except OSError:  # gone (removed by hand): the next, or a new file
                 continue
+        if len(self._spares) < SPARE_RESERVE and not self._spares_low.is_set():
+            self._spares_low.set()
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
         return os.open(path, flags, 0o600)
+
+    def _new_spare(self) -> str:
+        return os.path.join(self.runs_dir, f"{self._spare_prefix}{next(self._spare_ids)}")
+
+    def _keep_reserve(self) -> None:
+        """The reserve thread: makes spares until there are SPARE_RESERVE, each time a
+        start takes them below. Its system calls run without the GIL, beside the loop;
+        a file it had made when the server exited is a spare for the next server."""
+        if hasattr(signal, "pthread_sigmask"):  # signals are the loop's business
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
+        while True:
+            self._spares_low.wait()
+            self._spares_low.clear()
+            while len(self._spares) < SPARE_RESERVE:
+                path = self._new_spare()
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+                except OSError as exc:  # a full disk: a start makes its own file, or says why
+                    _log(f"cannot make a spare spool file: {exc}")
+                    break
+                self._spares.appendleft(path)
 
     def _recycle(self, path: str) -> bool:
         """Keep a cleaned spool as a spare if it is empty and nobody else has it open
@@ -1039,7 +1071,7 @@ class Server:
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)  # held until the close below
             if os.fstat(fd).st_size:
                 return False  # emptying it would cost as much as a new file
-            spare = os.path.join(self.runs_dir, f"{self._spare_prefix}{next(self._spare_ids)}")
+            spare = self._new_spare()
             os.rename(path, spare)
         except OSError:
             return False

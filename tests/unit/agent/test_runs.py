@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from apsis.agent.agent import _pid_alive
+from apsis.agent.agent import SPARE_RESERVE, _pid_alive
 from apsis.agent.client import AgentClient, AgentError, local_connect_command
 
 from .helpers import PY, wait_exit
@@ -330,6 +330,29 @@ async def test_spool_files_reused_only_when_empty_and_closed(client: AgentClient
     await wait_exit(client, "fresh")
     assert os.stat(fresh.outputs["output"]).st_size == 0
 
+
+async def test_a_first_burst_of_starts_finds_its_spool_files_made(
+        client: AgentClient, state_dir: Path) -> None:
+    """An agent makes a reserve of empty spool files ahead, and again as starts take
+    them: a burst of starts, even the first, renames made files into place instead of
+    creating each (a millisecond of the kernel's time apiece on a busy file system)."""
+    runs = state_dir / "runs"
+    made: set[int] = set()
+    for _ in range(200):  # its thread makes them beside the loop
+        made = {e.stat().st_ino for e in os.scandir(runs) if e.name.startswith("_spare.")}
+        if len(made) >= SPARE_RESERVE:
+            break
+        await asyncio.sleep(0.05)
+    assert len(made) == SPARE_RESERVE
+    started = await asyncio.gather(*(client.start(["true"], proc_id=f"r{i}")
+                                     for i in range(SPARE_RESERVE // 2)))
+    assert {os.stat(p.outputs["output"]).st_ino for p in started} <= made
+    for _ in range(200):  # and made again up to the reserve
+        if sum(e.name.startswith("_spare.") for e in os.scandir(runs)) >= SPARE_RESERVE:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the reserve was not made again")
 
 
 @pytest.mark.timeout(60)
