@@ -861,9 +861,23 @@ class StoreBase(abc.ABC):
 # ---------------------------------------------------------------------- row helpers
 
 
-def dumps(value: Any) -> str:
-    """JSON as the store writes it: compact, unescaped."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def _compact_encoder() -> Callable[[Any], str]:
+    """`json.dumps(value, separators=(",", ":"), ensure_ascii=False)`, made once.
+
+    Each `json.dumps` with options builds an encoder and checks for cycles (rows and
+    events never have any): ~20 µs of a 500-byte event's ~4, and a burst of 1 000
+    runs encodes 3 000 runs and events a stage."""
+    make = json.encoder.c_make_encoder
+    base = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+    if make is None:  # no C accelerator: the same output, slower
+        return base.encode
+    encode = make(None, base.default, json.encoder.encode_basestring, None, ":", ",",
+                  False, False, True)
+    return lambda value: "".join(encode(value, 0))
+
+
+dumps: Callable[[Any], str] = _compact_encoder()
+"""JSON as the store writes it: compact, unescaped."""
 
 
 def with_seq(seq: int, text: str) -> str:
