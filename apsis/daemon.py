@@ -51,6 +51,7 @@ def base_url(config: Config) -> str:
 async def serve(config: Config, *, since: str | None = None) -> int:
     """Runs until SIGTERM/SIGINT or a shutdown request; returns the exit code."""
     from .api import create_app
+    from .api.wsutil import SharedFrameProtocol
     from .engine.core import Engine
     from .engine.service import Service
     from .jobs_dir import load_jobs_dir
@@ -102,8 +103,9 @@ async def serve(config: Config, *, since: str | None = None) -> int:
         engine.planning.add_done_callback(lambda _: settle_gc())
     app = create_app(Service(engine))
     # No permessage-deflate: it compresses every frame once per client, where the event
-    # stream builds a frame once for all its clients (50 clients cost 50 compressions).
-    kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "ws": "websockets-sansio",
+    # stream builds a frame once for all its clients (50 clients cost 50 compressions),
+    # and SharedFrameProtocol writes that frame's bytes as they are to each.
+    kwargs: dict[str, Any] = {"log_config": None, "access_log": False, "ws": SharedFrameProtocol,
                               "ws_per_message_deflate": False,
                               "lifespan": "off", "timeout_graceful_shutdown": 3}
     if config.tls_cert:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from bisect import bisect_right
@@ -34,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket
 
 from ..lib.timefmt import format_time, now
+from ..model.event_types import EVENT_TYPES
+from ..store.common import dumps
 from .errors import ApiError, bad_request
 from .params import Query
-from ..model.event_types import EVENT_TYPES
-from .wsutil import close_quietly, deny, until_disconnect
+from .wsutil import close_quietly, deny, send_frame, shares_frames, text_frame, until_disconnect
 
 if TYPE_CHECKING:
     from ..engine.events import Follower
@@ -62,10 +62,6 @@ def queue_size() -> int:
         return max(16, int(os.environ.get("APSIS_EVENT_QUEUE", DEFAULT_QUEUE)))
     except ValueError:
         return DEFAULT_QUEUE
-
-
-def dumps(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
 def event_keys(event: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -101,19 +97,31 @@ class Page:
     """Events for one reader at one place: (seq, JSON text) pairs, and `upto`, the seq
     the reader is at once they are sent (past events the filter skipped)."""
 
-    __slots__ = ("items", "upto", "_frame")
+    __slots__ = ("items", "upto", "_frame", "_wire")
 
     def __init__(self, items: list[tuple[int, str]], upto: int) -> None:
         self.items = items
         self.upto = upto
         self._frame: str | None = None
+        self._wire: bytes | None = None
 
     @property
     def frame(self) -> str:
         """The events as one batched frame (a JSON array), built once."""
         if self._frame is None:
-            self._frame = "[" + ",".join(text for _, text in self.items) + "]"
+            self._frame = self._join()
         return self._frame
+
+    @property
+    def wire(self) -> bytes:
+        """The batched frame as a whole websocket frame (`text_frame`), built once: what
+        readers on a server that `shares_frames` send (they never need `frame`)."""
+        if self._wire is None:
+            self._wire = text_frame(self._frame if self._frame is not None else self._join())
+        return self._wire
+
+    def _join(self) -> str:
+        return "[" + ",".join(text for _, text in self.items) + "]"
 
     @property
     def size(self) -> int:
@@ -260,6 +268,7 @@ class _Stream:
         self.follower = follower
         self.flt = flt
         self.batch = batch
+        self.shared_frames = batch and shares_frames(websocket)
         self.last = 0  # the seq of the last event sent (or skipped by the filter)
         self.sending_since: float | None = None  # set while a send is in progress
 
@@ -313,7 +322,9 @@ class _Stream:
                 # while events it has not seen exist: the store can (never spin here).
                 page = await self._from_store(self.last)
             if page.items:
-                if self.batch:
+                if self.shared_frames:
+                    await self.send_wire(page.wire)
+                elif self.batch:
                     await self.send(page.frame)
                 else:
                     for seq, text in page.items:
@@ -347,4 +358,10 @@ class _Stream:
     async def send(self, text: str) -> None:
         self.sending_since = time.monotonic()
         await self.websocket.send_text(text)
+        self.sending_since = None
+
+    async def send_wire(self, frame: bytes) -> None:
+        """As `send`, a frame from `Page.wire`."""
+        self.sending_since = time.monotonic()
+        await send_frame(self.websocket, frame)
         self.sending_since = None
