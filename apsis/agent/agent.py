@@ -1141,26 +1141,56 @@ class Server:
         }
 
     def op_clean(self, req: dict[str, Any]) -> dict[str, Any]:
-        proc = self._get(req)
+        self._clean([self._cleanable(req.get("proc_id"))])
+        return {}
+
+    def op_clean_many(self, req: dict[str, Any]) -> dict[str, Any]:
+        """`clean` of each of `proc_ids` (a burst of runs ends together), in one journal
+        write; the ids that could not be cleaned are in `errors`, with code and message."""
+        proc_ids = req.get("proc_ids")
+        if not isinstance(proc_ids, list):
+            raise RequestError("bad_request", "proc_ids must be a list")
+        procs: dict[str, Proc] = {}
+        errors: dict[str, dict[str, str]] = {}
+        for proc_id in proc_ids:
+            try:
+                proc = self._cleanable(proc_id)
+            except RequestError as exc:
+                errors[str(proc_id)] = {"code": exc.code, "error": exc.message}
+                continue
+            procs[proc.proc_id] = proc
+        self._clean(list(procs.values()))
+        return {"errors": errors}
+
+    def _cleanable(self, proc_id: Any) -> Proc:
+        proc = self._get({"proc_id": proc_id})
         if proc.running:
             raise RequestError("running", f"process {proc.proc_id} is still running")
-        if proc.legacy_dir is not None:
-            shutil.rmtree(proc.legacy_dir, ignore_errors=True)
-        else:
-            for path in proc.record["outputs"].values():
-                if self._recycle(path):
-                    continue
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+        return proc
+
+    def _clean(self, procs: list[Proc]) -> None:
+        """Deletes (or keeps as spares) the spools of finished processes and forgets them."""
+        lines = []
+        for proc in procs:
+            if proc.legacy_dir is not None:
+                shutil.rmtree(proc.legacy_dir, ignore_errors=True)
+            else:
+                for path in proc.record["outputs"].values():
+                    if self._recycle(path):
+                        continue
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+                lines.append(_journal_line(proc.proc_id, {"clean": True}))
+            del self.procs[proc.proc_id]
+        if lines:
             try:
-                self._journal(proc.proc_id, {"clean": True})
-            except OSError as exc:  # a restarted agent reports it again; clean is idempotent
-                _log(f"cannot record the cleaning of {proc.proc_id}: {exc}")
-        del self.procs[proc.proc_id]
+                self._journal_pids()  # as `_journal`: a process's lines stay in order
+                self._append_journal(lines)
+            except OSError as exc:  # a restarted agent reports them again; clean is idempotent
+                _log(f"cannot record the cleaning of {len(lines)} processes: {exc}")
         self._maybe_compact()
-        return {}
 
     OPS: ClassVar[dict[str, Callable[[Server, dict[str, Any]], dict[str, Any]]]] = {
         "ping": op_ping,
@@ -1170,6 +1200,7 @@ class Server:
         "list": op_list,
         "read": op_read,
         "clean": op_clean,
+        "clean_many": op_clean_many,
     }
 
     # -- process ends -------------------------------------------------------------

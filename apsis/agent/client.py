@@ -194,6 +194,11 @@ class AgentClient:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._exits: asyncio.Queue[ProcStatus | None] = asyncio.Queue()
         self._stderr_tail = bytearray()
+        # Request lines of this turn of the loop, sent together once it ends (`_queue`).
+        self._outbox: list[bytes] = []
+        self._outbox_proc: asyncio.subprocess.Process | None = None
+        # Proc ids to clean, and their callers, sent as one request (`clean`).
+        self._cleans: dict[str, list[asyncio.Future[None]]] = {}
 
     @property
     def connected(self) -> bool:
@@ -382,7 +387,7 @@ class AgentClient:
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[req_id] = fut
         try:
-            proc.stdin.write(json.dumps({"id": req_id, "op": op, **fields}).encode() + b"\n")
+            self._queue(proc, json.dumps({"id": req_id, "op": op, **fields}).encode() + b"\n")
             await proc.stdin.drain()
             reply = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         except TimeoutError:  # before OSError, of which it is a subclass
@@ -399,6 +404,25 @@ class AgentClient:
                 ProcStatus.from_jso(jso) if isinstance(jso, dict) else None,
             )
         return reply
+
+    def _queue(self, proc: asyncio.subprocess.Process, line: bytes) -> None:
+        """Requests made in one turn of the loop go out in one write once it ends: a
+        burst of 2 000 starts is a few writes, not 2 000 (each a system call, during
+        which another of the daemon's threads may take the GIL and keep the loop waiting)."""
+        if self._outbox and self._outbox_proc is not proc:
+            self._send_outbox()
+        if not self._outbox:
+            self._outbox_proc = proc
+            asyncio.get_running_loop().call_soon(self._send_outbox)
+        self._outbox.append(line)
+
+    def _send_outbox(self) -> None:
+        data, proc = b"".join(self._outbox), self._outbox_proc
+        self._outbox, self._outbox_proc = [], None
+        # A connection replaced meanwhile: its requests failed with it (`_read_loop`).
+        if data and proc is self._proc and proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError, RuntimeError):  # the read loop sees the loss
+                proc.stdin.write(data)
 
     async def ping(self, *, timeout: float | None = None) -> dict[str, Any]:
         """A round trip; `timeout` bounds the wait for a reconnect too."""
@@ -472,13 +496,50 @@ class AgentClient:
     async def clean(self, proc_id: str) -> None:
         """Delete the process's files, once its output is stored elsewhere.
 
-        Retried on a lost connection, so `not_found` after a retry means it is done.
+        The cleans asked for in one turn of the loop go in one request (a burst of runs
+        ends together). Retried on a lost connection, so `not_found` after a retry
+        means it is done.
         """
+        if not self._cleans:
+            asyncio.get_running_loop().call_soon(
+                lambda: asyncio.ensure_future(self._send_cleans()))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._cleans.setdefault(proc_id, []).append(fut)
+        await fut
+
+    async def _send_cleans(self) -> None:
+        batch, self._cleans = self._cleans, {}
         try:
-            await self._request("clean", retry=True, proc_id=proc_id)
+            failed: dict[str, Exception] = dict(await self._clean_many(list(batch)))
+        except Exception as exc:  # every caller hears of it, none waits for ever
+            failed = {proc_id: exc for proc_id in batch}
+        for proc_id, futs in batch.items():
+            for fut in futs:
+                if fut.done():
+                    continue
+                if proc_id in failed:
+                    fut.set_exception(failed[proc_id])
+                else:
+                    fut.set_result(None)
+
+    async def _clean_many(self, proc_ids: builtins.list[str]) -> dict[str, AgentError]:
+        """The ids whose clean failed, with why; an agent from before `clean_many`
+        (a remote host's that has not exited since) is asked one id at a time."""
+        try:
+            reply = await self._request("clean_many", retry=True, proc_ids=proc_ids)
+            return {proc_id: AgentError(err["code"], err["error"])
+                    for proc_id, err in reply["errors"].items() if err["code"] != "not_found"}
         except AgentError as exc:
-            if exc.code != "not_found":
+            if exc.code != "bad_request" or "unknown op" not in exc.message:
                 raise
+        failed: dict[str, AgentError] = {}
+        for proc_id in proc_ids:
+            try:
+                await self._request("clean", retry=True, proc_id=proc_id)
+            except AgentError as exc:
+                if exc.code != "not_found":
+                    failed[proc_id] = exc
+        return failed
 
     async def list(self) -> builtins.list[ProcStatus]:
         reply = await self._request("list", retry=True)

@@ -177,7 +177,10 @@ class LocalSpool(Spool):
             except FileNotFoundError:
                 continue
             if size <= SMALL_OUTPUT_BYTES:
-                if size <= INLINE_OUTPUT_BYTES:  # most are empty: no thread hop for those
+                if size == 0:  # most are: nothing to open (each system call lets the
+                    # writer thread take the GIL, and the loop waits to get it back)
+                    prepared = store.prepare_small_output(self.run_id, output_id, b"", max_bytes)
+                elif size <= INLINE_OUTPUT_BYTES:  # no thread hop for small ones
                     prepared = _prepare_small(store, self.run_id, output_id, name, max_bytes)
                 else:
                     prepared = await asyncio.to_thread(

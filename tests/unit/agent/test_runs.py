@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from apsis.agent.agent import SPARE_RESERVE, _pid_alive
-from apsis.agent.client import AgentClient, AgentError, local_connect_command
+from apsis.agent.client import AGENT_PATH, AgentClient, AgentError, local_connect_command
 
 from .helpers import PY, wait_exit
 
@@ -217,6 +217,38 @@ async def test_clean_and_list(client: AgentClient) -> None:
     assert [p.proc_id for p in await client.list()] == ["long"]
     await client.signal("long", "KILL")
     await wait_exit(client, "long")
+
+
+@pytest.mark.parametrize("agent", ["current", "without clean_many"])
+async def test_cleans_asked_together(state_dir: Path, tmp_path: Path, agent: str) -> None:
+    """Cleans asked in one turn go in one request: each finished process is cleaned, a
+    running one fails alone, an unknown id is taken as cleaned already. An agent from
+    before `clean_many` (a remote host's that has not exited yet) is asked one by one."""
+    command = local_connect_command(state_dir, idle_timeout=3)
+    if agent != "current":
+        old = tmp_path / "agent.py"
+        old.write_text(AGENT_PATH.read_text().replace('"clean_many": op_clean_many,', ""))
+        assert '"clean_many"' not in old.read_text()
+        command[1] = str(old)
+    client = AgentClient(request_timeout=10, connect_timeout=10)
+    await client.connect(command)
+    try:
+        await client.start(["sleep", "30"], proc_id="long")
+        spools = []
+        for i in range(3):
+            spools.append(Path((await client.start(["printf", "x"], proc_id=f"s{i}")).outputs["output"]))
+            await wait_exit(client, f"s{i}")
+        results = await asyncio.gather(*(client.clean(p) for p in ["s0", "long", "s1", "gone", "s2"]),
+                                       return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["NoneType", "AgentError", "NoneType",
+                                                        "NoneType", "NoneType"]
+        assert isinstance(results[1], AgentError) and results[1].code == "running"
+        assert not any(p.exists() for p in spools)
+        assert [p.proc_id for p in await client.list()] == ["long"]
+        await client.signal("long", "KILL")
+        await wait_exit(client, "long")
+    finally:
+        await client.close()
 
 
 async def test_env_without_inheriting(client: AgentClient) -> None:
