@@ -228,6 +228,13 @@ def _proc_start_ticks(pid: int) -> int | None:
         return None
 
 
+def _file_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
 def _pid_alive(pid: int, start_ticks: int | None) -> bool:
     """Is `pid` still the process we started (and not a zombie or a reused pid)?"""
     try:
@@ -1250,6 +1257,10 @@ class Server:
         proc.record["state"] = state
         proc.record["end_time"] = _now()
         proc.record.update(fields)
+        # Their sizes at the end: the daemon stores an empty output without a look at
+        # its file (most are empty). Not journaled: a restarted agent reports none.
+        proc.record["lengths"] = {name: _file_size(path)
+                                  for name, path in proc.record["outputs"].items()}
         self.adopted.pop(proc.proc_id, None)
         status = {
             k: proc.record[k]

@@ -69,7 +69,9 @@ class AgentConnectionError(AgentError):
 
 @dataclass(frozen=True, slots=True)
 class ProcStatus:
-    """What the agent knows about one process; `outputs` maps names to spool paths."""
+    """What the agent knows about one process; `outputs` maps names to spool paths, and
+    `lengths` (from an agent that sends them, once the process has ended) to their sizes
+    at its end."""
 
     proc_id: str
     state: str  # running | exited | error | lost
@@ -82,6 +84,7 @@ class ProcStatus:
     exit_code: int | None = None
     signal: str | None = None
     message: str | None = None
+    lengths: dict[str, int | None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -101,6 +104,7 @@ class ProcStatus:
             exit_code=jso.get("exit_code"),
             signal=jso.get("signal"),
             message=jso.get("message"),
+            lengths=jso.get("lengths"),
         )
 
 

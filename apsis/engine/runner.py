@@ -513,7 +513,7 @@ class Runner:
             if spool is not None:
                 config = self.host.config
                 outputs, small = await spool.store(self.host.store, config.output_max_bytes,
-                                                   config.database.parent)
+                                                   config.database.parent, status.lengths)
             timed_out = self._timed_out.get(run.run_id) or run.meta.timed_out
             to, message = exit_outcome(run, status, timed_out)
             # A timeout fires only once `running` is committed, so run.meta is current

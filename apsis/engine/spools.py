@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -77,10 +77,13 @@ class Spool:
     async def reader(self, output_id: str) -> Reader:
         raise NotImplementedError
 
-    async def store(self, store: OutputStore, max_bytes: int,
-                    temp_dir: Path) -> tuple[list[dict[str, Any]], list[Any]]:
+    async def store(self, store: OutputStore, max_bytes: int, temp_dir: Path,
+                    ended: Mapping[str, int | None] | None = None
+                    ) -> tuple[list[dict[str, Any]], list[Any]]:
         """Stores the outputs of a process that has ended: big ones now, from the file;
-        returns the run's `outputs` and the small ones to go in with its final transition."""
+        returns the run's `outputs` and the small ones to go in with its final transition.
+        `ended`: their sizes at the end, as the agent saw them; one it saw empty is
+        stored so without a look at the file (most are)."""
         raise NotImplementedError
 
     async def clean(self) -> None:
@@ -168,17 +171,21 @@ class LocalSpool(Spool):
         except FileNotFoundError:
             return _EmptyReader()
 
-    async def store(self, store: OutputStore, max_bytes: int,
-                    temp_dir: Path) -> tuple[list[dict[str, Any]], list[Any]]:
+    async def store(self, store: OutputStore, max_bytes: int, temp_dir: Path,
+                    ended: Mapping[str, int | None] | None = None
+                    ) -> tuple[list[dict[str, Any]], list[Any]]:
         outputs, small = [], []
         for output_id, name in self.paths.items():
-            try:
-                size = os.stat(name).st_size
-            except FileNotFoundError:
-                continue
+            # Each system call on the loop lets the writer thread take the GIL, and the
+            # loop waits to get it back: none for an output the agent saw empty.
+            size = (ended or {}).get(output_id)
+            if size != 0:
+                try:
+                    size = os.stat(name).st_size
+                except FileNotFoundError:
+                    continue
             if size <= SMALL_OUTPUT_BYTES:
-                if size == 0:  # most are: nothing to open (each system call lets the
-                    # writer thread take the GIL, and the loop waits to get it back)
+                if size == 0:  # nothing to open
                     prepared = store.prepare_small_output(self.run_id, output_id, b"", max_bytes)
                 elif size <= INLINE_OUTPUT_BYTES:  # no thread hop for small ones
                     prepared = _prepare_small(store, self.run_id, output_id, name, max_bytes)
@@ -236,10 +243,16 @@ class RemoteSpool(Spool):
         assert agent is not None
         return _AgentReader(agent, self.run_id, output_id)
 
-    async def store(self, store: OutputStore, max_bytes: int,
-                    temp_dir: Path) -> tuple[list[dict[str, Any]], list[Any]]:
+    async def store(self, store: OutputStore, max_bytes: int, temp_dir: Path,
+                    ended: Mapping[str, int | None] | None = None
+                    ) -> tuple[list[dict[str, Any]], list[Any]]:
         outputs, small = [], []
         for output_id in self.output_ids:
+            if (ended or {}).get(output_id) == 0:  # no round trip over ssh
+                prepared = store.prepare_small_output(self.run_id, output_id, b"", max_bytes)
+                small.append(prepared)
+                outputs.append({"output_id": output_id, "length": 0})
+                continue
             length, prepared = await self._store_one(store, output_id, max_bytes, temp_dir)
             if prepared is not None:
                 small.append(prepared)

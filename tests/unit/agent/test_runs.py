@@ -68,7 +68,10 @@ async def test_combined_output_byte_exact(client: AgentClient) -> None:
 async def test_split_outputs_byte_exact(client: AgentClient) -> None:
     info = await client.start([PY, "-c", WRITER], proc_id="r1", outputs="split")
     assert list(info.outputs) == ["stdout", "stderr"]
-    await wait_exit(client, "r1")
+    # The sizes at the end: the daemon stores an output seen empty without opening it.
+    assert (await wait_exit(client, "r1")).lengths == {"stdout": len(OUT1 + OUT2), "stderr": len(ERR)}
+    await client.start(["true"], proc_id="r2", outputs="split")
+    assert (await wait_exit(client, "r2")).lengths == {"stdout": 0, "stderr": 0}
     assert Path(info.outputs["stdout"]).read_bytes() == OUT1 + OUT2
     assert Path(info.outputs["stderr"]).read_bytes() == ERR
     assert await client.read_all("r1", "stderr") == ERR
