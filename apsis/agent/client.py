@@ -33,6 +33,10 @@ PROTOCOL = 1  # agent.PROTOCOL; not imported, to keep the agent a file apart
 DEFAULT_REMOTE_STATE_DIR = "~/.apsis/agent"
 STREAM_LIMIT = 64 * 1024 * 1024  # one reply line: a base64 read of up to 4 MiB fits
 STDERR_TAIL = 4096
+# Starts sent and not yet answered, at most: the rest of a burst waits here, not in the
+# agent's input, so what comes meanwhile (cleans of the runs that ended, signals) gets
+# there in time, and the agent takes their spool files again instead of making new ones.
+START_WINDOW = 64
 
 Outputs = Literal["combined", "split"]
 
@@ -201,6 +205,7 @@ class AgentClient:
         # Request lines of this turn of the loop, sent together once it ends (`_queue`).
         self._outbox: list[bytes] = []
         self._outbox_proc: asyncio.subprocess.Process | None = None
+        self._start_window = asyncio.Semaphore(START_WINDOW)
         # Proc ids to clean, and their callers, sent as one request (`clean`).
         self._cleans: dict[str, list[asyncio.Future[None]]] = {}
 
@@ -459,7 +464,8 @@ class AgentClient:
             fields["proc_id"] = proc_id
         if cwd is not None:
             fields["cwd"] = cwd
-        reply = await self._request("start", timeout=timeout, **fields)
+        async with self._start_window:
+            reply = await self._request("start", timeout=timeout, **fields)
         return ProcStatus.from_jso(reply["proc"])
 
     async def signal(

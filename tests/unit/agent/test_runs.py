@@ -391,6 +391,21 @@ async def test_a_first_burst_of_starts_finds_its_spool_files_made(
 
 
 @pytest.mark.timeout(60)
+async def test_a_request_during_a_burst_of_starts_is_not_held_behind_it(
+        client: AgentClient) -> None:
+    """The client keeps only a window of starts at the agent: a request made during a
+    burst (a clean of a run that ended, a user's signal) is answered before the burst
+    is through, not once every start has been."""
+    starts = [asyncio.ensure_future(client.start(["true"], proc_id=f"b{i}")) for i in range(400)]
+    try:
+        await asyncio.wait(starts, return_when=asyncio.FIRST_COMPLETED)
+        await client.ping()
+        assert sum(not s.done() for s in starts) > 100
+    finally:
+        await asyncio.gather(*starts, return_exceptions=True)
+
+
+@pytest.mark.timeout(60)
 async def test_exits_reported_during_a_burst_of_starts(state_dir: Path) -> None:
     """A burst of starts read in one go (as a 2 000-run POST sends them) does not hold
     back the exits of the programs that ended meanwhile: the daemon finishes those runs
