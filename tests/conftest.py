@@ -18,3 +18,28 @@ def backend() -> str:
     or "postgresql": "sqlite" unless a test is parametrised with both (the integration
     tests are, by that conftest's `pytest_generate_tests`)."""
     return "sqlite"
+
+
+BACKEND_ORDER = ("sqlite", "postgresql")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Within each module, every test on SQLite, then every test on PostgreSQL (each
+    backend's in file order). pytest's own grouping by the module-scoped `backend`
+    parameter of tests/integration/conftest.py comes undone next to other parameters: a
+    module's shared daemon was stopped and started again dozens of times."""
+    def backend_of(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec is not None else None
+        return BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else 0
+
+    modules: dict[object, list[int]] = {}
+    for i, item in enumerate(items):
+        modules.setdefault(item.path, []).append(i)
+    reordered = list(items)
+    for positions in modules.values():
+        ordered = sorted((items[i] for i in positions), key=backend_of)
+        for i, item in zip(positions, ordered):
+            reordered[i] = item
+    items[:] = reordered
