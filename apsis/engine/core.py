@@ -57,6 +57,7 @@ class _Change:
     log_message: str
     updates: dict[str, Any] = field(default_factory=dict)
     at: str | None = None  # when it really happened, if earlier than `ts` (the times entry)
+    times: dict[str, str] | None = None  # the run's times with this change, made once
 
     def apply(self, run: Run) -> None:
         run.state = self.to
@@ -66,10 +67,12 @@ class _Change:
             setattr(run, key, value)
 
     def _times(self, run: Run) -> dict[str, str]:
-        times = {**run.times, self.to.value: self.at or self.ts}
-        if self.frm == State.NEW:
-            times["new"] = self.ts
-        return times
+        """The run's times with this change: those `record` writes are those `apply` sets."""
+        if self.times is None:
+            self.times = {**run.times, self.to.value: self.at or self.ts}
+            if self.frm == State.NEW:
+                self.times["new"] = self.ts
+        return self.times
 
     def record(self, run: Run) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
         """(run JSON, log entry, events) as they will be once committed; the run itself
@@ -467,7 +470,9 @@ class Engine:
 
             self.runs.becoming(run, to)
             try:
-                await self.writer.write([jso], [entry], [*({**e, "ts": ts} for e in before), *events],
+                if before:
+                    events = [*({**e, "ts": ts} for e in before), *events]
+                await self.writer.write([jso], [entry], events,
                                         outputs=small_outputs, apply=apply)
             except NotRecorded:
                 self.waiter.wake(run.instance)  # its claim on a slot is gone

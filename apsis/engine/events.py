@@ -128,6 +128,7 @@ class EventBus:
 
     def publish(self, events: list[Event], texts: list[str] | None = None) -> None:
         """Events just committed, in seq order; `texts`, if given, are their JSON as stored."""
+        subs = list(self._subs)  # one closed while offered leaves the set: not iterated
         for i, event in enumerate(events):
             self.last_seq = max(self.last_seq, event.get("seq", 0))
             for callback in self._listeners:
@@ -140,7 +141,7 @@ class EventBus:
                     text_callback(event, texts[i] if texts else None)
                 except Exception:
                     log.exception("event listener failed")
-            for sub in list(self._subs):
+            for sub in subs:
                 sub.offer(event)
         if events:
             self._wake()
