@@ -14,7 +14,7 @@ from typing import Any
 
 from ..action import bind_action
 from ..cond import BindContext, BoundCondition, bind_condition
-from ..model.job import Job
+from ..model.job import Job, shared
 from ..model.run import Run, RunMeta
 from ..program import bind_program
 from ..template import TemplateError, render_value, same_for_all
@@ -42,16 +42,16 @@ def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
              stop: dt.datetime | None = None, rerun_of: str | None = None, attempt: int = 1,
              expected: bool = False, meta: RunMeta | None = None,
              cache: RenderCache | None = None) -> NewRun:
-    # Runs of one job share equal values (Job.shared): a day of runs in memory.
+    # Runs share equal values (model.job.shared): a day of runs in memory.
     # `job_jso` is `job.to_jso()`, made once for the runs bound together: the store
     # encodes and hashes it once for them all (it knows it by identity).
     # `cache`, given for runs bound together of jobs that do not change meanwhile (a
     # window's part), renders what does not depend on the run once per job and args:
     # a day of 100 000 runs of 10 000 jobs rendered each job's templates ten times.
-    run = Run(run_id=run_id, job_id=job.job_id, args=job.shared(dict(args)),
-              labels=job.shared(job.labels), rerun_of=rerun_of, attempt=attempt,
+    run = Run(run_id=run_id, job_id=job.job_id, args=shared(dict(args)),
+              labels=shared(job.labels), rerun_of=rerun_of, attempt=attempt,
               ad_hoc=job.ad_hoc, expected=expected, job=job_jso,
-              meta=shared_meta(job, meta or RunMeta()))
+              meta=shared_meta(meta or RunMeta()))
     run.set_time("schedule", when)
     if stop is not None:
         run.set_time("stop", stop)
@@ -65,9 +65,9 @@ def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
         targs = template_args(job, args, run_id)
         parts = (job.program.to_jso(), [c.to_jso() for c in job.conditions],
                  [a.to_jso() for a in job.actions])
-        run.program = job.shared(render_value(parts[0], targs))
-        run.conditions = job.shared(render_value(parts[1], targs))
-        run.actions = job.shared(render_value(parts[2], targs))
+        run.program = shared(render_value(parts[0], targs))
+        run.conditions = shared(render_value(parts[1], targs))
+        run.actions = shared(render_value(parts[2], targs))
         bind_program(run.program)
         conditions_of(run, params_of)
         for action in run.actions:
@@ -81,24 +81,24 @@ def bind_run(job: Job, args: dict[str, str], run_id: str, when: dt.datetime, *,
 
 
 def share_with_job(run: Run, job: Job) -> None:
-    """A restored run takes the values its job's runs already hold (Job.shared), as a
+    """A restored run takes the values other runs already hold (model.job.shared), as a
     newly bound one does: a day of runs read back at start-up, each with its own copy
     of the same program, conditions and actions, was most of a restarted daemon's memory."""
     run.job_id = job.job_id
-    run.meta = shared_meta(job, run.meta)
-    run.args = job.shared(run.args)
-    run.labels = job.shared(run.labels)
-    run.program = job.shared(run.program)
-    run.conditions = job.shared(run.conditions)
-    run.actions = job.shared(run.actions)
+    run.meta = shared_meta(run.meta)
+    run.args = shared(run.args)
+    run.labels = shared(run.labels)
+    run.program = shared(run.program)
+    run.conditions = shared(run.conditions)
+    run.actions = shared(run.actions)
 
 
-def shared_meta(job: Job, meta: RunMeta) -> RunMeta:
+def shared_meta(meta: RunMeta) -> RunMeta:
     """The same bookkeeping as the job's other runs, if it is: the runs of one schedule
     differ only by jitter (and, once started, their process), so a day of them holds a
     few RunMeta and schedule keys, not one each. Jittered ones stay apart: they would
-    crowd the job's table of shared values."""
-    return job.shared(meta) if not meta.jitter and meta.proc is None else meta
+    crowd the table of shared values."""
+    return shared(meta) if not meta.jitter and meta.proc is None else meta
 
 
 def conditions_of(run: Run, params_of: Callable[[str], list[str] | None]) -> list[BoundCondition]:

@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from ..schedule.base import Schedule
 
 T = TypeVar("T")
-# Distinct rendered values a job keeps to share between its runs; a job whose templates
-# print a date renders a new program each day, so the table starts over when full.
-MAX_SHARED = 64
+# Distinct rendered values kept to share between runs; templates that print a date
+# render new values each day, so the table starts over when full.
+MAX_SHARED = 65_536
+_shared_values: dict[int, Any] = {}
 
 
 @dataclass(eq=False, slots=True)
@@ -37,32 +38,10 @@ class Job:
     source: str | None = field(default=None, repr=False)
     # Where each part was written (`program`, `schedule.0`, `condition.1`, ...), for checks.
     locs: dict[str, Any] = field(default_factory=dict, repr=False)
-    _shared_values: dict[int, Any] | None = field(default=None, init=False, repr=False)
 
     @property
     def labels(self) -> list[str]:
         return list(self.metadata.get("labels", []))
-
-    def shared(self, value: T) -> T:
-        """An equal value (same repr) this job's runs already hold, else `value`.
-
-        Runs of one job mostly render the same program, conditions, actions, args and
-        labels; 100 000 scheduled runs holding a copy each were most of the daemon's
-        memory. Shared values are never changed in place: a run replaces them.
-        """
-        table = self._shared_values
-        if table is None:
-            table = self._shared_values = {}
-        # By the hash of the repr (repr tells 1 from True and 1.0): holding the reprs
-        # cost more than the values they share. A hash that matches a different value
-        # (never in practice) is caught by comparing the values.
-        key = hash(repr(value))
-        found = table.get(key)
-        if found is None or found != value:
-            if len(table) >= MAX_SHARED:
-                table.clear()
-            table[key] = found = value
-        return found
 
     @property
     def description(self) -> str | None:
@@ -81,6 +60,27 @@ class Job:
             "expand": self.expand,
             "ad_hoc": self.ad_hoc,
         }
+
+
+def shared(value: T) -> T:
+    """An equal value (same repr) that runs already hold, else `value`.
+
+    Runs mostly render the same program, conditions, actions, args and labels: those
+    of one job alike, and often those of many jobs (10 000 generated jobs rendered one
+    program); 100 000 scheduled runs holding a copy each were most of the daemon's
+    memory, and a table per job held a copy per job. Shared values are never changed
+    in place: a run replaces them.
+    """
+    # By the hash of the repr (repr tells 1 from True and 1.0): holding the reprs cost
+    # more than the values they share. A hash that matches a different value (never in
+    # practice) is caught by comparing the values.
+    key = hash(repr(value))
+    found = _shared_values.get(key)
+    if found is None or found != value:
+        if len(_shared_values) >= MAX_SHARED:
+            _shared_values.clear()
+        _shared_values[key] = found = value
+    return found
 
 
 def bind_args(params: list[str], args: dict[str, Any]) -> dict[str, str]:
