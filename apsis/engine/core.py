@@ -267,6 +267,7 @@ class Engine:
                     missed.append(run)
                 else:
                     self.arm_due(run)
+                    self.runs.lighten(run)  # until due (RunBook)
             elif run.state == State.WAITING:
                 try:
                     self.waiter.add(run, self.conditions_of(run))
@@ -393,7 +394,7 @@ class Engine:
                 one.run.set_time("due", self.due_time(one.run))
             new.append(one)
         await self._record_new(new, clock=window.clock,
-                               schedule_clocks=window.stored_schedule_clocks())
+                               schedule_clocks=window.stored_schedule_clocks(), light=True)
 
     # -- memory of unfinished runs ------------------------------------------------------
 
@@ -483,9 +484,11 @@ class Engine:
         return True
 
     async def _record_new(self, new: list[NewRun], *, clock: str | None = None,
-                          schedule_clocks: dict[str, str | None] | None = None) -> None:
+                          schedule_clocks: dict[str, str | None] | None = None,
+                          light: bool = False) -> None:
         """Records runs being created (one transaction, with the scheduling clocks if
-        given) and arms the scheduled ones."""
+        given) and arms the scheduled ones; with `light`, the book holds those light
+        (RunBook.lighten: only for runs no caller holds, a window's)."""
         ts = format_time(utcnow())
         changes = []
         jsos, entries, events = [], [], []
@@ -508,7 +511,7 @@ class Engine:
                 # The store holds its job's definition now (job_of_run reads it back):
                 # a day of runs held 34 MB of their 10 000 jobs' JSON.
                 one.run.job = None
-                self.runs.settle(one.run)
+                self.runs.settle(one.run, light=light)
 
         await self.writer.write(jsos, entries, events, clock=clock,
                                 schedule_clocks=schedule_clocks, apply=apply)
@@ -704,7 +707,7 @@ class Engine:
     async def _reschedule(self, job_ids: set[str]) -> None:
         """After a reload: future scheduled runs of changed jobs are replaced by fresh ones."""
         async with self._scheduling:
-            stale, window = self.scheduler.replan(job_ids, utcnow(), self.runs)
+            stale, window = self.scheduler.replan(job_ids, utcnow(), self.runs.of_jobs(job_ids))
             for run, _ in stale:
                 self.cancel_timer(run)
             await asyncio.gather(*(self.transition(run, State.SKIPPED, reason,
@@ -756,8 +759,7 @@ class _View:
         self._engine = engine
 
     def unfinished(self, job_id: str, args: dict[str, str]) -> list[tuple[str, State]]:
-        book = self._engine.runs
-        return [(run.run_id, book.state_of(run)) for run in book.of_instance(job_id, args)]
+        return self._engine.runs.instance_states(job_id, args)
 
     async def finished_in(self, job_id: str, args: dict[str, str], states: list[str]) -> str | None:
         page = await self._engine.store.query_runs(job_id=job_id, args=args, states=states, limit=1)
