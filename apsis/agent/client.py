@@ -464,8 +464,20 @@ class AgentClient:
             fields["proc_id"] = proc_id
         if cwd is not None:
             fields["cwd"] = cwd
-        async with self._start_window:
-            reply = await self._request("start", timeout=timeout, **fields)
+        # The wait for a place in the window counts in the timeout: starts to a host
+        # that went silent fail in `timeout`, not one window after another.
+        loop = asyncio.get_running_loop()
+        limit = self.request_timeout if timeout is None else timeout
+        deadline = loop.time() + limit
+        try:
+            await asyncio.wait_for(self._start_window.acquire(), limit)
+        except TimeoutError:
+            raise AgentError("timeout", f"not sent in {limit:g}s: the {START_WINDOW} starts "
+                             "before it were not answered") from None
+        try:
+            reply = await self._request("start", timeout=max(0.0, deadline - loop.time()), **fields)
+        finally:
+            self._start_window.release()
         return ProcStatus.from_jso(reply["proc"])
 
     async def signal(

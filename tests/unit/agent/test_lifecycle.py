@@ -19,8 +19,10 @@ from apsis.agent import agent as agent_module
 from apsis.agent.agent import _pid_alive
 from apsis.agent.client import (
     AGENT_PATH,
+    START_WINDOW,
     AgentClient,
     AgentConnectionError,
+    AgentError,
     bootstrap_command,
     local_connect_command,
     ssh_connect_command,
@@ -256,4 +258,27 @@ async def test_ssh_command_through_a_shell(state_dir: Path) -> None:
         await wait_exit(client, "r1")
         assert await client.read_all("r1") == b'it\'s "quoted"'
     finally:
+        await client.close()
+
+
+async def test_starts_to_a_silent_agent_fail_in_their_timeout(state_dir: Path) -> None:
+    """More starts than the client's window, to an agent that stopped answering (a host
+    gone silent): each fails in its own timeout, waiting for a place included, not one
+    window after another; a start that was never sent says so."""
+    client = await connect(state_dir)
+    pid = server_pid(state_dir)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        results = await asyncio.gather(
+            *(client.start(["true"], proc_id=f"s{i}", timeout=2) for i in range(START_WINDOW + 10)),
+            return_exceptions=True)
+        elapsed = loop.time() - t0
+        assert all(isinstance(r, AgentError) and r.code == "timeout" for r in results)
+        assert sum("not sent" in str(r) for r in results) == 10
+        assert elapsed < 3.5  # one window after another would take 4 s
+    finally:
+        os.kill(pid, signal.SIGCONT)
         await client.close()
