@@ -8,6 +8,12 @@ import pytest
 # soon after their last program, instead of lingering for a minute.
 os.environ.setdefault("APSIS_AGENT_IDLE_TIMEOUT", "5")
 
+# pytest-xdist's workers (`make test`) start with LINES=24 and COLUMNS=80 in their
+# environment, which a CLI on a test's pseudo-terminal would take over the terminal's size.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.pop("LINES", None)
+    os.environ.pop("COLUMNS", None)
+
 from tests.pg import pg_schema_template, pg_server, pg_url  # noqa: F401,E402  (a private PostgreSQL, a database a test)
 from tests.sshd import sshd  # noqa: F401  (a private sshd on 127.0.0.1 for remote runs)
 
