@@ -33,7 +33,7 @@ from tests.integration.conftest import Daemon
 
 JOBS = {"burst": "program: {type: no-op}\n"}
 WORKERS = 2
-REPEATS = 3
+REPEATS = 8
 
 
 # The kernel's time of arrival of what a read returns (Linux; elsewhere the time of the read).
