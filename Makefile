@@ -21,8 +21,12 @@ $(TEST_STAMP): $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m apsis_cli.devrun
 
+# The suite over TEST_WORKERS pytest-xdist processes, a test file to each at a time (a
+# module's shared daemon starts once). Its tests mostly wait on daemons and programs:
+# three workers finish sooner than two, even on 2 cores.
+TEST_WORKERS ?= 3
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)

@@ -21,8 +21,9 @@ JOBS = {
     "fail": "program: [sh, -c, 'exit 3']\n",
     "broken": "program: [/nonexistent/program]\n",
     "slow": "program: [sleep, '30']\n",
-    # Prints, sleeps, prints: ANSI escapes and bytes that are not UTF-8 included.
-    "chatty": "program: [sh, -c, \"printf 'one\\\\n'; sleep 1.5; "
+    # Prints, sleeps, prints: ANSI escapes and bytes that are not UTF-8 included. The sleep
+    # outlasts a CLI's start on a loaded machine (`output --follow` sees it running).
+    "chatty": "program: [sh, -c, \"printf 'one\\\\n'; sleep 3; "
               "printf '\\\\033[31mtwo\\\\033[0m \\\\377\\\\376\\\\n'\"]\n",
     "data/load prices": "params: [date]\nprogram: [echo, '{{ date }}']\n",
     "split": ("program: {type: shell, outputs: split,\n"
