@@ -84,6 +84,10 @@ async def send_frame(websocket: WebSocket, frame: bytes) -> None:
     await websocket.send({"type": "websocket.send", SHARED_FRAME: frame})
 
 
+# What `SharedFrameProtocol.send` uses of uvicorn's protocol besides its public methods.
+_RELIED_ON = ("writable", "disconnected", "close_sent", "conn", "transport")
+
+
 class SharedFrameProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websocket protocol (websockets-sansio), which also writes frames built
     once for many clients (the module's docstring)."""
@@ -91,8 +95,10 @@ class SharedFrameProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # none when the handshake was refused
-        # With permessage-deflate each client's frames are its own: not offered then.
-        if scope is not None and not self.config.ws_per_message_deflate:
+        # With permessage-deflate each client's frames are its own: not offered then; nor
+        # by a uvicorn whose protocol no longer has what `send` below relies on.
+        if (scope is not None and not self.config.ws_per_message_deflate
+                and all(hasattr(self, name) for name in _RELIED_ON)):
             scope["extensions"][SHARED_FRAME] = {}  # type: ignore[index]
 
     async def send(self, message: Any) -> None:
