@@ -105,13 +105,13 @@ def times_table(run: Mapping[str, Any], zone: str | None, now: float) -> Table:
 
 
 def expected_outputs(run: Mapping[str, Any]) -> list[str]:
-    """The output ids a run has or will have: as listed, else as its program says
-    (``outputs: split`` gives stdout and stderr), so a run not started yet names both."""
+    """The output ids a run has or will have: ``outputs: split`` names stdout then stderr
+    even before the program wrote to both (a listing taken just as it starts may hold one,
+    or stderr first), then any others listed; else as listed, or "output"."""
     listed = [o["output_id"] for o in run.get("outputs") or [] if o.get("output_id")]
-    if listed:
-        return listed
     program = run.get("program") or {}
-    return ["stdout", "stderr"] if program.get("outputs") == "split" else ["output"]
+    declared = ["stdout", "stderr"] if program.get("outputs") == "split" else []
+    return declared + [i for i in listed if i not in declared] or ["output"]
 
 
 def dependency_args(run: Mapping[str, Any], condition: Mapping[str, Any],
