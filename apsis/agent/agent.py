@@ -270,8 +270,13 @@ def _group_alive(pgid: int) -> bool:
     return not os.path.exists(f"/proc/{pgid}")
 
 
-# What Python ignores and a program must find at its default, as Popen's restore_signals.
-_RESET_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, n))
+# Signals a program finds at their default, whatever the server inherited: Python ignores
+# SIGPIPE, and a server started by `nohup`, or in the background of a script, ignores
+# SIGHUP, SIGINT and SIGQUIT, which a program would keep (a `timeout: {signal: INT}` would
+# then do nothing). All but the two that cannot be changed, and glibc's own real-time ones.
+_RESET_SIGNALS = tuple(sorted(
+    sig for sig in signal.valid_signals()
+    if sig < getattr(signal, "SIGRTMIN", 32) and sig not in (signal.SIGKILL, signal.SIGSTOP)))
 _POSIX_SPAWN = hasattr(os, "posix_spawn")
 
 
@@ -370,7 +375,8 @@ class Server:
 
     def __init__(self, state_dir: str, idle_timeout: float) -> None:
         self.state_dir = state_dir
-        self.runs_dir = os.path.join(state_dir, RUNS_DIR)
+        # Absolute: the reserve thread makes files here while the loop is in a program's cwd.
+        self.runs_dir = os.path.join(os.path.abspath(state_dir), RUNS_DIR)
         self.idle_timeout = idle_timeout
         self.procs: dict[str, Proc] = {}
         self.by_pid: dict[int, Proc] = {}  # our running children
@@ -977,8 +983,8 @@ class Server:
         """Start the program in its own session, stdin /dev/null, output on `fds`; its pid.
 
         posix_spawn (a vfork and an exec, where Popen runs many Python steps and
-        syscalls around its own) from `cwd`, which posix_spawn cannot take: the server,
-        single-threaded, steps into it and straight back. Every descriptor the server
+        syscalls around its own) from `cwd`, which posix_spawn cannot take: the server's
+        loop steps into it and straight back (its reserve thread uses absolute paths). Every descriptor the server
         opens is close-on-exec, so the program gets none but its three. Popen where
         posix_spawn cannot start a session.
         """

@@ -284,15 +284,20 @@ async def test_program_inherits_stdio_only_and_no_ignored_signal(state_dir: Path
     """Even from a server that inherited a descriptor itself (run in the foreground), a
     program gets stdin, stdout and stderr only; and no signal ignored: the server (in
     Python) ignores SIGPIPE, and a program that found it so would not die of writing
-    to a closed pipe."""
+    to a closed pipe. A server started by `nohup`, or in the background of a script,
+    ignores SIGHUP, SIGINT and SIGQUIT: its programs do not (or a timeout's SIGINT, or a
+    stop's SIGHUP, would do nothing)."""
     from apsis.agent import agent as agent_module
 
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, True)
     state_dir.mkdir(parents=True)
-    server = await asyncio.create_subprocess_exec(
-        PY, agent_module.__file__, "serve", "--state-dir", str(state_dir), "--idle-timeout", "3",
-        pass_fds=[write_end])
+    argv = [PY, agent_module.__file__, "serve", "--state-dir", str(state_dir), "--idle-timeout", "3"]
+    ignoring = ("import os, signal, sys\n"
+                "for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):\n"
+                "    signal.signal(sig, signal.SIG_IGN)\n"
+                "os.execv(sys.argv[1], sys.argv[1:])\n")
+    server = await asyncio.create_subprocess_exec(PY, "-c", ignoring, *argv, pass_fds=[write_end])
     os.close(write_end)
     try:
         for _ in range(500):
