@@ -1,6 +1,7 @@
 """Settings every test shares."""
 
 import os
+import signal
 
 import pytest
 
@@ -13,6 +14,11 @@ os.environ.setdefault("APSIS_AGENT_IDLE_TIMEOUT", "5")
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.pop("LINES", None)
     os.environ.pop("COLUMNS", None)
+
+# Run from the background of a script (or under nohup), the suite would inherit SIGINT
+# ignored, and so would every CLI a test stops with it (Python keeps an ignored SIGINT).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from tests.pg import pg_schema_template, pg_server, pg_url  # noqa: F401,E402  (a private PostgreSQL, a database a test)
 from tests.sshd import sshd  # noqa: F401  (a private sshd on 127.0.0.1 for remote runs)
