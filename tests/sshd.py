@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 HOST_ALIASES = ("h1", "h2")
 DEAD_HOST = "dead"
@@ -36,12 +38,6 @@ def find_sshd() -> str | None:
     if found:
         return found
     return next((p for p in SSHD_CANDIDATES if os.access(p, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class SshServer:

@@ -13,6 +13,8 @@ import pytest
 from apsis.client import ApsisError, ApsisUnavailable, Client, parse_urls
 from apsis_cli.devrun import publish_url, unpublish_url
 
+from tests.ports import free_port
+
 from .helpers import apsis, apsisctl, env_for
 from .test_first_hour import not_apsis  # noqa: F401 - the fixture
 
@@ -47,9 +49,7 @@ def _silent_port() -> tuple[socket.socket, int]:
 
 
 async def test_no_daemon_answered_names_each_and_why():
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        refused = free.getsockname()[1]
+    refused = free_port()  # nothing listens there
     client = Client(f"http://127.0.0.1:{refused},http://127.0.0.1:{refused + 0}", retry_for=0.0)
     assert len(client.urls) == 1  # the same daemon twice is one
     listening, silent = _silent_port()
@@ -68,9 +68,7 @@ async def test_no_daemon_answered_names_each_and_why():
 async def test_a_stream_gives_up_when_retry_for_is_up_not_after_its_next_backoff():
     """`apsis wait --retry-for 4s` on a daemon gone for good: the back-off (0.1 s doubling)
     would sleep past 4 s, to ~6 s; the last pause is cut to the time left."""
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        refused = free.getsockname()[1]
+    refused = free_port()  # nothing listens there
     client = Client(f"http://127.0.0.1:{refused}", retry_for=4.0)
     start = time.monotonic()
     with pytest.raises(ApsisUnavailable) as info:
@@ -82,9 +80,7 @@ async def test_a_stream_gives_up_when_retry_for_is_up_not_after_its_next_backoff
 
 
 def test_the_cli_uses_whichever_daemon_answers(daemon, not_apsis):  # noqa: F811
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{free.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     # A dead daemon, then a web server that is not Apsis, then the daemon.
     urls = f"{dead},{not_apsis},{daemon.url}"
     created = apsis(urls, "run", "ops/ok", "--wait")
@@ -135,9 +131,7 @@ def test_status_on_sqlite_is_one_daemon(daemon):
 def test_status_without_a_daemon_exits_1(tmp_path):
     db = tmp_path / "apsis.db"
     assert apsisctl(None, "db", "migrate", "--db", str(db)).returncode == 0
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{free.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     result = apsisctl(dead, "status", "--db", str(db))
     assert result.returncode == 1, result
