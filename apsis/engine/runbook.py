@@ -74,6 +74,12 @@ class RunBook:
             run = self._runs[run_id] = run.run(run_id)
         return run
 
+    def peek(self, run_id: str) -> Run | None:
+        """The run to read only: a light one is made for the occasion and stays light (a
+        look at a scheduled run, from the API or the TUI, must not undo what that saves)."""
+        run = self._runs.get(run_id)
+        return run.run(run_id) if isinstance(run, _Light) else run
+
     def __getitem__(self, run_id: str) -> Run:
         run = self.get(run_id)
         if run is None:

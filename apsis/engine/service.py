@@ -167,7 +167,7 @@ class Service:
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         """A run's JSON: from memory while unfinished, else from the store."""
-        run = self._engine.runs.get(run_id)
+        run = self._engine.runs.peek(run_id)
         if run is not None:
             return run.to_jso()
         return await self._engine.store.get_run(run_id)
@@ -186,7 +186,7 @@ class Service:
                           end: int | None = None) -> bytes | None:
         """Bytes of an output: from the spool while running, from the store after."""
         engine = self._engine
-        live = engine.runs.get(run_id)
+        live = engine.runs.peek(run_id)
         if live is not None:
             data = await engine.runner.read_live_output(live, output_id, start, end)
             if data is not None:
@@ -197,13 +197,13 @@ class Service:
                                end: int | None) -> OutputStream | None:
         """A running program's output streamed from its spool, capped at `output.max_bytes`;
         None when the store is where to read it."""
-        live = self._engine.runs.get(run_id)
+        live = self._engine.runs.peek(run_id)
         return None if live is None else await self._engine.runner.open_live_output(
             live, output_id, start, end)
 
     async def list_outputs(self, run_id: str) -> list[dict[str, Any]]:
         engine = self._engine
-        live = engine.runs.get(run_id)
+        live = engine.runs.peek(run_id)
         if live is not None:
             outputs = await engine.runner.live_outputs(live)
             if outputs is not None:
