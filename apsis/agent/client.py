@@ -208,6 +208,7 @@ class AgentClient:
         self._start_window = asyncio.Semaphore(START_WINDOW)
         # Proc ids to clean, and their callers, sent as one request (`clean`).
         self._cleans: dict[str, list[asyncio.Future[None]]] = {}
+        self._sending_cleans: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -523,11 +524,15 @@ class AgentClient:
         means it is done.
         """
         if not self._cleans:
-            asyncio.get_running_loop().call_soon(
-                lambda: asyncio.ensure_future(self._send_cleans()))
+            asyncio.get_running_loop().call_soon(self._start_cleans)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._cleans.setdefault(proc_id, []).append(fut)
         await fut
+
+    def _start_cleans(self) -> None:
+        task = asyncio.create_task(self._send_cleans())
+        self._sending_cleans.add(task)  # held: the loop keeps only a weak reference
+        task.add_done_callback(self._sending_cleans.discard)
 
     async def _send_cleans(self) -> None:
         batch, self._cleans = self._cleans, {}
