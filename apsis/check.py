@@ -416,7 +416,8 @@ def load_and_check(path: Path, workers: int | None = None, *, display_root: str 
     context = multiprocessing.get_context("fork")  # the loaded config, without pickling
     done = context.Array("i", workers, lock=False)  # files each has loaded, for the progress bar
     shares = [files[len(files) * i // workers:len(files) * (i + 1) // workers] for i in range(workers)]
-    pipes, procs = [], []
+    pipes: list[Any] = []  # multiprocessing Connections, one per worker
+    procs: list[Any] = []
     try:
         for share in shares:
             ours, theirs = context.Pipe()
@@ -470,7 +471,7 @@ def _gather(pipes: list[Any], procs: list[Any], progress: ProgressFn | None, don
         for pipe in ready:
             i = pipes.index(pipe)
             try:
-                answer = pipe.recv()
+                answer = pipes[i].recv()
             except EOFError:
                 raise RuntimeError(f"a check-job worker died (exit code {procs[i].exitcode})") from None
             if isinstance(answer, str):  # its traceback

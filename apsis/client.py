@@ -472,8 +472,8 @@ class Client:
         Several job ids mean runs of any of them; a daemon older than that refuses them
         (a 400 naming job_id): then, and from then on, one request a job, merged here into
         one page (the last: its cursor is None; `iter_runs` reads such jobs whole)."""
-        filters = {"states": states, "since": since, "until": until, "labels": labels,
-                   "args": args}
+        filters: dict[str, Any] = {"states": states, "since": since, "until": until,
+                                   "labels": labels, "args": args}
         jobs = _several(job_id)
         if jobs is None or not self._job_ids_refused:
             try:

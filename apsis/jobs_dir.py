@@ -409,8 +409,9 @@ def _share_parts(job: Job) -> None:
     their own copy of the same timeout, stop signal, env, args, states and labels.
     Parsed parts are never changed in place."""
     for part in (job.program, *job.schedules, *job.conditions, *job.actions):
-        fields = getattr(part, "__dict__", None)  # (a family's own class may have slots)
-        for name, value in (fields or {}).items():
+        # (A family's own class may have slots: nothing to share then.)
+        fields: dict[str, Any] = getattr(part, "__dict__", None) or {}
+        for name, value in fields.items():
             if isinstance(value, str):
                 fields[name] = sys.intern(value)
             elif isinstance(value, (dict, list)):
