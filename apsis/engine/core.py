@@ -11,6 +11,7 @@ its own caller.  Only unfinished runs live in memory; history is the store's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -119,6 +120,18 @@ def _happened_at(change: _Change, run: Run, at: dt.datetime, now: dt.datetime) -
     if late >= LATE_NEWS_SECONDS:
         after = f"{late:.0f}s" if late < 120 else format_duration(late)
         change.log_message += f" (at {change.at}; the daemon learned of it {after} later)"
+
+
+def _skips_by_part(stale: Sequence[tuple[Run, str]],
+                   parts: Sequence[Window]) -> list[list[tuple[Run, str]]]:
+    """A reload's stale runs, each with the part that creates its schedule's new runs
+    (the others with the first): a schedule is then all old or all new, whichever
+    part a stopped daemon got to."""
+    part_of = {p.run.schedule_key: i for i, part in enumerate(parts) for p in part.runs}
+    skips: list[list[tuple[Run, str]]] = [[] for _ in parts or [None]]
+    for run, reason in stale:
+        skips[part_of.get(run.meta.schedule or "", 0)].append((run, reason))
+    return skips
 
 
 class Engine:
@@ -371,7 +384,8 @@ class Engine:
             await self._create_part(part)
             self.scheduler.advanced(part)
 
-    async def _create_part(self, window: Window) -> None:
+    async def _create_part(self, window: Window, *,
+                           skips: Sequence[tuple[Run, str]] = ()) -> None:
         ids = await self.store.allocate_run_ids(len(window.runs))
         new = []
         jsos: dict[str, dict[str, Any]] = {}  # each job's definition, once for the part
@@ -394,7 +408,8 @@ class Engine:
                 one.run.set_time("due", self.due_time(one.run))
             new.append(one)
         await self._record_new(new, clock=window.clock,
-                               schedule_clocks=window.stored_schedule_clocks(), light=True)
+                               schedule_clocks=window.stored_schedule_clocks(), light=True,
+                               skips=skips)
 
     # -- memory of unfinished runs ------------------------------------------------------
 
@@ -485,25 +500,54 @@ class Engine:
 
     async def _record_new(self, new: list[NewRun], *, clock: str | None = None,
                           schedule_clocks: dict[str, str | None] | None = None,
-                          light: bool = False) -> None:
+                          light: bool = False, skips: Sequence[tuple[Run, str]] = ()) -> None:
         """Records runs being created (one transaction, with the scheduling clocks if
         given) and arms the scheduled ones; with `light`, the book holds those light
-        (RunBook.lighten: only for runs no caller holds, a window's)."""
-        ts = format_time(utcnow())
-        changes = []
-        jsos, entries, events = [], [], []
+        (RunBook.lighten: only for runs no caller holds, a window's).  `skips` are
+        scheduled runs skipped in the same transaction (with the reason), those still
+        scheduled once their turn comes: the runs a reload replaces."""
+        async with contextlib.AsyncExitStack() as turns:
+            for run, _ in skips:
+                await turns.enter_async_context(self.runs.turn(run.run_id))
+            skipped = [(run, reason) for run, reason in skips if run.state == State.SCHEDULED]
+            await self._write_new(new, skipped, clock=clock, schedule_clocks=schedule_clocks,
+                                  light=light)
+        for run, _ in skipped:
+            self._react(run, State.SCHEDULED, State.SKIPPED)
         for one in new:
-            reason = one.skip_reason or one.error
-            to = State.SKIPPED if one.skip_reason else State.ERROR if one.error else State.SCHEDULED
-            change = _Change(State.NEW, to, ts, reason,
-                             reason or f"scheduled for {one.run.times['schedule']}")
-            jso, entry, evs = change.record(one.run)
-            changes.append(change)
+            if one.run.state == State.SCHEDULED:
+                self.arm_due(one.run)
+            else:
+                self.actions.on_transition(one.run, State.NEW, one.run.state)
+
+    async def _write_new(self, new: list[NewRun], skipped: list[tuple[Run, str]], *,
+                         clock: str | None, schedule_clocks: dict[str, str | None] | None,
+                         light: bool) -> None:
+        """The one transaction of `_record_new`, its runs applied once committed."""
+        ts = format_time(utcnow())
+        jsos, entries, events = [], [], []
+
+        def record(run: Run, change: _Change) -> _Change:
+            jso, entry, evs = change.record(run)
             jsos.append(jso)
             entries.append(entry)
             events.extend(evs)
+            return change
+
+        skips = [record(run, _Change(State.SCHEDULED, State.SKIPPED, ts, reason, reason))
+                 for run, reason in skipped]
+        changes = []
+        for one in new:
+            reason = one.skip_reason or one.error
+            to = State.SKIPPED if one.skip_reason else State.ERROR if one.error else State.SCHEDULED
+            changes.append(record(one.run, _Change(
+                State.NEW, to, ts, reason, reason or f"scheduled for {one.run.times['schedule']}")))
 
         def apply() -> None:
+            for (run, _), change in zip(skipped, skips):
+                change.apply(run)
+                self.runs.settle(run)
+                self.cancel_timer(run)
             times: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
             for one, change in zip(new, changes):
                 change.apply(one.run)
@@ -513,13 +557,14 @@ class Engine:
                 one.run.job = None
                 self.runs.settle(one.run, light=light)
 
-        await self.writer.write(jsos, entries, events, clock=clock,
-                                schedule_clocks=schedule_clocks, apply=apply)
-        for one in new:
-            if one.run.state == State.SCHEDULED:
-                self.arm_due(one.run)
-            else:
-                self.actions.on_transition(one.run, State.NEW, one.run.state)
+        for run, _ in skipped:
+            self.runs.becoming(run, State.SKIPPED)
+        try:
+            await self.writer.write(jsos, entries, events, clock=clock,
+                                    schedule_clocks=schedule_clocks, apply=apply)
+        finally:
+            for run, _ in skipped:
+                self.runs.becoming(run, None)
 
     def _react(self, run: Run, frm: State, to: State) -> None:
         """What follows a committed transition: the runner lets go of a finished run,
@@ -705,16 +750,20 @@ class Engine:
         return result
 
     async def _reschedule(self, job_ids: set[str]) -> None:
-        """After a reload: future scheduled runs of changed jobs are replaced by fresh ones."""
+        """After a reload: future scheduled runs of changed jobs are replaced by fresh ones.
+        A schedule's old runs are skipped in the transaction that creates its new ones: a
+        daemon stopped between the two lost a day of the job's runs (the clock was past
+        them)."""
         async with self._scheduling:
             stale, window = self.scheduler.replan(job_ids, utcnow(), self.runs.of_jobs(job_ids))
-            for run, _ in stale:
-                self.cancel_timer(run)
-            await asyncio.gather(*(self.transition(run, State.SKIPPED, reason,
-                                                   expect={State.SCHEDULED})
-                                   for run, reason in stale))
-            if window is not None:
-                await self.create_planned(window)
+            parts = [] if window is None else window.split(WINDOW_PART)
+            skips = _skips_by_part(stale, parts)
+            if not parts and skips[0]:
+                await self._record_new([], skips=skips[0])
+            for part, part_skips in zip(parts, skips):
+                await self._create_part(part, skips=part_skips)
+                self.scheduler.advanced(part)
+            if parts:
                 self._replanned.set()
 
     # -- archive and trimming -----------------------------------------------------------

@@ -110,3 +110,46 @@ async def test_a_first_start_serves_while_its_window_is_created_soonest_first(ha
     times = await schedule_times(harness)
     del times["manual"]
     assert_each_minute_once(times, 3600)
+
+
+async def kept_times(harness) -> dict[str, list[dt.datetime]]:
+    """Each job's schedule times of the runs not skipped: those that run or will."""
+    runs = (await harness.store.query_runs(limit=10_000)).runs
+    times = collections.defaultdict(list)
+    for run in runs:
+        if run["state"] != "skipped":
+            times[run["job_id"]].append(parse_time(run["times"]["schedule"]))
+    return {job: sorted(ts) for job, ts in times.items()}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fail_at", [0, 2])
+async def test_a_daemon_stopped_in_a_reload_keeps_every_schedules_runs(harness, monkeypatch,
+                                                                       fail_at):
+    """A reload replaces the changed jobs' future runs.  Stopped before its first part
+    (or between parts) is committed, each schedule keeps its old runs or has its new
+    ones: none is left with its runs skipped and nothing in their place."""
+    monkeypatch.setattr(core, "WINDOW_PART", 50)
+    harness.write_jobs(JOBS)
+    await harness.start(since="now", horizon=3600)
+    assert_each_minute_once(await kept_times(harness), 3600)
+
+    original = core.Engine._create_part
+    parts = []
+
+    async def crashing(engine, part, **kwargs):
+        if len(parts) == fail_at:
+            raise RuntimeError("the daemon dies here")
+        parts.append(part)
+        await original(engine, part, **kwargs)
+
+    monkeypatch.setattr(core.Engine, "_create_part", crashing)
+    harness.write_jobs({name: text.replace("no-op}", "no-op, duration: 1}")
+                        for name, text in JOBS.items()})
+    with pytest.raises(RuntimeError, match="dies here"):
+        await harness.engine.reload_jobs()
+    await harness.stop()
+
+    monkeypatch.setattr(core.Engine, "_create_part", original)
+    await harness.start(since="clock", horizon=3600)
+    assert_each_minute_once(await kept_times(harness), 3600)
