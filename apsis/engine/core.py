@@ -128,7 +128,7 @@ def _skips_by_part(stale: Sequence[tuple[Run, str]],
     (the others with the first): a schedule is then all old or all new, whichever
     part a stopped daemon got to."""
     part_of = {p.run.schedule_key: i for i, part in enumerate(parts) for p in part.runs}
-    skips: list[list[tuple[Run, str]]] = [[] for _ in parts or [None]]
+    skips: list[list[tuple[Run, str]]] = [[] for _ in range(max(len(parts), 1))]
     for run, reason in stale:
         skips[part_of.get(run.meta.schedule or "", 0)].append((run, reason))
     return skips
