@@ -7,7 +7,7 @@ A `start` or `signal` in flight then fails with `AgentConnectionError` and is ne
 resent (the caller asks `status` to learn whether it happened); the idempotent
 requests (status, list, read, clean, ping) are sent again once reconnected. Exits are delivered at least
 once until `clean`: the agent replays every finished process on each connect, so a
-consumer of `exits()` must treat a repeated exit as a no-op.
+consumer of `exits()` (or of `on_exit`) must treat a repeated exit as a no-op.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import json
 import logging
 import shlex
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -201,6 +201,7 @@ class AgentClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._exits: asyncio.Queue[ProcStatus | None] = asyncio.Queue()
+        self._on_exit: Callable[[ProcStatus], None] | None = None
         self._stderr_tail = bytearray()
         # Request lines of this turn of the loop, sent together once it ends (`_queue`).
         self._outbox: list[bytes] = []
@@ -309,9 +310,17 @@ class AgentClient:
         event = msg.get("event")
         if event == "exited":
             try:
-                self._exits.put_nowait(ProcStatus.from_jso(msg))
+                status = ProcStatus.from_jso(msg)
             except (KeyError, TypeError) as exc:
                 log.warning("bad exit event from the agent: %r: %s", msg, exc)
+                return
+            if self._on_exit is None:
+                self._exits.put_nowait(status)
+                return
+            try:
+                self._on_exit(status)
+            except Exception:  # the consumer's bug must not end the connection
+                log.exception("handling the exit of %s failed", status.proc_id)
         elif event is None:
             fut = self._pending.get(msg.get("id"))  # type: ignore[arg-type]
             if fut is not None and not fut.done():
@@ -571,6 +580,16 @@ class AgentClient:
     async def list(self) -> builtins.list[ProcStatus]:
         reply = await self._request("list", retry=True)
         return [ProcStatus.from_jso(p) for p in reply["procs"]]
+
+    def on_exit(self, callback: Callable[[ProcStatus], None]) -> None:
+        """Hands every exit to `callback` as it is read (those queued so far first) instead
+        of to `exits()`: no task woken per exit, and an exit read with the reply to its
+        start is known before that reply is acted on."""
+        self._on_exit = callback
+        while not self._exits.empty():
+            status = self._exits.get_nowait()
+            if status is not None:
+                callback(status)
 
     async def exits(self) -> AsyncIterator[ProcStatus]:
         """Every exit the agent reports, until close(); at least once per process."""

@@ -138,7 +138,7 @@ class Runner:
 
     def _follow(self, agent: AgentClient) -> None:
         """Finishes runs as this agent reports their exits (the local one, or a host's)."""
-        self.host.spawn(self._follow_exits(agent), "agent-exits")
+        agent.on_exit(self._exited)
 
     async def stop(self) -> None:
         for timers in self._timers.values():
@@ -509,15 +509,16 @@ class Runner:
 
     # -- finishing ----------------------------------------------------------------------
 
-    async def _follow_exits(self, agent: AgentClient) -> None:
-        async for proc in agent.exits():
-            run = self.host.runs.get(proc.proc_id)
-            if run is None:
-                continue
-            if run.state in LIVE or run.run_id in self._spawned:
-                self.host.spawn(self._finish(run, proc), "finish")
-            elif run.state == State.STARTING:
-                self._early_exits[run.run_id] = proc
+    def _exited(self, proc: ProcStatus) -> None:
+        """An exit an agent reported: the run finishes, or, still starting (its `running`
+        not written yet), finishes with it."""
+        run = self.host.runs.get(proc.proc_id)
+        if run is None:
+            return
+        if run.state in LIVE or run.run_id in self._spawned:
+            self.host.spawn(self._finish(run, proc), "finish")
+        elif run.state == State.STARTING:
+            self._early_exits[run.run_id] = proc
 
     async def _finish(self, run: Run, status: ProcStatus) -> None:
         """Stores the outputs and records the end; an exit is reported at least once
