@@ -16,6 +16,7 @@ import asyncio
 import base64
 import builtins
 import contextlib
+import heapq
 import itertools
 import json
 import logging
@@ -200,6 +201,11 @@ class AgentClient:
         self._closed = False
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        # (deadline, request id, op, limit) of the requests in flight, soonest first, and
+        # one timer for the soonest: a timer each (wait_for) cost a burst of 2 000 starts
+        # a heap of thousands of timers, each push and pop comparing them in Python.
+        self._deadlines: list[tuple[float, int, str, float]] = []
+        self._expiry: asyncio.TimerHandle | None = None
         self._exits: asyncio.Queue[ProcStatus | None] = asyncio.Queue()
         self._on_exit: Callable[[ProcStatus], None] | None = None
         self._stderr_tail = bytearray()
@@ -405,16 +411,18 @@ class AgentClient:
         req_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[req_id] = fut
+        self._expire_at(deadline, req_id, op, limit)
         try:
             self._queue(proc, json.dumps({"id": req_id, "op": op, **fields}).encode() + b"\n")
             await proc.stdin.drain()
-            reply = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
-        except TimeoutError:  # before OSError, of which it is a subclass
-            raise AgentError("timeout", f"no reply to {op!r} in {limit:g}s") from None
+            reply = await fut
         except OSError as exc:
             raise AgentConnectionError(f"the connection to the agent was lost: {exc}") from exc
         finally:
             self._pending.pop(req_id, None)
+            # Those answered in order leave the heap at once: it holds what is waiting.
+            while self._deadlines and self._deadlines[0][1] not in self._pending:
+                heapq.heappop(self._deadlines)
         if not reply.get("ok"):
             jso = reply.get("proc")
             raise AgentError(
@@ -423,6 +431,29 @@ class AgentClient:
                 ProcStatus.from_jso(jso) if isinstance(jso, dict) else None,
             )
         return reply
+
+    def _expire_at(self, deadline: float, req_id: int, op: str, limit: float) -> None:
+        """Fails the request with a timeout if it is still waiting at `deadline`."""
+        heapq.heappush(self._deadlines, (deadline, req_id, op, limit))
+        if self._deadlines[0][1] == req_id:  # the soonest now
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._expiry = asyncio.get_running_loop().call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        """Fails the requests whose deadline passed; the timer then waits for the next."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, req_id, op, limit = deadlines[0]
+            fut = self._pending.get(req_id)
+            if fut is not None and not fut.done():
+                if deadline > loop.time():
+                    self._expiry = loop.call_at(deadline, self._expire)
+                    return
+                fut.set_exception(AgentError("timeout", f"no reply to {op!r} in {limit:g}s"))
+            heapq.heappop(deadlines)
 
     def _queue(self, proc: asyncio.subprocess.Process, line: bytes) -> None:
         """Requests made in one turn of the loop go out in one write once it ends: a
@@ -480,7 +511,11 @@ class AgentClient:
         limit = self.request_timeout if timeout is None else timeout
         deadline = loop.time() + limit
         try:
-            await asyncio.wait_for(self._start_window.acquire(), limit)
+            if self._start_window.locked():  # a timer only for a start that must wait
+                async with asyncio.timeout(limit):
+                    await self._start_window.acquire()
+            else:
+                await self._start_window.acquire()
         except TimeoutError:
             raise AgentError("timeout", f"not sent in {limit:g}s: the {START_WINDOW} starts "
                              "before it were not answered") from None
