@@ -30,6 +30,7 @@ import io
 import itertools
 import json
 import os
+import re
 import secrets
 import selectors
 import shutil
@@ -72,6 +73,10 @@ SPARE_RESERVE = 256
 # and four times as many as there are processes: cleaned runs do not pile up.
 COMPACT_MIN_LINES = 10000
 STARTING_MESSAGE = "the agent stopped while starting this program; it may or may not have run"
+# ASCII letters, digits and "._-", not starting with "." or "-", at most 128.
+PROC_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# Made once: json.dumps with any option makes an encoder per call (four a start, in a burst).
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class RequestError(Exception):
@@ -155,7 +160,7 @@ def _read_journal(path: str) -> tuple[dict[str, dict[str, Any]], int, bool]:
 
 
 def _journal_line(proc_id: str, fields: dict[str, Any]) -> bytes:
-    return json.dumps({"id": proc_id, **fields}, separators=(",", ":")).encode() + b"\n"
+    return COMPACT_JSON.encode({"id": proc_id, **fields}).encode() + b"\n"
 
 
 def recorded_pids(state_dir: str) -> list[tuple[int, int | None]]:
@@ -314,11 +319,7 @@ def _become_subreaper() -> None:
 
 
 def _valid_proc_id(proc_id: Any) -> bool:
-    if not isinstance(proc_id, str) or not 0 < len(proc_id) <= 128:
-        return False
-    if proc_id[0] in ".-":
-        return False
-    return all(c.isalnum() and c.isascii() or c in "._-" for c in proc_id)
+    return isinstance(proc_id, str) and PROC_ID.fullmatch(proc_id) is not None
 
 
 def _own_source() -> str:
@@ -406,6 +407,7 @@ class Server:
         self.base_env = dict(os.environ)
         self._devnull = -1
         self._home_fd = -1  # our cwd (the state dir once bound), to come back to after a spawn
+        self.home = os.path.expanduser("~")  # where a program without a cwd starts
 
     # -- start-up -----------------------------------------------------------------
 
@@ -599,7 +601,7 @@ class Server:
         path = os.path.join(self.state_dir, JOURNAL_NAME)
         tmp = f"{path}.tmp{os.getpid()}"
         data = b"".join(
-            json.dumps({"id": p.proc_id, **self._journal_state(p)}, separators=(",", ":")).encode()
+            COMPACT_JSON.encode({"id": p.proc_id, **self._journal_state(p)}).encode()
             + b"\n"
             for p in self.procs.values()
             if p.legacy_dir is None
@@ -827,7 +829,7 @@ class Server:
 
     def _send(self, conn: Conn, msg: dict[str, Any]) -> None:
         """Queue a message; the loop sends what queued up once per turn, in one go."""
-        conn.outbuf += json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        conn.outbuf += COMPACT_JSON.encode(msg).encode() + b"\n"
         if len(conn.outbuf) > MAX_OUTBUF:
             _log("dropping a client that does not read")
             self._drop(conn)
@@ -927,7 +929,7 @@ class Server:
         if outputs not in OUTPUT_NAMES:
             raise RequestError("bad_request", "outputs must be 'combined' or 'split'")
         # Our own cwd is the state dir; a program without one starts at home, as ssh does.
-        cwd = os.path.expanduser(cwd if cwd else "~")
+        cwd = os.path.expanduser(cwd) if cwd else self.home
 
         if proc_id in self.procs:
             # Never start twice: a daemon retrying after a crash learns what happened.

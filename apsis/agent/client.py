@@ -7,7 +7,7 @@ A `start` or `signal` in flight then fails with `AgentConnectionError` and is ne
 resent (the caller asks `status` to learn whether it happened); the idempotent
 requests (status, list, read, clean, ping) are sent again once reconnected. Exits are delivered at least
 once until `clean`: the agent replays every finished process on each connect, so a
-consumer of `exits()` must treat a repeated exit as a no-op.
+consumer of `exits()` (or of `on_exit`) must treat a repeated exit as a no-op.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import asyncio
 import base64
 import builtins
 import contextlib
+import heapq
 import itertools
 import json
 import logging
 import shlex
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -200,7 +201,13 @@ class AgentClient:
         self._closed = False
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        # (deadline, request id, op, limit) of the requests in flight, soonest first, and
+        # one timer for the soonest: a timer each (wait_for) cost a burst of 2 000 starts
+        # a heap of thousands of timers, each push and pop comparing them in Python.
+        self._deadlines: list[tuple[float, int, str, float]] = []
+        self._expiry: asyncio.TimerHandle | None = None
         self._exits: asyncio.Queue[ProcStatus | None] = asyncio.Queue()
+        self._on_exit: Callable[[ProcStatus], None] | None = None
         self._stderr_tail = bytearray()
         # Request lines of this turn of the loop, sent together once it ends (`_queue`).
         self._outbox: list[bytes] = []
@@ -309,9 +316,17 @@ class AgentClient:
         event = msg.get("event")
         if event == "exited":
             try:
-                self._exits.put_nowait(ProcStatus.from_jso(msg))
+                status = ProcStatus.from_jso(msg)
             except (KeyError, TypeError) as exc:
                 log.warning("bad exit event from the agent: %r: %s", msg, exc)
+                return
+            if self._on_exit is None:
+                self._exits.put_nowait(status)
+                return
+            try:
+                self._on_exit(status)
+            except Exception:  # the consumer's bug must not end the connection
+                log.exception("handling the exit of %s failed", status.proc_id)
         elif event is None:
             fut = self._pending.get(msg.get("id"))  # type: ignore[arg-type]
             if fut is not None and not fut.done():
@@ -396,16 +411,18 @@ class AgentClient:
         req_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[req_id] = fut
+        self._expire_at(deadline, req_id, op, limit)
         try:
             self._queue(proc, json.dumps({"id": req_id, "op": op, **fields}).encode() + b"\n")
             await proc.stdin.drain()
-            reply = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
-        except TimeoutError:  # before OSError, of which it is a subclass
-            raise AgentError("timeout", f"no reply to {op!r} in {limit:g}s") from None
+            reply = await fut
         except OSError as exc:
             raise AgentConnectionError(f"the connection to the agent was lost: {exc}") from exc
         finally:
             self._pending.pop(req_id, None)
+            # Those answered in order leave the heap at once: it holds what is waiting.
+            while self._deadlines and self._deadlines[0][1] not in self._pending:
+                heapq.heappop(self._deadlines)
         if not reply.get("ok"):
             jso = reply.get("proc")
             raise AgentError(
@@ -414,6 +431,29 @@ class AgentClient:
                 ProcStatus.from_jso(jso) if isinstance(jso, dict) else None,
             )
         return reply
+
+    def _expire_at(self, deadline: float, req_id: int, op: str, limit: float) -> None:
+        """Fails the request with a timeout if it is still waiting at `deadline`."""
+        heapq.heappush(self._deadlines, (deadline, req_id, op, limit))
+        if self._deadlines[0][1] == req_id:  # the soonest now
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._expiry = asyncio.get_running_loop().call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        """Fails the requests whose deadline passed; the timer then waits for the next."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, req_id, op, limit = deadlines[0]
+            fut = self._pending.get(req_id)
+            if fut is not None and not fut.done():
+                if deadline > loop.time():
+                    self._expiry = loop.call_at(deadline, self._expire)
+                    return
+                fut.set_exception(AgentError("timeout", f"no reply to {op!r} in {limit:g}s"))
+            heapq.heappop(deadlines)
 
     def _queue(self, proc: asyncio.subprocess.Process, line: bytes) -> None:
         """Requests made in one turn of the loop go out in one write once it ends: a
@@ -471,7 +511,11 @@ class AgentClient:
         limit = self.request_timeout if timeout is None else timeout
         deadline = loop.time() + limit
         try:
-            await asyncio.wait_for(self._start_window.acquire(), limit)
+            if self._start_window.locked():  # a timer only for a start that must wait
+                async with asyncio.timeout(limit):
+                    await self._start_window.acquire()
+            else:
+                await self._start_window.acquire()
         except TimeoutError:
             raise AgentError("timeout", f"not sent in {limit:g}s: the {START_WINDOW} starts "
                              "before it were not answered") from None
@@ -571,6 +615,16 @@ class AgentClient:
     async def list(self) -> builtins.list[ProcStatus]:
         reply = await self._request("list", retry=True)
         return [ProcStatus.from_jso(p) for p in reply["procs"]]
+
+    def on_exit(self, callback: Callable[[ProcStatus], None]) -> None:
+        """Hands every exit to `callback` as it is read (those queued so far first) instead
+        of to `exits()`: no task woken per exit, and an exit read with the reply to its
+        start is known before that reply is acted on."""
+        self._on_exit = callback
+        while not self._exits.empty():
+            status = self._exits.get_nowait()
+            if status is not None:
+                callback(status)
 
     async def exits(self) -> AsyncIterator[ProcStatus]:
         """Every exit the agent reports, until close(); at least once per process."""

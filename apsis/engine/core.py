@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from .actions import Actions
 from .binding import NewRun, RenderCache, bind_run, conditions_of, share_with_job
 from .errors import Invalid, NotFound, NotRecorded, Unavailable
 from .events import EventBus
+from .ports import Step
 from .runbook import RunBook
 from .runner import Runner
 from .scheduler import Scheduler, Window
@@ -463,39 +464,66 @@ class Engine:
         transition the table does not allow and `NotRecorded` if the database
         refused it; then nothing changed.
         """
+        return await self.transitions(run, [Step(to, message, updates, small_outputs, before, at)],
+                                      expect=expect, force=force)
+
+    async def transitions(self, run: Run, steps: Sequence[Step], *,
+                          expect: Collection[State] | None = None, force: bool = False) -> bool:
+        """Several transitions of one run in one commit, as `transition` makes each: its
+        own log entry and events, in order, each step recorded on the run as the steps
+        before it leave it, all checked before anything is written.  A quick program
+        whose end is known when its `running` is to be written costs one trip to the
+        writer, not two (a burst of 2 000 `true`s: most of them)."""
         async with self.runs.turn(run.run_id):
-            frm = run.state
-            if expect is not None and frm not in expect:
+            if expect is not None and run.state not in expect:
                 return False
-            if not force and not can_transition(frm, to):
-                raise TransitionError(f"run {run.run_id} is {frm.value}; it cannot become {to.value}")
-            if to == State.STARTING and self.stopping:
-                raise Unavailable(f"run {run.run_id} does not start: the daemon is shutting down")
-            now = utcnow()
-            change = _Change(frm, to, format_time(now), message, message or to.value, updates)
-            if at is not None:
-                _happened_at(change, run, at, now)
-            jso, entry, events = change.record(run)
-            ts = change.ts
+            changes: list[_Change] = []
+            jsos: list[dict[str, Any]] = []
+            entries: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            outputs: list[Any] = []
+            state = run  # the run as the steps so far leave it: a copy past the first
+            for step in steps:
+                if changes:
+                    if state is run:
+                        state = replace(run)
+                    changes[-1].apply(state)
+                frm, to = state.state, step.to
+                if not force and not can_transition(frm, to):
+                    raise TransitionError(f"run {run.run_id} is {frm.value}; it cannot become {to.value}")
+                if to == State.STARTING and self.stopping:
+                    raise Unavailable(f"run {run.run_id} does not start: the daemon is shutting down")
+                now = utcnow()
+                change = _Change(frm, to, format_time(now), step.message, step.message or to.value,
+                                 step.updates)
+                if step.at is not None:
+                    _happened_at(change, state, step.at, now)
+                jso, entry, evs = change.record(state)
+                events.extend({**e, "ts": change.ts} for e in step.before)
+                events.extend(evs)
+                jsos.append(jso)
+                entries.append(entry)
+                outputs.extend(step.small_outputs)
+                changes.append(change)
+            final = changes[-1].to
 
             def apply() -> None:
-                change.apply(run)
+                for change in changes:
+                    change.apply(run)
                 self.runs.settle(run)
-                if to in FINISHED:
+                if final in FINISHED:
                     self.cancel_timer(run)
 
-            self.runs.becoming(run, to)
+            self.runs.becoming(run, final)
             try:
-                if before:
-                    events = [*({**e, "ts": ts} for e in before), *events]
-                await self.writer.write([jso], [entry], events,
-                                        outputs=small_outputs, apply=apply)
+                await self.writer.write(jsos, entries, events, outputs=outputs, apply=apply)
             except NotRecorded:
                 self.waiter.wake(run.instance)  # its claim on a slot is gone
                 raise
             finally:
                 self.runs.becoming(run, None)
-        self._react(run, frm, to)
+        for change in changes:
+            self._react(run, change.frm, change.to)
         return True
 
     async def _record_new(self, new: list[NewRun], *, clock: str | None = None,

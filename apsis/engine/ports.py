@@ -1,7 +1,8 @@
 """What the runner needs from the engine, as a protocol instead of the whole Engine.
 
 The engine satisfies it; a test could hand the runner something smaller. Nothing here
-changes a run except `transition`, the engine's one state-change path.
+changes a run except `transition` (and `transitions`, several in one commit), the
+engine's one state-change path.
 """
 
 from __future__ import annotations
@@ -9,11 +10,25 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..model.run import Run
 from ..model.states import State
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One of several transitions of a run committed together (`transitions`): what
+    `transition` takes but `expect` and `force`, which are the whole call's."""
+
+    to: State
+    message: str | None = None
+    updates: dict[str, Any] = field(default_factory=dict)  # run fields set with the state
+    small_outputs: Sequence[Any] = ()
+    before: Sequence[dict[str, Any]] = ()
+    at: dt.datetime | None = None
 
 
 class RunnerConfig(Protocol):
@@ -74,6 +89,10 @@ class RunnerHost(Protocol):
                          force: bool = False, small_outputs: Sequence[Any] = (),
                          before: Sequence[dict[str, Any]] = (), at: dt.datetime | None = None,
                          **updates: Any) -> bool: ...
+
+    async def transitions(self, run: Run, steps: Sequence[Step], *,
+                          expect: set[State] | frozenset[State] | None = None,
+                          force: bool = False) -> bool: ...
 
     async def run_log(self, run: Run, message: str) -> None: ...
 

@@ -49,7 +49,7 @@ from ..program.sudo import SudoRefused, as_user
 from .errors import Conflict, DiskFull
 from .hosts import HostAgents, HostKey, HostPicker, RemoteSettings
 from .output_watch import OutputWatch
-from .ports import RunnerHost
+from .ports import RunnerHost, Step
 from .runbook import LIVE
 from .spools import LocalSpool, OutputStream, RemoteSpool, Spool
 from .timers import WallTimer
@@ -138,7 +138,7 @@ class Runner:
 
     def _follow(self, agent: AgentClient) -> None:
         """Finishes runs as this agent reports their exits (the local one, or a host's)."""
-        self.host.spawn(self._follow_exits(agent), "agent-exits")
+        agent.on_exit(self._exited)
 
     async def stop(self) -> None:
         for timers in self._timers.values():
@@ -293,20 +293,40 @@ class Runner:
         info = ProcInfo(pid=proc.pid or 0, outputs=dict(proc.outputs), host=host,
                         user=user if host else None, host_group=group)
         via = f" (host group {group!r})" if group else ""
+        steps = [Step(State.RUNNING, f"pid {proc.pid}{where}{via}",
+                      {"meta": run.meta.but(proc=info, origin=self.origin),
+                       "outputs": [{"output_id": oid, "length": 0} for oid in proc.outputs]})]
         self._spawned[run.run_id] = info
         try:
+            # Ended already (a quick program, or a busy loop): its end goes in with
+            # `running`, in one commit, if its outputs are at hand.
+            spool = self._ended_spool(run)
+            if spool is not None:
+                self._finishing.add(run.run_id)  # a repeated exit waits for this one
+                steps.append(await self._ending(run, spool, self._early_exits.pop(run.run_id)))
             # The program runs: that must be recorded, even if only once space is back.
-            if not await _until_recorded(lambda: self.host.transition(
-                    run, State.RUNNING, f"pid {proc.pid}{where}{via}", expect={State.STARTING},
-                    meta=run.meta.but(proc=info, origin=self.origin),
-                    outputs=[{"output_id": oid, "length": 0} for oid in proc.outputs])):
+            if not await _until_recorded(lambda: self.host.transitions(
+                    run, steps, expect={State.STARTING})):
                 return False
         finally:
             self._spawned.pop(run.run_id, None)
+            self._finishing.discard(run.run_id)
+        if spool is not None:
+            await self._clean(spool)
+            return True
         early = self._early_exits.pop(run.run_id, None)
         if early is not None:  # after the program has armed its limits: finishing drops them
             self.host.spawn(self._finish(run, early), "finish")
         return True
+
+    def _ended_spool(self, run: Run) -> Spool | None:
+        """The spool of a run being started whose exit is known, if storing its outputs
+        waits for nothing (a read in a thread or over ssh would delay `running`)."""
+        early = self._early_exits.get(run.run_id)
+        if early is None:
+            return None
+        spool = self._spool(run)
+        return spool if spool is not None and spool.stores_at_once(early.lengths) else None
 
     async def _place(
         self, run: Run, spec: ProcessSpec
@@ -452,7 +472,7 @@ class Runner:
     def _where(self, run: Run) -> HostKey | None:
         """Which agent the run's process is under, as the host pool knows it; None: this
         daemon's own."""
-        proc = run.meta.proc
+        proc = run.meta.proc or self._spawned.get(run.run_id)  # or while `running` is written
         if proc is not None and proc.remote:
             return proc.host, proc.user, None
         return self._home(run)
@@ -489,15 +509,16 @@ class Runner:
 
     # -- finishing ----------------------------------------------------------------------
 
-    async def _follow_exits(self, agent: AgentClient) -> None:
-        async for proc in agent.exits():
-            run = self.host.runs.get(proc.proc_id)
-            if run is None:
-                continue
-            if run.state in LIVE or run.run_id in self._spawned:
-                self.host.spawn(self._finish(run, proc), "finish")
-            elif run.state == State.STARTING:
-                self._early_exits[run.run_id] = proc
+    def _exited(self, proc: ProcStatus) -> None:
+        """An exit an agent reported: the run finishes, or, still starting (its `running`
+        not written yet), finishes with it."""
+        run = self.host.runs.get(proc.proc_id)
+        if run is None:
+            return
+        if run.state in LIVE or run.run_id in self._spawned:
+            self.host.spawn(self._finish(run, proc), "finish")
+        elif run.state == State.STARTING:
+            self._early_exits[run.run_id] = proc
 
     async def _finish(self, run: Run, status: ProcStatus) -> None:
         """Stores the outputs and records the end; an exit is reported at least once
@@ -508,29 +529,39 @@ class Runner:
         self._finishing.add(run.run_id)
         try:
             spool = self._spool(run)
-            outputs: list[dict[str, Any]] = []
-            small: list[Any] = []
-            if spool is not None:
-                config = self.host.config
-                outputs, small = await spool.store(self.host.store, config.output_max_bytes,
-                                                   config.database.parent, status.lengths)
-            timed_out = self._timed_out.get(run.run_id) or run.meta.timed_out
-            to, message = exit_outcome(run, status, timed_out)
-            # A timeout fires only once `running` is committed, so run.meta is current
-            # then; otherwise `running` may still be on its way with the process's meta.
-            updates: dict[str, Any] = {"meta": run.meta.but(timed_out=timed_out)} if timed_out else {}
-            done = await self.host.transition(
-                run, to, message, expect=LIVE, exit_code=status.exit_code,
-                signal=_signal_name(status.signal), outputs=outputs, small_outputs=small,
-                before=self.outputs.final_growth(run.run_id, run.job_id, outputs),
-                at=_agent_time(status.end_time), **updates)
-            if done and spool is not None:
-                try:
-                    await spool.clean()
-                except Exception:
-                    log.warning("could not clean the agent's files of %s", run.run_id, exc_info=True)
+            if await self.host.transitions(run, [await self._ending(run, spool, status)],
+                                           expect=LIVE) and spool is not None:
+                await self._clean(spool)
         finally:
             self._finishing.discard(run.run_id)
+
+    async def _ending(self, run: Run, spool: Spool | None, status: ProcStatus) -> Step:
+        """The final transition of a run whose process ended, its outputs stored: big
+        ones now, small ones to go in with it."""
+        outputs: list[dict[str, Any]] = []
+        small: list[Any] = []
+        if spool is not None:
+            config = self.host.config
+            outputs, small = await spool.store(self.host.store, config.output_max_bytes,
+                                               config.database.parent, status.lengths)
+        timed_out = self._timed_out.get(run.run_id) or run.meta.timed_out
+        to, message = exit_outcome(run, status, timed_out)
+        updates: dict[str, Any] = {"exit_code": status.exit_code,
+                                   "signal": _signal_name(status.signal), "outputs": outputs}
+        # A timeout fires only once `running` is committed, so run.meta is current
+        # then; otherwise `running` may still be on its way with the process's meta.
+        if timed_out:
+            updates["meta"] = run.meta.but(timed_out=timed_out)
+        return Step(to, message, updates, small,
+                    self.outputs.final_growth(run.run_id, run.job_id, outputs),
+                    _agent_time(status.end_time))
+
+    @staticmethod
+    async def _clean(spool: Spool) -> None:
+        try:
+            await spool.clean()
+        except Exception:
+            log.warning("could not clean the agent's files of %s", spool.run_id, exc_info=True)
 
     # -- live output --------------------------------------------------------------------
 

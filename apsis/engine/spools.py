@@ -86,6 +86,11 @@ class Spool:
         stored so without a look at the file (most are)."""
         raise NotImplementedError
 
+    def stores_at_once(self, ended: Mapping[str, int | None] | None) -> bool:
+        """Whether `store` of outputs that ended at these sizes waits for nothing (no
+        thread, no host): then a run's end can be written with its `running`."""
+        return False
+
     async def clean(self) -> None:
         """Deletes the spool files, once the outputs are stored."""
         raise NotImplementedError
@@ -200,6 +205,10 @@ class LocalSpool(Spool):
                 outputs.append({"output_id": output_id, "length": info["length"]})
         return outputs, small
 
+    def stores_at_once(self, ended: Mapping[str, int | None] | None) -> bool:
+        sizes = [(ended or {}).get(output_id) for output_id in self.output_ids]
+        return all(size is not None and size <= INLINE_OUTPUT_BYTES for size in sizes)
+
     async def clean(self) -> None:
         await (await self.agent()).clean(self.run_id)
 
@@ -258,6 +267,9 @@ class RemoteSpool(Spool):
                 small.append(prepared)
             outputs.append({"output_id": output_id, "length": length})
         return outputs, small
+
+    def stores_at_once(self, ended: Mapping[str, int | None] | None) -> bool:
+        return all((ended or {}).get(output_id) == 0 for output_id in self.output_ids)
 
     async def _store_one(self, store: OutputStore, output_id: str, max_bytes: int,
                          temp_dir: Path) -> tuple[int, Any]:

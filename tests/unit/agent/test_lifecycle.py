@@ -292,3 +292,27 @@ async def test_starts_to_a_silent_agent_fail_in_their_timeout(state_dir: Path) -
     finally:
         os.kill(pid, signal.SIGCONT)
         await client.close()
+
+
+async def test_a_short_timeout_sent_after_a_long_one_fails_first(state_dir: Path) -> None:
+    """Each request fails in its own timeout, whatever the others': a quick one sent after
+    a patient one to an agent that stopped answering gives up first, and the patient one
+    still gets its answer once the agent answers again."""
+    client = await connect(state_dir)
+    pid = server_pid(state_dir)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        loop = asyncio.get_running_loop()
+        patient = asyncio.ensure_future(client.start(["true"], proc_id="slow", timeout=10))
+        await asyncio.sleep(0.1)
+        t0 = loop.time()
+        with pytest.raises(AgentError, match="no reply to 'start' in 0\\.") as info:
+            await client.start(["true"], proc_id="quick", timeout=0.5)
+        assert info.value.code == "timeout" and 0.4 < loop.time() - t0 < 3
+        assert not patient.done()
+        os.kill(pid, signal.SIGCONT)
+        assert (await patient).state in ("running", "exited")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await client.close()

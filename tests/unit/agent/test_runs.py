@@ -439,3 +439,25 @@ async def test_exits_reported_during_a_burst_of_starts(state_dir: Path) -> None:
     finally:
         proc.stdin.close()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_on_exit_gets_every_exit_the_queued_first(client: AgentClient) -> None:
+    """A consumer that registers late still gets the exits read before (they are queued),
+    then each one as it is read, and `exits()` none of them."""
+    await client.start(["true"], proc_id="early")
+    for _ in range(250):
+        if (await client.status("early")).state != "running":
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # the exit event, sent after the status that said so, is read
+    seen: list[tuple[str, int | None]] = []
+    client.on_exit(lambda status: seen.append((status.proc_id, status.exit_code)))
+    assert seen == [("early", 0)]
+    await client.start(["sh", "-c", "exit 4"], proc_id="late")
+    for _ in range(250):
+        if len(seen) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert seen == [("early", 0), ("late", 4)]
+    with pytest.raises(TimeoutError):
+        await wait_exit(client, "late", timeout=0.3)
