@@ -12,7 +12,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from collections.abc import Callable, Iterable, Iterator
 
 from .action import parse_actions, parse_successors
@@ -31,6 +31,7 @@ NOT_JOB_SUFFIX = ".yml"
 HOST_GROUP_TYPES = ("round-robin", "random")
 
 ProgressFn = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -262,34 +263,31 @@ def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = 
     if f.has("schedule"):
         from .schedule import parse_schedules
 
-        value = f.get("schedule")
         with diags.collect():
-            schedules = parse_schedules(value, f.loc_of("schedule"), ctx)
-        for i, (_, item_loc) in enumerate(items_with_locs(value, f.loc_of("schedule"))):
-            locs[f"schedule.{i}"] = item_loc
+            schedules = list(_parsed(ctx, f, "schedule", parse_schedules))
+        _item_locs(f, "schedule", locs)
 
     program = None
     with diags.collect():
         if not f.has("program"):
             raise JobError("a job needs a 'program'", f.loc)
-        program = parse_program(f.get("program"), f.loc_of("program"), ctx)
+        program = _parsed(ctx, f, "program", parse_program)
     locs["program"] = f.loc_of("program")
 
     conditions = []
     if f.has("condition"):
-        conditions = parse_conditions(f.get("condition"), f.loc_of("condition"), ctx)
-        locs.update({f"condition.{i}": l for i, (_, l) in
-                     enumerate(items_with_locs(f.get("condition"), f.loc_of("condition")))})
+        conditions = list(_parsed(ctx, f, "condition", parse_conditions))
+        _item_locs(f, "condition", locs)
 
     actions = []
     if f.has("action"):
-        actions = parse_actions(f.get("action"), f.loc_of("action"), ctx)
-        locs.update({f"action.{i}": l for i, (_, l) in
-                     enumerate(items_with_locs(f.get("action"), f.loc_of("action")))})
+        actions = list(_parsed(ctx, f, "action", parse_actions))
+        _item_locs(f, "action", locs)
     if f.has("successors"):
-        successors = parse_successors(f.get("successors"), f.loc_of("successors"), ctx)
+        successors = _parsed(ctx, f, "successors", parse_successors)
+        successors_loc = f.loc_of("successors")
         for i in range(len(successors)):
-            locs[f"action.{len(actions) + i}"] = f.loc_of("successors")
+            locs[f"action.{len(actions) + i}"] = successors_loc
         actions.extend(successors)
 
     metadata: dict[str, Any] = {}
@@ -323,6 +321,36 @@ def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = 
     return job
 
 
+def _parsed(ctx: ParseContext, f: Fields, section: str,
+            parse: Callable[[Any, Location | None, ParseContext], T]) -> T:
+    """`parse` of the job's `section`, once per distinct value among the jobs parsed with
+    `ctx`: 10 000 jobs written from a pattern have a few distinct programs and schedules,
+    and parsing each again was most of loading them.  Jobs share what it gives, its
+    fields shared with other jobs' (`_share_part`).  A value whose parse reported
+    anything is parsed again for each job: each file gets its own located problems.
+    """
+    value = f.get(section)
+    key = (section, repr(value))
+    found = ctx.parsed.get(key)
+    if found is not None:
+        return found
+    before = len(ctx.diags.items)
+    result = parse(value, f.loc_of(section), ctx)
+    for part in result if isinstance(result, list) else [result]:
+        _share_part(part)
+    # A value holding itself (YAML aliases) prints as `[...]` or `{...}`: its repr does
+    # not tell it from others.
+    if len(ctx.diags.items) == before and "...]" not in key[1] and "...}" not in key[1]:
+        ctx.parsed[key] = result
+    return result
+
+
+def _item_locs(f: Fields, section: str, locs: dict[str, Any]) -> None:
+    """Where each item of a one-or-list section is written (`condition.0`, ...)."""
+    for i, (_, loc) in enumerate(items_with_locs(f.node[section], f.loc_of(section))):
+        locs[f"{section}.{i}"] = loc
+
+
 class BrokenJob(JobError):
     """A job file with errors; `partial` is what parsed of it, when its program did."""
 
@@ -345,25 +373,29 @@ def _template_locs(node: Any, locs: dict[str, Any]) -> None:
     if not isinstance(node, YMap):
         return
     if "program" in node:
-        _walk_templates(node["program"], "program", node.loc_of("program"), locs)
+        _walk_templates(node["program"], "program", node, "program", locs)
     for section in ("condition", "action"):
         value = node.get(section)
         if isinstance(value, YMap):  # one item, written without a list
-            _walk_templates(value, f"{section}.0", node.loc_of(section), locs)
+            _walk_templates(value, f"{section}.0", node, section, locs)
         elif isinstance(value, YSeq):
-            _walk_templates(value, section, node.loc_of(section), locs)
+            _walk_templates(value, section, node, section, locs)
 
 
-def _walk_templates(value: Any, path: str, loc: Location, locs: dict[str, Any]) -> None:
+def _walk_templates(value: Any, path: str, container: YMap | YSeq, key: Any,
+                    locs: dict[str, Any]) -> None:
+    """`value` is `container[key]`: located only if it is a template (few values are)."""
     if isinstance(value, str):
         if "{" in value:
-            locs[path] = loc
+            locs[path] = container.loc_of(key)
     elif isinstance(value, YMap):
-        for key, item in value.items():
-            _walk_templates(item, f"{path}.{key}", value.loc_of(key), locs)
+        for name, item in value.items():
+            if not isinstance(item, str) or "{" in item:
+                _walk_templates(item, f"{path}.{name}", value, name, locs)
     elif isinstance(value, YSeq):
         for i, item in enumerate(value):
-            _walk_templates(item, f"{path}.{i}", value.loc_of(i), locs)
+            if not isinstance(item, str) or "{" in item:
+                _walk_templates(item, f"{path}.{i}", value, i, locs)
 
 
 def _parse_metadata(value: Any, loc: Location | None) -> dict[str, Any]:
@@ -403,19 +435,22 @@ def load_job_file(path: Path, job_id: str, ctx: ParseContext, shown: str) -> Job
     return job
 
 
-def _share_parts(job: Job) -> None:
-    """A job's parsed parts hold the same objects as other jobs' where they are equal
+def _share_part(part: Any) -> None:
+    """A parsed part holds the same objects as other jobs' where they are equal
     (model.job.shared; strings interned): 10 000 jobs written from one pattern each held
     their own copy of the same timeout, stop signal, env, args, states and labels.
     Parsed parts are never changed in place."""
-    for part in (job.program, *job.schedules, *job.conditions, *job.actions):
-        # (A family's own class may have slots: nothing to share then.)
-        fields: dict[str, Any] = getattr(part, "__dict__", None) or {}
-        for name, value in fields.items():
-            if isinstance(value, str):
-                fields[name] = sys.intern(value)
-            elif isinstance(value, (dict, list)):
-                fields[name] = shared(value)
+    # (A family's own class may have slots: nothing to share then.)
+    fields: dict[str, Any] = getattr(part, "__dict__", None) or {}
+    for name, value in fields.items():
+        if isinstance(value, str):
+            fields[name] = sys.intern(value)
+        elif isinstance(value, (dict, list)):
+            fields[name] = shared(value)
+
+
+def _share_parts(job: Job) -> None:
+    """A job's own values shared with other jobs' (its parts are, as parsed)."""
     job.params = shared(job.params)
     job.metadata = shared(job.metadata)
     job.expand = shared(job.expand)
