@@ -294,3 +294,29 @@ def test_parts_written_with_aliases_parse_as_written(tmp_path):
     assert [s.to_jso() for s in jobs_dir.jobs["a"].schedules] == \
         [s.to_jso() for s in jobs_dir.jobs["b"].schedules]
     assert [s.args for s in jobs_dir.jobs["a"].schedules] == [{"x": "one"}, {"x": "two"}]
+
+
+def test_job_files_are_read_as_text_files_are(tmp_path):
+    (tmp_path / "crlf.yaml").write_bytes(b"params: [x]\r\nprogram: echo {{ y }}\r\n")
+    (tmp_path / "latin1.yaml").write_bytes(b"program: echo caf\xe9\n")
+    jobs_dir = load_jobs_dir(tmp_path, display_root="jobs")
+    assert jobs_dir.jobs["crlf"].source == "params: [x]\nprogram: echo {{ y }}\n"
+    found = [str(d) for d in [*jobs_dir.diags.items, *check_jobs_dir(jobs_dir).items]]
+    assert "jobs/latin1.yaml: not UTF-8 text: invalid continuation byte at byte 17" in found, found
+    assert any(p.startswith("jobs/crlf.yaml:2:10:") and "'y'" in p for p in found), found
+
+
+def test_symlinks_may_not_take_a_job_outside_the_jobs_directory(tmp_path):
+    root, outside = tmp_path / "jobs", tmp_path / "elsewhere"
+    write(root, {"real/a.yaml": "program: echo a\n"})
+    write(outside, {"b.yaml": "program: echo b\n"})
+    (root / "alias").symlink_to(root / "real")
+    (root / "linked.yaml").symlink_to(root / "real" / "a.yaml")
+    (root / "away").symlink_to(outside)
+    jobs_dir = load_jobs_dir(root, display_root="jobs")
+    assert sorted(jobs_dir.jobs) == ["linked", "real/a"]  # os.walk does not follow folder links
+    jobs_dir = load_jobs_dir(root, display_root="jobs", only=[root / "alias" / "a.yaml", root / "away" / "b.yaml"])
+    assert sorted(jobs_dir.jobs) == ["alias/a"]
+    assert [str(d) for d in jobs_dir.diags.items] == [
+        f"jobs/away/b.yaml: refused: a symlink to {outside.resolve() / 'b.yaml'}, outside the jobs "
+        "directory; copy the file in, or link to a file inside"]
