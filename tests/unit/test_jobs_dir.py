@@ -260,6 +260,7 @@ def test_jobs_of_one_pattern_share_their_parts_but_not_their_locations(tmp_path)
         program:
           type: shell
           command: "echo {{{{ nosuch }}}}"
+        condition: {{type: dependency, job_id: nosuchjob}}
         """)
     write(tmp_path, {"a.yaml": part.format(daytime="09:00"),
                      "b.yaml": "metadata: {description: two lines more}\n\n" + part.format(daytime="09:00"),
@@ -268,9 +269,12 @@ def test_jobs_of_one_pattern_share_their_parts_but_not_their_locations(tmp_path)
     jobs_dir = load_jobs_dir(tmp_path, display_root="jobs")
     a, b = jobs_dir.jobs["a"], jobs_dir.jobs["b"]
     assert a.program is b.program and a.schedules[0] is b.schedules[0]
+    assert a.conditions[0] is b.conditions[0]
     found = [str(d) for d in [*jobs_dir.diags.items, *check_jobs_dir(jobs_dir).items]]
     assert any(p.startswith("jobs/a.yaml:7:12: program: undefined name 'nosuch'") for p in found), found
     assert any(p.startswith("jobs/b.yaml:9:12: program: undefined name 'nosuch'") for p in found), found
+    assert any(p.startswith("jobs/a.yaml:8:12: dependency on unknown job 'nosuchjob'") for p in found), found
+    assert any(p.startswith("jobs/b.yaml:10:12: dependency on unknown job 'nosuchjob'") for p in found), found
     assert any(p.startswith("jobs/bad1.yaml:4:12:") and "25:00" in p for p in found), found
     assert any(p.startswith("jobs/bad2.yaml:5:12:") and "25:00" in p for p in found), found
     assert sorted(jobs_dir.broken) == ["bad1", "bad2"]
