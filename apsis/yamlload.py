@@ -128,7 +128,7 @@ def _pos(node: yaml.Node) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
-_Scalar, _Seq, _Map = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
+_Scalar = yaml.ScalarNode
 
 
 class _Converter:
@@ -143,15 +143,14 @@ class _Converter:
         return Location(self.path, *_pos(node))
 
     def convert(self, node: yaml.Node) -> Any:
-        cls = node.__class__
-        if cls is _Scalar:
+        if type(node) is _Scalar:
             # Quoted and block scalars are strings; plain ones are typed as YAML 1.2.
             return node.value if node.style else _plain_scalar(node.value)
         if id(node) in self.memo:  # an alias: the same object again
             return self.memo[id(node)]
-        if cls is _Seq:
+        if type(node) is yaml.SequenceNode:
             return self.convert_seq(node)
-        if cls is _Map:
+        if type(node) is yaml.MappingNode:
             return self.convert_map(node)
         raise JobError(f"unsupported YAML node {node.tag}", self.loc(node))  # pragma: no cover
 
