@@ -8,7 +8,9 @@ or `schedule` action points at a job that exists with matching params.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -480,7 +482,8 @@ def load_and_check(path: Path, workers: int | None = None, *, display_root: str 
     now = now or dt.datetime.now(UTC)
     if workers == 1:
         load_files(jobs_dir, files, display_root, progress)
-        problems = [*jobs_dir.diags.items, *check_jobs_dir(jobs_dir, now=now).items]
+        with _loaded_frozen():
+            problems = [*jobs_dir.diags.items, *check_jobs_dir(jobs_dir, now=now).items]
         return problems, len(jobs_dir.jobs) + len(jobs_dir.broken)
     context = multiprocessing.get_context("fork")  # the loaded config, without pickling
     done = context.Array("i", workers, lock=False)  # files each has loaded, for the progress bar
@@ -527,6 +530,18 @@ def load_and_check(path: Path, workers: int | None = None, *, display_root: str 
     return problems, len(targets) + len(broken)
 
 
+@contextmanager
+def _loaded_frozen() -> Iterator[None]:
+    """The objects alive now (the loaded jobs) left out of the cyclic GC's collections
+    meanwhile: the checks made collections that walked 10 000 jobs each time, a third
+    of their time.  Garbage frozen with them is collected once they thaw."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _gather(pipes: list[Any], procs: list[Any], progress: ProgressFn | None, done: Any,
             total: int) -> list[Any]:
     """One answer from each worker, in their order; a worker's failure is raised here."""
@@ -565,11 +580,12 @@ def _worker(pipe: Any, opened: JobsDir, files: list[Path], display_root: str | N
         targets, broken = pipe.recv()
         diags = Diagnostics()
         checker = _Checker(jobs_dir, now, diags, targets, broken)
-        for job in jobs_dir.jobs.values():
-            checker.check_job(job)
-        of_jobs = len(diags.items)
-        for job in jobs_dir.partial.values():
-            checker.check_job(job)
+        with _loaded_frozen():
+            for job in jobs_dir.jobs.values():
+                checker.check_job(job)
+            of_jobs = len(diags.items)
+            for job in jobs_dir.partial.values():
+                checker.check_job(job)
         pipe.send((diags.items[:of_jobs], diags.items[of_jobs:]))
     except BaseException:
         pipe.send(traceback.format_exc())
