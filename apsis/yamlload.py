@@ -100,18 +100,19 @@ _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)
 _SPECIAL_FLOAT = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
 # A plain scalar starting with none of these is a string: most keys and words.
 _TYPED_START = frozenset("0123456789+-.~nNtTfF")
+# One starting with one of these is null, true, false or a string (`type`, `tz`, `false`).
+_WORD_START = frozenset("nNtTfF")
+_WORDS = {"null": None, "true": True, "false": False}
 
 
 def _plain_scalar(text: str) -> Any:
     if text and text[0] not in _TYPED_START:
         return text
     low = text.lower()
-    if text in ("", "~") or low == "null":
+    if text and text[0] in _WORD_START:
+        return _WORDS.get(low, text)
+    if text in ("", "~"):
         return None
-    if low == "true":
-        return True
-    if low == "false":
-        return False
     if _INT.match(text):
         return int(text.replace("_", ""))
     if _INT_OTHER.match(text):
