@@ -12,7 +12,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from collections.abc import Callable, Iterable, Iterator
 
 from .action import parse_actions, parse_successors
@@ -31,6 +31,7 @@ NOT_JOB_SUFFIX = ".yml"
 HOST_GROUP_TYPES = ("round-robin", "random")
 
 ProgressFn = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -125,25 +126,78 @@ def _not_regular(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None
+    return _kind(mode)
+
+
+def _kind(mode: int) -> str | None:
     return next((kind for test, kind in _NOT_REGULAR if test(mode)), None)
 
 
-def _escapes(root: Path, path: Path) -> str | None:
-    """Where `path` really is, when a symlink takes it outside `root`, else None.
+class _FileExaminer:
+    """What each job file under `root` is and where it really is, for `_load_one`.
 
-    Job ids cannot escape the jobs directory (SPEC §1.11), nor can the files behind them.
+    One `lstat` a file, and each folder's real path worked out once: a `realpath` of
+    each file and of the root (a system call for each part of the path) and two
+    `relpath`s were a fifth of loading a big directory.
     """
-    real_root, real = os.path.realpath(root), os.path.realpath(path)
-    return None if os.path.commonpath([real_root, real]) == real_root else real
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self.prefix = os.path.join(self.root, "")
+        self.real_root = os.path.realpath(root)
+        self.real_prefix = os.path.join(self.real_root, "")
+        self.folders: dict[str, str] = {}
+
+    def rel(self, file: Path) -> str:
+        """`os.path.relpath(file, root)`, by a cut when `file` is written under `root`."""
+        path = str(file)
+        if path.startswith(self.prefix):
+            rest = path[len(self.prefix):]
+            if rest and os.path.normpath(rest) == rest and rest.partition(os.sep)[0] != "..":
+                return rest
+        return os.path.relpath(path, self.root)
+
+    def examine(self, file: Path) -> tuple[str | None, str | None]:
+        """(where `file` really is when a symlink takes it outside the root (job ids
+        cannot escape the jobs directory, SPEC §1.11, nor can the files behind them),
+        what it is, symlinks followed, when it is no regular file: `_not_regular`)."""
+        path = str(file)
+        try:
+            mode: int | None = os.lstat(path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISLNK(mode):
+            folder, name = os.path.split(path)
+            real_folder = self.folders.get(folder)
+            if real_folder is None:
+                real_folder = self.folders[folder] = os.path.realpath(folder)
+            real = os.path.join(real_folder, name)
+        else:
+            real = os.path.realpath(path)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                mode = None
+        inside = real == self.real_root or real.startswith(self.real_prefix)
+        return None if inside else real, None if mode is None else _kind(mode)
 
 
 def _read_text(path: Path) -> str:
     """The text of a job file, by an open that cannot block: a FIFO put in place since
-    the directory was walked is refused, not waited on."""
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+    the directory was walked is refused, not waited on.  Newlines are read as Python's
+    text files read them (`\r\n` and `\r` are `\n`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd)
+        if not stat.S_ISREG(size.st_mode):
             raise OSError(0, "not a regular file")
-        return file.read()
+        chunks = []
+        while chunk := os.read(fd, size.st_size + 1):  # until the end (it may have grown)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    text = b"".join(chunks).decode("utf-8")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def find_jobs_dir(path: Path) -> Path:
@@ -247,7 +301,7 @@ JOB_KEYS = ("params", "schedule", "program", "condition", "action", "successors"
 def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = None) -> Job:
     """A job from its YAML mapping; every problem goes to `ctx.diags`, located."""
     diags = ctx.diags
-    before = len(diags.errors)
+    before = len(diags.items)
     f = Fields(node, "job", diags, loc)
     locs: dict[str, Any] = {}
 
@@ -262,34 +316,31 @@ def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = 
     if f.has("schedule"):
         from .schedule import parse_schedules
 
-        value = f.get("schedule")
         with diags.collect():
-            schedules = parse_schedules(value, f.loc_of("schedule"), ctx)
-        for i, (_, item_loc) in enumerate(items_with_locs(value, f.loc_of("schedule"))):
-            locs[f"schedule.{i}"] = item_loc
+            schedules = list(_parsed(ctx, f, "schedule", parse_schedules))
+        _item_locs(f, "schedule", locs)
 
     program = None
     with diags.collect():
         if not f.has("program"):
             raise JobError("a job needs a 'program'", f.loc)
-        program = parse_program(f.get("program"), f.loc_of("program"), ctx)
+        program = _parsed(ctx, f, "program", parse_program)
     locs["program"] = f.loc_of("program")
 
     conditions = []
     if f.has("condition"):
-        conditions = parse_conditions(f.get("condition"), f.loc_of("condition"), ctx)
-        locs.update({f"condition.{i}": l for i, (_, l) in
-                     enumerate(items_with_locs(f.get("condition"), f.loc_of("condition")))})
+        conditions = list(_parsed(ctx, f, "condition", parse_conditions))
+        _item_locs(f, "condition", locs)
 
     actions = []
     if f.has("action"):
-        actions = parse_actions(f.get("action"), f.loc_of("action"), ctx)
-        locs.update({f"action.{i}": l for i, (_, l) in
-                     enumerate(items_with_locs(f.get("action"), f.loc_of("action")))})
+        actions = list(_parsed(ctx, f, "action", parse_actions))
+        _item_locs(f, "action", locs)
     if f.has("successors"):
-        successors = parse_successors(f.get("successors"), f.loc_of("successors"), ctx)
+        successors = _parsed(ctx, f, "successors", parse_successors)
+        successors_loc = f.loc_of("successors")
         for i in range(len(successors)):
-            locs[f"action.{len(actions) + i}"] = f.loc_of("successors")
+            locs[f"action.{len(actions) + i}"] = successors_loc
         actions.extend(successors)
 
     metadata: dict[str, Any] = {}
@@ -318,9 +369,39 @@ def parse_job(node: Any, job_id: str, ctx: ParseContext, loc: Location | None = 
         job_id=job_id, params=params, program=program, schedules=schedules,
         conditions=conditions, actions=actions, metadata=metadata, expand=expand,
         ad_hoc=ad_hoc, path=loc.path if loc else None, locs=Locs.of(locs))
-    if len(diags.errors) > before or job is None:
+    if job is None or _errors_since(diags, before):
         raise BrokenJob(f"job {job_id!r} has errors", loc, job)
     return job
+
+
+def _parsed(ctx: ParseContext, f: Fields, section: str,
+            parse: Callable[[Any, Location | None, ParseContext], T]) -> T:
+    """`parse` of the job's `section`, once per distinct value among the jobs parsed with
+    `ctx`: 10 000 jobs written from a pattern have a few distinct programs and schedules,
+    and parsing each again was most of loading them.  Jobs share what it gives, its
+    fields shared with other jobs' (`_share_part`).  A value whose parse reported
+    anything is parsed again for each job: each file gets its own located problems.
+    """
+    value = f.get(section)
+    key = (section, repr(value))
+    found = ctx.parsed.get(key)
+    if found is not None:
+        return found
+    before = len(ctx.diags.items)
+    result = parse(value, f.loc_of(section), ctx)
+    for part in result if isinstance(result, list) else [result]:
+        _share_part(part)
+    # A value holding itself (YAML aliases) prints as `[...]` or `{...}`: its repr does
+    # not tell it from others.
+    if len(ctx.diags.items) == before and "...]" not in key[1] and "...}" not in key[1]:
+        ctx.parsed[key] = result
+    return result
+
+
+def _item_locs(f: Fields, section: str, locs: dict[str, Any]) -> None:
+    """Where each item of a one-or-list section is written (`condition.0`, ...)."""
+    for i, (_, loc) in enumerate(items_with_locs(f.node[section], f.loc_of(section))):
+        locs[f"{section}.{i}"] = loc
 
 
 class BrokenJob(JobError):
@@ -345,25 +426,29 @@ def _template_locs(node: Any, locs: dict[str, Any]) -> None:
     if not isinstance(node, YMap):
         return
     if "program" in node:
-        _walk_templates(node["program"], "program", node.loc_of("program"), locs)
+        _walk_templates(node["program"], "program", node, "program", locs)
     for section in ("condition", "action"):
         value = node.get(section)
         if isinstance(value, YMap):  # one item, written without a list
-            _walk_templates(value, f"{section}.0", node.loc_of(section), locs)
+            _walk_templates(value, f"{section}.0", node, section, locs)
         elif isinstance(value, YSeq):
-            _walk_templates(value, section, node.loc_of(section), locs)
+            _walk_templates(value, section, node, section, locs)
 
 
-def _walk_templates(value: Any, path: str, loc: Location, locs: dict[str, Any]) -> None:
+def _walk_templates(value: Any, path: str, container: YMap | YSeq, key: Any,
+                    locs: dict[str, Any]) -> None:
+    """`value` is `container[key]`: located only if it is a template (few values are)."""
     if isinstance(value, str):
         if "{" in value:
-            locs[path] = loc
+            locs[path] = container.loc_of(key)
     elif isinstance(value, YMap):
-        for key, item in value.items():
-            _walk_templates(item, f"{path}.{key}", value.loc_of(key), locs)
+        for name, item in value.items():
+            if not isinstance(item, str) or "{" in item:
+                _walk_templates(item, f"{path}.{name}", value, name, locs)
     elif isinstance(value, YSeq):
         for i, item in enumerate(value):
-            _walk_templates(item, f"{path}.{i}", value.loc_of(i), locs)
+            if not isinstance(item, str) or "{" in item:
+                _walk_templates(item, f"{path}.{i}", value, i, locs)
 
 
 def _parse_metadata(value: Any, loc: Location | None) -> dict[str, Any]:
@@ -403,19 +488,22 @@ def load_job_file(path: Path, job_id: str, ctx: ParseContext, shown: str) -> Job
     return job
 
 
-def _share_parts(job: Job) -> None:
-    """A job's parsed parts hold the same objects as other jobs' where they are equal
+def _share_part(part: Any) -> None:
+    """A parsed part holds the same objects as other jobs' where they are equal
     (model.job.shared; strings interned): 10 000 jobs written from one pattern each held
     their own copy of the same timeout, stop signal, env, args, states and labels.
     Parsed parts are never changed in place."""
-    for part in (job.program, *job.schedules, *job.conditions, *job.actions):
-        # (A family's own class may have slots: nothing to share then.)
-        fields: dict[str, Any] = getattr(part, "__dict__", None) or {}
-        for name, value in fields.items():
-            if isinstance(value, str):
-                fields[name] = sys.intern(value)
-            elif isinstance(value, (dict, list)):
-                fields[name] = shared(value)
+    # (A family's own class may have slots: nothing to share then.)
+    fields: dict[str, Any] = getattr(part, "__dict__", None) or {}
+    for name, value in fields.items():
+        if isinstance(value, str):
+            fields[name] = sys.intern(value)
+        elif isinstance(value, (dict, list)):
+            fields[name] = shared(value)
+
+
+def _share_parts(job: Job) -> None:
+    """A job's own values shared with other jobs' (its parts are, as parsed)."""
     job.params = shared(job.params)
     job.metadata = shared(job.metadata)
     job.expand = shared(job.expand)
@@ -455,35 +543,42 @@ def load_files(into: JobsDir, files: list[Path], display_root: str | None = None
                progress: ProgressFn | None = None) -> None:
     """Loads job files into `into`, in order; their problems go to its diags."""
     ctx = make_context(into.config, into.diags)
+    examiner = _FileExaminer(into.path)
     for i, file in enumerate(files):
-        _load_one(into, file, ctx, display_root)
+        _load_one(into, file, ctx, display_root, examiner)
         if progress:
             progress(i + 1, len(files))
 
 
-def _load_one(into: JobsDir, file: Path, ctx: ParseContext, display_root: str | None) -> None:
+def _load_one(into: JobsDir, file: Path, ctx: ParseContext, display_root: str | None,
+              examiner: _FileExaminer) -> None:
     """Loads one job file into `into` (its job, or why it is broken or skipped)."""
-    root, diags = into.path, ctx.diags
-    job_id = job_id_for(os.path.relpath(file, root))
-    shown = _display(root, display_root, file)
-    before = len(diags.errors)
-    kind = _not_regular(file)
-    target = _escapes(root, file)
+    diags = ctx.diags
+    rel = examiner.rel(file)
+    job_id = job_id_for(rel)
+    shown = os.path.join(display_root, rel) if display_root is not None else str(file)
+    before = len(diags.items)
+    target, kind = examiner.examine(file)
     if target is not None:
         diags.error(f"refused: a symlink to {target}, outside the jobs directory; "
                     "copy the file in, or link to a file inside", Location(shown))
-        into.broken[job_id] = [str(d) for d in diags.errors[before:]]
+        into.broken[job_id] = _errors_since(diags, before)
     elif kind is not None:
         diags.warning(f"skipped: {kind}, not a regular file", Location(shown))
     else:
         try:
             into.jobs[job_id] = load_job_file(file, job_id, ctx, shown)
         except JobError as exc:
-            if len(diags.errors) == before:  # not yet reported by the parser itself
+            if not _errors_since(diags, before):  # not yet reported by the parser itself
                 diags.add(exc)
-            into.broken[job_id] = [str(d) for d in diags.errors[before:]]
+            into.broken[job_id] = _errors_since(diags, before)
             if isinstance(exc, BrokenJob) and exc.partial is not None:
                 into.partial[job_id] = exc.partial
+
+
+def _errors_since(diags: Diagnostics, before: int) -> list[str]:
+    """The errors reported since `diags` held `before` problems, as text."""
+    return [str(d) for d in diags.items[before:] if d.severity == "error"]
 
 
 def reload_files(old: JobsDir, paths: Iterable[Path]) -> tuple[JobsDir, set[str]] | None:
@@ -496,6 +591,7 @@ def reload_files(old: JobsDir, paths: Iterable[Path]) -> tuple[JobsDir, set[str]
     new = JobsDir(old.path, old.config, dict(old.jobs), Diagnostics(),
                   dict(old.broken), dict(old.partial))
     ctx = make_context(old.config, new.diags)
+    examiner = _FileExaminer(old.path)
     touched: set[str] = set()
     for path in paths:
         path = Path(path)
@@ -515,5 +611,5 @@ def reload_files(old: JobsDir, paths: Iterable[Path]) -> tuple[JobsDir, set[str]
         for kept in (new.jobs, new.broken, new.partial):
             kept.pop(job_id, None)
         if path.exists():
-            _load_one(new, old.path / rel, ctx, None)
+            _load_one(new, old.path / rel, ctx, None, examiner)
     return new, touched

@@ -27,6 +27,9 @@ class ParseContext:
     diags: Diagnostics = field(default_factory=Diagnostics)
     get_calendar: Callable[[str], Calendar] | None = None
     host_groups: dict[str, Any] = field(default_factory=dict)
+    # Parts of jobs parsed with this context, by (section, repr of the value): what
+    # parses the same in this config is parsed once (jobs_dir._parsed).
+    parsed: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def calendar(self, name: Any) -> Calendar:
         if self.get_calendar is None:

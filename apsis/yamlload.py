@@ -44,6 +44,7 @@ class YMap(dict):
     a big jobs directory has a million values and few problems.
     """
 
+    __slots__ = ("path", "pos", "positions")  # no __dict__ for each of a million mappings
     path: str
     pos: tuple[int, int]
     # key → (key line, key col, value line, value col)
@@ -66,6 +67,7 @@ class YMap(dict):
 class YSeq(list):
     """A sequence from a YAML file, with locations (made `Location`s only when asked)."""
 
+    __slots__ = ("path", "pos", "item_pos")
     path: str
     pos: tuple[int, int]
     item_pos: list[tuple[int, int]]
@@ -98,18 +100,19 @@ _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)
 _SPECIAL_FLOAT = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
 # A plain scalar starting with none of these is a string: most keys and words.
 _TYPED_START = frozenset("0123456789+-.~nNtTfF")
+# One starting with one of these is null, true, false or a string (`type`, `tz`, `false`).
+_WORD_START = frozenset("nNtTfF")
+_WORDS = {"null": None, "true": True, "false": False}
 
 
 def _plain_scalar(text: str) -> Any:
     if text and text[0] not in _TYPED_START:
         return text
     low = text.lower()
-    if text in ("", "~") or low == "null":
+    if text and text[0] in _WORD_START:
+        return _WORDS.get(low, text)
+    if text in ("", "~"):
         return None
-    if low == "true":
-        return True
-    if low == "false":
-        return False
     if _INT.match(text):
         return int(text.replace("_", ""))
     if _INT_OTHER.match(text):
@@ -126,7 +129,13 @@ def _pos(node: yaml.Node) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
+_Scalar = yaml.ScalarNode
+
+
 class _Converter:
+    """Nodes to values.  Scalars, most of the nodes, are converted inline where met:
+    a call per scalar was half the time of loading a big directory's YAML."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.memo: dict[int, Any] = {}
@@ -135,24 +144,31 @@ class _Converter:
         return Location(self.path, *_pos(node))
 
     def convert(self, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
+        if type(node) is _Scalar:
             # Quoted and block scalars are strings; plain ones are typed as YAML 1.2.
             return node.value if node.style else _plain_scalar(node.value)
         if id(node) in self.memo:  # an alias: the same object again
             return self.memo[id(node)]
-        if isinstance(node, yaml.SequenceNode):
-            seq = YSeq()
-            seq.path = self.path
-            seq.pos = _pos(node)
-            seq.item_pos = []
-            self.memo[id(node)] = seq
-            for item in node.value:
-                seq.append(self.convert(item))
-                seq.item_pos.append(_pos(item))
-            return seq
-        if isinstance(node, yaml.MappingNode):
+        if type(node) is yaml.SequenceNode:
+            return self.convert_seq(node)
+        if type(node) is yaml.MappingNode:
             return self.convert_map(node)
         raise JobError(f"unsupported YAML node {node.tag}", self.loc(node))  # pragma: no cover
+
+    def convert_seq(self, node: yaml.SequenceNode) -> YSeq:
+        seq = YSeq()
+        seq.path = self.path
+        seq.pos = _pos(node)
+        self.memo[id(node)] = seq
+        item_pos = seq.item_pos = []
+        for item in node.value:
+            if item.__class__ is _Scalar:
+                seq.append(item.value if item.style else _plain_scalar(item.value))
+            else:
+                seq.append(self.convert(item))
+            mark = item.start_mark
+            item_pos.append((mark.line + 1, mark.column + 1))
+        return seq
 
     def convert_map(self, node: yaml.MappingNode) -> YMap:
         mapping = YMap()
@@ -167,15 +183,21 @@ class _Converter:
                 value = self.convert(value_node)
                 merged.extend(value if isinstance(value, list) else [value])
                 continue
-            key = self.convert(key_node)
-            if isinstance(key, (dict, list)):
-                raise JobError("a mapping key must be a plain value", self.loc(key_node))
+            if key_node.__class__ is _Scalar:
+                key = key_node.value if key_node.style else _plain_scalar(key_node.value)
+            else:
+                key = self.convert(key_node)
+                if isinstance(key, (dict, list)):
+                    raise JobError("a mapping key must be a plain value", self.loc(key_node))
             if key in mapping:
                 raise JobError(
                     f"duplicate key {key!r} (first at line {positions[key][0]}); remove one of them",
                     self.loc(key_node),
                 )
-            mapping[key] = self.convert(value_node)
+            if value_node.__class__ is _Scalar:
+                mapping[key] = value_node.value if value_node.style else _plain_scalar(value_node.value)
+            else:
+                mapping[key] = self.convert(value_node)
             key_mark, value_mark = key_node.start_mark, value_node.start_mark
             positions[key] = (key_mark.line + 1, key_mark.column + 1,
                               value_mark.line + 1, value_mark.column + 1)

@@ -113,6 +113,14 @@ class Locs(Mapping[str, "Location | None"]):
             raise KeyError(key) from None
         return None if at == _NONE else Location(self._path, at >> 32, at & 0xFFFFFFFF)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """Without Mapping.get's KeyError round trip: checks of 10 000 jobs ask often."""
+        try:
+            at = self._at[self._keys.index(key)]
+        except ValueError:
+            return default
+        return None if at == _NONE else Location(self._path, at >> 32, at & 0xFFFFFFFF)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 

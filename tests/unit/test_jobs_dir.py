@@ -246,3 +246,81 @@ def test_unscheduled_jobs_have_no_errors_from_placeholder_args(tmp_path):
     assert [p for p in found if "a.yaml" in p] == []
     # A real mistake is still found.
     assert any(p.startswith("jobs/b.yaml:") and "'nosuch'" in p for p in found), found
+
+
+def test_jobs_of_one_pattern_share_their_parts_but_not_their_locations(tmp_path):
+    """Equal parts are parsed once for the whole directory; what each file got wrong is
+    still reported at its own lines, and the same mistake in every file is reported in
+    every file."""
+    part = textwrap.dedent("""\
+        schedule:
+          type: daily
+          tz: America/New_York
+          daytime: "{daytime}"
+        program:
+          type: shell
+          command: "echo {{{{ nosuch }}}}"
+        condition: {{type: dependency, job_id: nosuchjob}}
+        """)
+    write(tmp_path, {"a.yaml": part.format(daytime="09:00"),
+                     "b.yaml": "metadata: {description: two lines more}\n\n" + part.format(daytime="09:00"),
+                     "bad1.yaml": part.format(daytime="25:00"),
+                     "bad2.yaml": "\n" + part.format(daytime="25:00")})
+    jobs_dir = load_jobs_dir(tmp_path, display_root="jobs")
+    a, b = jobs_dir.jobs["a"], jobs_dir.jobs["b"]
+    assert a.program is b.program and a.schedules[0] is b.schedules[0]
+    assert a.conditions[0] is b.conditions[0]
+    found = [str(d) for d in [*jobs_dir.diags.items, *check_jobs_dir(jobs_dir).items]]
+    assert any(p.startswith("jobs/a.yaml:7:12: program: undefined name 'nosuch'") for p in found), found
+    assert any(p.startswith("jobs/b.yaml:9:12: program: undefined name 'nosuch'") for p in found), found
+    assert any(p.startswith("jobs/a.yaml:8:12: dependency on unknown job 'nosuchjob'") for p in found), found
+    assert any(p.startswith("jobs/b.yaml:10:12: dependency on unknown job 'nosuchjob'") for p in found), found
+    assert any(p.startswith("jobs/bad1.yaml:4:12:") and "25:00" in p for p in found), found
+    assert any(p.startswith("jobs/bad2.yaml:5:12:") and "25:00" in p for p in found), found
+    assert sorted(jobs_dir.broken) == ["bad1", "bad2"]
+
+
+def test_parts_written_with_aliases_parse_as_written(tmp_path):
+    write(tmp_path, {"a.yaml": """\
+        params: [x]
+        schedule:
+          - &every {type: interval, interval: 1h, args: {x: one}}
+          - {<<: *every, args: {x: two}}
+        program: {type: shell, command: "echo {{ x|shquote }}"}
+        """, "b.yaml": """\
+        params: [x]
+        schedule:
+          - {type: interval, interval: 1h, args: {x: one}}
+          - {type: interval, interval: 1h, args: {x: two}}
+        program: {type: shell, command: "echo {{ x|shquote }}"}
+        """})
+    jobs_dir = load_jobs_dir(tmp_path)
+    assert [s.to_jso() for s in jobs_dir.jobs["a"].schedules] == \
+        [s.to_jso() for s in jobs_dir.jobs["b"].schedules]
+    assert [s.args for s in jobs_dir.jobs["a"].schedules] == [{"x": "one"}, {"x": "two"}]
+
+
+def test_job_files_are_read_as_text_files_are(tmp_path):
+    (tmp_path / "crlf.yaml").write_bytes(b"params: [x]\r\nprogram: echo {{ y }}\r\n")
+    (tmp_path / "latin1.yaml").write_bytes(b"program: echo caf\xe9\n")
+    jobs_dir = load_jobs_dir(tmp_path, display_root="jobs")
+    assert jobs_dir.jobs["crlf"].source == "params: [x]\nprogram: echo {{ y }}\n"
+    found = [str(d) for d in [*jobs_dir.diags.items, *check_jobs_dir(jobs_dir).items]]
+    assert "jobs/latin1.yaml: not UTF-8 text: invalid continuation byte at byte 17" in found, found
+    assert any(p.startswith("jobs/crlf.yaml:2:10:") and "'y'" in p for p in found), found
+
+
+def test_symlinks_may_not_take_a_job_outside_the_jobs_directory(tmp_path):
+    root, outside = tmp_path / "jobs", tmp_path / "elsewhere"
+    write(root, {"real/a.yaml": "program: echo a\n"})
+    write(outside, {"b.yaml": "program: echo b\n"})
+    (root / "alias").symlink_to(root / "real")
+    (root / "linked.yaml").symlink_to(root / "real" / "a.yaml")
+    (root / "away").symlink_to(outside)
+    jobs_dir = load_jobs_dir(root, display_root="jobs")
+    assert sorted(jobs_dir.jobs) == ["linked", "real/a"]  # os.walk does not follow folder links
+    jobs_dir = load_jobs_dir(root, display_root="jobs", only=[root / "alias" / "a.yaml", root / "away" / "b.yaml"])
+    assert sorted(jobs_dir.jobs) == ["alias/a"]
+    assert [str(d) for d in jobs_dir.diags.items] == [
+        f"jobs/away/b.yaml: refused: a symlink to {outside.resolve() / 'b.yaml'}, outside the jobs "
+        "directory; copy the file in, or link to a file inside"]

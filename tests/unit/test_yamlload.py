@@ -35,3 +35,10 @@ def test_syntax_error_is_located():
 def test_anchors_and_merge_keys():
     doc = load_yaml("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", "f")
     assert doc["other"] == {"x": 1, "y": 3}
+
+
+def test_null_true_and_false_are_words_in_any_case_and_nothing_like_them_is():
+    doc = load_yaml("type: TRUE\ntz: False\nnote: nUlL\nt: tru\nf: falsey\nn: none\n"
+                    "q: 'true'\ntrue: 1\n-5: +.INF\nx: 0x1F\n", "f")
+    assert doc == {"type": True, "tz": False, "note": None, "t": "tru", "f": "falsey", "n": "none",
+                   "q": "true", True: 1, -5: float("inf"), "x": 31}
