@@ -301,7 +301,7 @@ class Engine:
         FIRST_WINDOW_SECONDS at most; returns the parts left, which `_create_rest` makes
         while the daemon serves (the scheduling lock held all along): a first start with
         10 000 jobs answered nothing for the ~30 s its day of 100 000 runs took."""
-        window = self.scheduler.next_window(utcnow(), catching_up=True)
+        window = self.scheduler.next_window(utcnow())
         parts = [] if window is None else window.split(WINDOW_PART)
         deadline = asyncio.get_running_loop().time() + FIRST_WINDOW_SECONDS
         while parts and asyncio.get_running_loop().time() < deadline:
