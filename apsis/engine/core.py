@@ -312,7 +312,8 @@ class Engine:
     async def _create_rest(self, parts: list[Window]) -> None:
         """The first window's parts left by `_first_window`, then the scheduling lock
         that `lead` took is let go.  If one fails, the scheduler goes on from the parts
-        made at its next tick, as after a failed window."""
+        made at its next tick, as after a failed window, still catching up: the runs
+        missed while the daemon was down keep their schedule's `catchup`."""
         try:
             if parts:
                 log.info("creating the first window's other %d runs while serving",
