@@ -44,7 +44,6 @@ MAX_AHEAD = 100
 MAX_RUNS_PER_WINDOW = 100_000
 
 
-
 @dataclass(slots=True)
 class Planned:
     """A run to create: what its schedule asks for, and why it is skipped, if it is."""
