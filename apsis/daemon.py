@@ -107,6 +107,7 @@ async def serve(config: Config, *, since: str | None = None) -> int:
             await store.close()
             sock.close()
         raise
+    unfinished = None  # the task holds the rows read: 80 MB for a day of 100 000 runs
 
     settle_gc()
     if engine.planning is not None:  # and again once the first window is all created
