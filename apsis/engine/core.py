@@ -135,6 +135,19 @@ def _skips_by_part(stale: Sequence[tuple[Run, str]],
     return skips
 
 
+def _share_with(run: Run, other: Run | None) -> bool:
+    """Whether `run` took the values of `other` (a run of its job restored before it,
+    its values shared): all but its id, times and state are equal."""
+    if (other is None or run.meta != other.meta or run.args != other.args
+            or run.program != other.program or run.conditions != other.conditions
+            or run.actions != other.actions or run.labels != other.labels):
+        return False
+    run.job_id, run.meta, run.args = other.job_id, other.meta, other.args
+    run.program, run.conditions, run.actions = other.program, other.conditions, other.actions
+    run.labels = other.labels
+    return True
+
+
 class Engine:
     def __init__(self, config: Any, store: Any, jobs_dir: JobsDir) -> None:
         self.config = config
@@ -184,24 +197,28 @@ class Engine:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, since: str | None = None) -> None:
-        """Serves and leads at once: a daemon alone on its database."""
+    async def start(self, since: str | None = None, *,
+                    unfinished: Awaitable[Sequence[dict[str, Any]]] | None = None) -> None:
+        """Serves and leads at once: a daemon alone on its database (`unfinished`: its
+        unfinished runs, being read already)."""
         await self.serve()
-        await self.lead(since)
+        await self.lead(since, unfinished=unfinished)
 
     async def serve(self) -> None:
         """What a standby does too: reads and events come from the store; nothing is
         decided, scheduled or started until `lead`."""
         self.bus.last_seq = await self.store.last_seq()
 
-    async def lead(self, since: str | None = None) -> None:
-        """Starts deciding: restores the unfinished runs, catches up and schedules."""
+    async def lead(self, since: str | None = None, *,
+                   unfinished: Awaitable[Sequence[dict[str, Any]]] | None = None) -> None:
+        """Starts deciding: restores the unfinished runs (read here unless given),
+        catches up and schedules."""
         self.leading = True
         self.writer.start()
         self.spawn(self.due.run(), "due-queue")
         self.bus.last_seq = await self.store.last_seq()
         await self.runner.start()
-        missed, not_started = await self.restore()
+        missed, not_started = await self.restore(unfinished)
         now = utcnow()
         self.scheduler.begin(since or self.config.since, await self.store.get_clock(), now,
                              await self.store.get_schedule_clocks())
@@ -251,7 +268,8 @@ class Engine:
         task.add_done_callback(done)
         return task
 
-    async def restore(self) -> tuple[list[Run], list[Run]]:
+    async def restore(self, unfinished: Awaitable[Sequence[dict[str, Any]]] | None = None
+                      ) -> tuple[list[Run], list[Run]]:
         """Picks up the unfinished runs a previous daemon left (SPEC §1.10).
 
         Returns the scheduled runs whose time passed while the daemon was down, and
@@ -261,26 +279,36 @@ class Engine:
         """
         now = utcnow()
         missed: list[Run] = []
-        jsos = await self.store.load_unfinished_runs()
+        jsos = await (self.store.load_unfinished_runs() if unfinished is None else unfinished)
         jobs = self.jobs_dir.jobs
         times: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        # Per job, its last run restored: the next one, mostly equal in all but id and
+        # times, takes its values by a comparison, not by share_with_job's lookups.
+        last: dict[str, Run] = {}
         for jso in jsos:
             run = Run.from_jso(jso)
             run.times = shared_times(run.times, times)
-            if run.job_id in jobs:
+            if run.job_id in jobs and not _share_with(run, last.get(run.job_id)):
                 share_with_job(run, jobs[run.job_id])
+                last[run.job_id] = run
             self.runs.remember(run)
+        del last
         log.info("restoring %d unfinished runs", len(jsos))
         errors: list[tuple[Run, str]] = []
         starting: list[Run] = []
+        due_at: dict[tuple[str, float], dt.datetime] = {}  # a day's runs share a few times
         for run in self.runs:
             if run.state == State.NEW:
                 errors.append((run, "the daemon stopped before this run was scheduled"))
             elif run.state == State.SCHEDULED:
-                if run.expected and run.meta.catchup is not None and self.due_time(run) < now:
+                key = (run.times["schedule"], run.meta.jitter)
+                when = due_at.get(key)
+                if when is None:
+                    when = due_at[key] = self.due_time(run)
+                if run.expected and run.meta.catchup is not None and when < now:
                     missed.append(run)
                 else:
-                    self.arm_due(run)
+                    self.due.add(run.run_id, when)  # (arm_due)
                     self.runs.lighten(run)  # until due (RunBook)
             elif run.state == State.WAITING:
                 try:
@@ -315,7 +343,7 @@ class Engine:
         FIRST_WINDOW_SECONDS at most; returns the parts left, which `_create_rest` makes
         while the daemon serves (the scheduling lock held all along): a first start with
         10 000 jobs answered nothing for the ~30 s its day of 100 000 runs took."""
-        window = self.scheduler.next_window(utcnow(), catching_up=True)
+        window = self.scheduler.next_window(utcnow())
         parts = [] if window is None else window.split(WINDOW_PART)
         deadline = asyncio.get_running_loop().time() + FIRST_WINDOW_SECONDS
         while parts and asyncio.get_running_loop().time() < deadline:
@@ -326,7 +354,8 @@ class Engine:
     async def _create_rest(self, parts: list[Window]) -> None:
         """The first window's parts left by `_first_window`, then the scheduling lock
         that `lead` took is let go.  If one fails, the scheduler goes on from the parts
-        made at its next tick, as after a failed window."""
+        made at its next tick, as after a failed window, still catching up: the runs
+        missed while the daemon was down keep their schedule's `catchup`."""
         try:
             if parts:
                 log.info("creating the first window's other %d runs while serving",

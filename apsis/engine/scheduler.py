@@ -42,7 +42,6 @@ MIN_TICK_SECONDS = 0.5
 MAX_AHEAD = 100
 # A schedule that yields more runs than this in one window is cut off and reported.
 MAX_RUNS_PER_WINDOW = 100_000
-_END_OF_TIME = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 @dataclass(slots=True)
@@ -125,6 +124,10 @@ class Scheduler:
         self._stored_keys: set[str] = set()  # the schedule clocks in the database
         # Schedules (by key) that had runs missed in the catch-up window.
         self._missed_keys: set[str] = set()
+        # When the daemon came up, until the first window is all created: runs before it
+        # were missed while it was down, and are caught up by their schedule's `catchup`,
+        # even in a later window if a part of the first one failed.
+        self._up_since: dt.datetime | None = None
         # Per schedule not held back: the job it was expanded for, and its first run at or
         # after the clock (None: no more runs). A window that ends before that time has
         # nothing to ask of it, so a tick over 10 000 quiet jobs costs little.
@@ -137,6 +140,7 @@ class Scheduler:
         `now` or a time only skips what the stored clocks have not reached: the runs a
         previous daemon created ahead exist already, and planning them again would
         double each one."""
+        self._up_since = now
         self._stored_keys = set(schedule_clocks or {})
         clocks = {k: parse_time(v) for k, v in (schedule_clocks or {}).items()}
         start = now if since in ("clock", "now") else parse_time(since)
@@ -154,14 +158,16 @@ class Scheduler:
             return
         log.info("catch-up starts at %s (the stored clock was %s)", format_time(self.clock), stored)
 
-    def next_window(self, now: dt.datetime, *, catching_up: bool = False) -> Window | None:
+    def next_window(self, now: dt.datetime) -> Window | None:
         """The runs from each schedule's clock to the horizon, at most `max_ahead` of one
-        schedule from now; None if there are none and no clock moves."""
+        schedule from now; None if there are none and no clock moves.  Until the first
+        window (after `begin`) is all created, its runs before the daemon came up are
+        missed ones, caught up by their schedule's `catchup`."""
         assert self.clock is not None, "begin() first"
         clock = self.clock
         stop = max(clock, now + dt.timedelta(seconds=self.horizon))
-        window = self._window(lambda key: self.behind.get(key, clock), stop, now, catching_up,
-                              jobs=None)
+        window = self._window(lambda key: self.behind.get(key, clock), stop, now,
+                              self._up_since, jobs=None)
         for key in (self._stored_keys | set(self.behind)) - window.seen:
             window.schedule_clocks[key] = None  # a schedule gone, or disabled
         if not window.runs and stop == clock and not window.schedule_clocks:
@@ -172,6 +178,7 @@ class Scheduler:
         """The window's runs are committed: the clocks move to its end."""
         if window.advances_clock:
             self.clock = window.stop
+            self._up_since = None  # caught up
         self._next_due.update(window.next_due)
         for key, when in window.schedule_clocks.items():
             if when is None:
@@ -206,7 +213,7 @@ class Scheduler:
         assert self.clock is not None
         window = None
         if self.clock > now:
-            window = self._window(lambda key: now, self.clock, now, False, jobs=job_ids)
+            window = self._window(lambda key: now, self.clock, now, None, jobs=job_ids)
             window.advances_clock = False
             for key in self._stored_keys | set(self.behind):
                 if key.rpartition("#")[0] in job_ids and key not in window.schedule_clocks:
@@ -234,45 +241,53 @@ class Scheduler:
 
     def _bounded_stop(self, job: Job, index: int, now: dt.datetime, stop: dt.datetime) -> dt.datetime:
         """Where the schedule's expansion ends: `stop`, or earlier at its run `max_ahead`
-        places after now (that run is left for a later window)."""
+        places after now (that run is left for a later window).  A schedule that cannot
+        hold that many runs before `stop` (Schedule.most_runs) is not walked: ten runs a
+        day of 10 000 jobs were a day of 100 000 runs computed to be counted, at every
+        restart."""
+        most = job.schedules[index].most_runs(stop - now)
+        if most is not None and most <= self.max_ahead:
+            return stop
         beyond = next(islice(schedule_runs(job, index, now, stop), self.max_ahead, None), None)
         return stop if beyond is None else beyond.time
 
     def _expand(self, job: Job, index: int, start: dt.datetime, now: dt.datetime,
-                stop: dt.datetime) -> tuple[dt.datetime, list[PlannedRun]]:
+                stop: dt.datetime) -> tuple[dt.datetime, list[PlannedRun], dt.datetime | None]:
         """Where the schedule's expansion from `start` ends (`_bounded_stop`, never before
-        `start`), and its runs up to there.  From a start not after now (a first start,
-        a catch-up) the runs ahead of now are counted as they come: one pass over the
-        schedule, not one to find the end and another to expand (a day of 100 000 runs
-        cost both).  A cut-off schedule (TooManyRuns) keeps the runs it got."""
+        `start`), its runs up to there, and a time before which it has no more runs
+        (None: it has no more at all): its next run, if the same pass came to it.  The
+        runs ahead of now are counted as they come: from a start not after now (a first
+        start, a catch-up) that is what bounds them, in one pass over the schedule.  A
+        cut-off schedule (TooManyRuns) keeps the runs it got."""
         runs: list[PlannedRun] = []
-        end = None
+        end = stop if start <= now else max(start, self._bounded_stop(job, index, now, stop))
+        after: dt.datetime | None = end
+        ahead = 0
         try:
-            if start <= now:
-                ahead = 0
-                for planned in schedule_runs(job, index, start, stop, cap=MAX_RUNS_PER_WINDOW):
-                    if planned.time >= now:
-                        ahead += 1
-                        if ahead > self.max_ahead:
-                            end = planned.time
-                            break
-                    runs.append(planned)
-                else:
-                    end = stop
+            for planned in schedule_runs(job, index, start, end, cap=MAX_RUNS_PER_WINDOW,
+                                         following=True):
+                if planned.time >= end:
+                    after = planned.time
+                    break
+                if planned.time >= now:
+                    ahead += 1
+                    if ahead > self.max_ahead:
+                        end = after = planned.time
+                        break
+                runs.append(planned)
             else:
-                end = max(start, self._bounded_stop(job, index, now, stop))
-                for planned in schedule_runs(job, index, start, end, cap=MAX_RUNS_PER_WINDOW):
-                    runs.append(planned)
+                after = None  # the schedule is exhausted
         except TooManyRuns as exc:
             log.error("job %s: %s", job.job_id, exc)
-            if end is None:
+            if start <= now:
                 end = max(start, self._bounded_stop(job, index, now, stop))
         while runs and runs[-1].time >= end:
             runs.pop()
-        return end, runs
+        return end, runs, after
 
     def _window(self, start_of: Callable[[str], dt.datetime], stop: dt.datetime,
-                now: dt.datetime, catching_up: bool, jobs: set[str] | None) -> Window:
+                now: dt.datetime, missed_before: dt.datetime | None,
+                jobs: set[str] | None) -> Window:
         window = Window(stop)
         oldest = self._oldest(now)
         for job in list(self._jobs().values()):
@@ -284,23 +299,22 @@ class Scheduler:
                 key = schedule_key(job.job_id, index)
                 window.seen.add(key)
                 due = self._next_due.get(key)
-                if (not catching_up and key not in self.behind and due is not None
+                if (missed_before is None and key not in self.behind and due is not None
                         and due[0] is job and (due[1] is None or due[1] >= stop)):
                     continue  # nothing of it before `stop`
                 start = start_of(key)
-                end, runs = self._expand(job, index, start, now, stop)
+                end, runs, after = self._expand(job, index, start, now, stop)
                 clock = end if end != stop else None  # (ahead of `stop`: see split)
                 if clock != self.behind.get(key):
                     window.schedule_clocks[key] = clock
-                if clock is None and not catching_up:  # (not in the way of start-up)
-                    after = next(schedule_runs(job, index, stop, _END_OF_TIME), None)
-                    window.next_due[key] = (job, None if after is None else after.time)
+                if clock is None:
+                    window.next_due[key] = (job, after)
                 missed: list[PlannedRun] = []
                 for planned in runs:
                     if planned.skip_reason:
                         window.runs.append(Planned(planned, schedule.catchup, schedule.jitter,
                                                    planned.skip_reason))
-                    elif catching_up and planned.time < now:
+                    elif missed_before is not None and planned.time < missed_before:
                         missed.append(planned)
                     else:
                         window.runs.append(Planned(planned, schedule.catchup, schedule.jitter))

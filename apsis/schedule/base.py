@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import heapq
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from ..lib.registry import Registry
 from ..lib.strict import Fields, as_args, as_bool, as_str, did_you_mean
-from ..lib.timefmt import UTC, format_time, parse_duration
+from ..lib.timefmt import UTC, format_daytime, format_time, parse_duration
 from .dst import DST_FOLDS, DST_GAPS, localize
 
 
@@ -64,6 +65,13 @@ class Schedule(abc.ABC):
     def to_jso(self) -> dict[str, Any]:
         """The schedule as JSON, with `type` and every key (for the API and the store)."""
 
+    def most_runs(self, span: dt.timedelta) -> int | None:
+        """At most how many runs any window [t, t + span) holds, or None if unknown.
+
+        Lets the scheduler know that a schedule cannot reach `max_ahead` runs before its
+        horizon without walking a day of runs to count them (Scheduler._bounded_stop)."""
+        return None
+
     @classmethod
     def from_fields(cls, f: Fields, ctx: Any, common: dict[str, Any]) -> Schedule:
         """The schedule from its mapping; `common` holds the parsed common keys."""
@@ -113,8 +121,9 @@ def as_utc(time: dt.datetime) -> dt.datetime:
 
 
 class WallTime(NamedTuple):
-    """A wall-clock time a local schedule wants, with the args it provides (`time`
-    defaults to the instant the run is due)."""
+    """A wall-clock time a local schedule wants, with the args it provides besides
+    `daytime` (this one's) and `time` (the instant the run is due, unless given).
+    Walls may share one dict of args: it is never changed."""
 
     date: dt.date
     daytime: dt.time
@@ -124,6 +133,7 @@ class WallTime(NamedTuple):
 # No wall time on a local date can land earlier than that date's midnight read as
 # UTC minus this (UTC offsets, LMT included, stay under 16 hours).
 _MAX_OFFSET = dt.timedelta(hours=18)
+_ONE_DAY = dt.timedelta(days=1)
 # A schedule that admits no date for this long is exhausted (a calendar or cron
 # expression that matches nothing must end its generator, not spin).  Covers Feb 29.
 MAX_EMPTY_DAYS = 3660
@@ -170,12 +180,32 @@ class LocalSchedule(Schedule):
         """Added to every localized instant (`daily`'s `time_shift`)."""
         return dt.timedelta(0)
 
+    def walls_per_date(self) -> int | None:
+        """At most how many wall times fall on one local date, or None if unknown."""
+        return None
+
+    def most_runs(self, span: dt.timedelta) -> int | None:
+        # A wall time on local date D lands within _MAX_OFFSET of D's own hours read as
+        # UTC (the shift moves every run alike), so a window meets fewer than
+        # (span + 2 * _MAX_OFFSET) / 1 day + 1 dates, each bounded by walls_per_date.
+        per_date = self.walls_per_date()
+        if per_date is None:
+            return None
+        return per_date * math.ceil((span + 2 * _MAX_OFFSET) / _ONE_DAY + 1)
+
     def times(self, start: dt.datetime) -> Iterator[ScheduledRun]:
         start = as_utc(start)
-        # Two days back covers any offset: earlier dates cannot reach `start`.
-        first = start.astimezone(self.tz).date() - dt.timedelta(days=2)
+        # A wall time on an earlier date lands before its next midnight read as UTC plus
+        # _MAX_OFFSET, so before `start` (a subclass goes back for its own shifts).
+        first = (start - _MAX_OFFSET).date()
         shift = self.time_shift()
-        heap: list[tuple[dt.datetime, int, ScheduledRun]] = []
+        # A wall time whose own hours, read as UTC, come before this cannot land at or
+        # after `start`: it is dropped without localizing it (most of the first days).
+        early = (start - _MAX_OFFSET - shift).replace(tzinfo=None)
+        combine = dt.datetime.combine
+        # A run's args are made as it is yielded: a walk stops at the first run past its
+        # window, and the runs of the dates read ahead of it are never asked for.
+        heap: list[tuple[dt.datetime, int, WallTime, str | None]] = []
         seq = 0
         empty = 0
         for walls in self.wall_times(first):
@@ -188,18 +218,24 @@ class LocalSchedule(Schedule):
             # Nothing from this date on can land before `bound`: release what does.
             bound = dt.datetime.combine(walls[0].date, dt.time(), UTC) - _MAX_OFFSET + shift
             while heap and heap[0][0] < bound:
-                yield heapq.heappop(heap)[2]
+                yield self._run(*heapq.heappop(heap))
             for wall in walls:
+                if combine(wall.date, wall.daytime) < early:
+                    continue
                 loc = localize(wall.date, wall.daytime, self.tz, self.dst_gap, self.dst_fold)
                 time = loc.time + shift
                 if time < start:
                     continue
-                # A shifted schedule provides its own `time` (its date's, as in Apsis).
-                args = {"time": format_time(time), **wall.args, **self.args}
-                heapq.heappush(heap, (time, seq, ScheduledRun(time, args, loc.skip_reason)))
+                heapq.heappush(heap, (time, seq, wall, loc.skip_reason))
                 seq += 1
         while heap:
-            yield heapq.heappop(heap)[2]
+            yield self._run(*heapq.heappop(heap))
+
+    def _run(self, time: dt.datetime, seq: int, wall: WallTime, skip_reason: str | None) -> ScheduledRun:
+        # A shifted schedule provides its own `time` (its date's, as in Apsis).
+        args = {"time": format_time(time), **wall.args, "daytime": format_daytime(wall.daytime),
+                **self.args}
+        return ScheduledRun(time, args, skip_reason)
 
 
 def local_dates(first: dt.date) -> Iterator[dt.date]:

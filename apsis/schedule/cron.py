@@ -19,7 +19,6 @@ from croniter import croniter  # type: ignore[import-untyped]
 from croniter.croniter import CroniterError  # type: ignore[import-untyped]
 
 from ..lib.strict import Fields, as_str, parse_all
-from ..lib.timefmt import format_daytime
 from .base import SCHEDULES, LocalSchedule, WallTime, local_dates
 from .daily import parse_calendar
 from .dst import parse_tz
@@ -146,7 +145,6 @@ class CronSchedule(LocalSchedule):
 
     def wall_times(self, first: dt.date) -> Iterator[list[WallTime]]:
         cron, calendar = self.cron, self.calendar
-        daytimes = [(d, format_daytime(d)) for d in cron.daytimes]
         extra = {"tz": self.tz.key}
         if self.calendar_name is not None:
             extra["calendar"] = self.calendar_name
@@ -155,7 +153,10 @@ class CronSchedule(LocalSchedule):
                 yield []
                 continue
             provided = {"date": date.isoformat(), **extra}
-            yield [WallTime(date, d, {**provided, "daytime": text}) for d, text in daytimes]
+            yield [WallTime(date, daytime, provided) for daytime in cron.daytimes]
+
+    def walls_per_date(self) -> int:
+        return len(self.cron.daytimes)
 
     def to_jso(self) -> dict[str, Any]:
         return {

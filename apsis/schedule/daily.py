@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobError
 from ..lib.strict import Fields, as_int, as_str, items_with_locs, parse_all
-from ..lib.timefmt import format_daytime, format_time, parse_daytime, parse_duration
+from ..lib.timefmt import format_time, parse_daytime, parse_duration
 from .base import SCHEDULES, LocalSchedule, WallTime, local_dates
 from .dst import localize, parse_tz
 
@@ -110,14 +110,18 @@ class DailySchedule(LocalSchedule):
             except (ValueError, OverflowError):
                 return
             provided = {"date": date.isoformat(), "calendar": self.calendar_name, "tz": tz}
+            if not shifted:
+                yield [WallTime(run_date, daytime, provided) for daytime in self.daytimes]
+                continue
             walls = []
             for daytime in self.daytimes:
-                args = {**provided, "daytime": format_daytime(daytime)}
-                if shifted:
-                    own = localize(date, daytime, self.tz, self.dst_gap, self.dst_fold)
-                    args["time"] = format_time(own.time)
-                walls.append(WallTime(run_date, daytime, args))
+                own = localize(date, daytime, self.tz, self.dst_gap, self.dst_fold)
+                walls.append(WallTime(run_date, daytime, {**provided, "time": format_time(own.time)}))
             yield walls
+
+    def walls_per_date(self) -> int:
+        # Calendar shifts keep dates apart: no two dates' runs fall on one date.
+        return len(self.daytimes)
 
     def to_jso(self) -> dict[str, Any]:
         return {

@@ -121,12 +121,23 @@ class DailyIntervalSchedule(LocalSchedule):
                 return
             provided = {"date": date.isoformat(), "calendar": self.calendar_name, "tz": tz}
             walls = []
+            on: dict[dt.date, dict[str, str]] = {}  # the args of the walls on each date
             while time < end:
-                walls.append(WallTime(time.date(), time.time(), {
-                    **provided, "daytime": format_daytime(time.time()),
-                    "sched_date": time.date().isoformat()}))
+                day = time.date()
+                args = on.get(day)
+                if args is None:
+                    args = on[day] = {**provided, "sched_date": day.isoformat()}
+                walls.append(WallTime(day, time.time(), args))
                 time += step
             yield walls
+
+    def walls_per_date(self) -> int | None:
+        if self.start.shifted or self.stop.shifted:
+            return None  # a date's interval may reach into others'
+        step = round(self.interval * 1_000_000)
+        span = dt.datetime.combine(dt.date.min, self.stop.daytime) - dt.datetime.combine(
+            dt.date.min, self.start.daytime)
+        return -(-(span // dt.timedelta(microseconds=1)) // step)
 
     def to_jso(self) -> dict[str, Any]:
         return {

@@ -28,6 +28,9 @@ DST_GAPS = ("end", "shift", "skip")
 DST_FOLDS = ("first", "second")
 
 _ONE_MICRO = dt.timedelta(microseconds=1)
+# Wall times remembered by `localize`: every minute of a week in one zone, or a few
+# days of the distinct daytimes of thousands of jobs (~2 MB when full).
+LOCALIZED_CACHE = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +65,14 @@ def parse_tz(value: object) -> ZoneInfo:
     raise ValueError(f"unknown time zone {name!r}{hint}")
 
 
+@functools.lru_cache(maxsize=LOCALIZED_CACHE)
 def localize(
     date: dt.date, daytime: dt.time, tz: ZoneInfo, gap: str = "end", fold: str = "first"
 ) -> Localized:
-    """The instant of `daytime` on `date` in `tz`, applying the DST rule."""
+    """The instant of `daytime` on `date` in `tz`, applying the DST rule.
+
+    Cached: a day of 10 000 jobs asks for the same few dates, zones and daytimes over
+    and over (a restart localized 600 000 wall times, most of its time)."""
     naive = dt.datetime.combine(date, daytime)
     local = naive.replace(tzinfo=tz)
     before = local.utcoffset()  # fold=0: the offset in force before a transition

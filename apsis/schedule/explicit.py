@@ -52,5 +52,8 @@ class ExplicitSchedule(Schedule):
         for time in self.instants[bisect.bisect_left(self.instants, as_utc(start)):]:
             yield ScheduledRun(time, {"time": format_time(time), **self.args})
 
+    def most_runs(self, span: dt.timedelta) -> int:
+        return len(self.instants)
+
     def to_jso(self) -> dict[str, Any]:
         return {**self.common_jso(), "times": [format_time(t) for t in self.instants]}

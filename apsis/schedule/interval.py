@@ -64,5 +64,8 @@ class IntervalSchedule(Schedule):
             except OverflowError:
                 return
 
+    def most_runs(self, span: dt.timedelta) -> int:
+        return -(-(span // dt.timedelta(microseconds=1)) // _micros(self.interval))
+
     def to_jso(self) -> dict[str, Any]:
         return {**self.common_jso(), "interval": self.interval, "phase": self.phase}

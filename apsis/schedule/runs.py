@@ -68,12 +68,14 @@ def schedule_key(job_id: str, index: int) -> str:
 
 
 def schedule_runs(job: Job, index: int, start: dt.datetime, stop: dt.datetime, *,
-                  cap: int | None = None) -> Iterator[PlannedRun]:
+                  cap: int | None = None, following: bool = False) -> Iterator[PlannedRun]:
     """The runs of `job.schedules[index]` in [start, stop), in time order, lazily.
 
     The schedule's `enabled` is not consulted (see `job_runs`).  With `cap`, at most
     that many runs are yielded; if the window holds more, `TooManyRuns` is raised
-    after the last one, so the caller keeps what it got and reports the rest.
+    after the last one, so the caller keeps what it got and reports the rest.  With
+    `following`, the first run at or after `stop` comes last (where the schedule goes
+    on: the same pass, not another from `stop`).
     A schedule that runs into the end of the calendar (year 9999) just ends.
     """
     schedule = job.schedules[index]
@@ -81,6 +83,9 @@ def schedule_runs(job: Job, index: int, start: dt.datetime, stop: dt.datetime, *
     try:
         for sr in schedule.times(start):
             if sr.time >= stop:
+                if following:
+                    yield PlannedRun(job, index, sr.time, bind_args(job.params, sr.args),
+                                     sr.stop_time, sr.skip_reason)
                 return
             if cap is not None and count >= cap:
                 raise TooManyRuns(schedule_key(job.job_id, index), cap, stop)

@@ -113,6 +113,9 @@ class StartStopSchedule(Schedule):
         for run in self.start.times(start):
             yield dataclasses.replace(run, stop_time=self.stop.stop_time(run.time))
 
+    def most_runs(self, span: dt.timedelta) -> int | None:
+        return self.start.most_runs(span)
+
     def to_jso(self) -> dict[str, Any]:
         return {"start": self.start.to_jso(), "stop": self.stop.to_jso()}
 

@@ -8,10 +8,19 @@ loses or doubles a run, against the schedules' own expansion.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections import Counter
+import shutil
+import tempfile
 import textwrap
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apsis.engine.scheduler import Scheduler
 from apsis.jobs_dir import load_jobs_dir
+from apsis.lib.timefmt import format_time
 from apsis.schedule.runs import job_runs
 
 JOBS = {
@@ -43,3 +52,59 @@ def test_successive_windows_plan_each_run_once(tmp_path):
     assert sorted(planned) == expected
     assert len(planned) == len(set(planned))
     assert {job for job, _ in planned} == set(JOBS)
+
+
+# Beside JOBS: a schedule of more runs a day than max_ahead (held back, walked to count),
+# and one far from UTC.
+MORE_JOBS = {
+    **JOBS,
+    "busy": ("schedule: {type: cron, expr: '*/10 * * * *', tz: America/New_York}\n"
+             "program: 'true'\n"),
+    "far": ("schedule: {type: daily, tz: Pacific/Kiritimati, daytime: ['00:30', '23:45']}\n"
+            "program: 'true'\n"),
+}
+
+
+@functools.cache
+def _more_jobs() -> dict:
+    root = Path(tempfile.mkdtemp(prefix="apsis-windows-"))
+    for name, text in MORE_JOBS.items():
+        (root / f"{name}.yaml").write_text(text)
+    jobs = load_jobs_dir(root).jobs
+    shutil.rmtree(root)
+    return jobs
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 14 * 24 * 60), st.sampled_from([3, 10, 100, 1000]),
+       st.lists(st.integers(1, 240), min_size=2, max_size=30), st.integers(1, 29))
+def test_windows_across_a_restart_plan_each_run_once(minute, max_ahead, ticks, restart_at):
+    """Ticks of any spacing, with a restart (the stored clocks read back) anywhere among
+    them: each schedule's runs planned are exactly its runs up to its clock, and never
+    more than max_ahead of them ahead of now."""
+    jobs = _more_jobs()
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=minute)
+
+    def scheduler() -> Scheduler:
+        return Scheduler(lambda: jobs, horizon=6 * 3600, max_age=None, max_ahead=max_ahead)
+
+    sched = scheduler()
+    sched.begin("now", None, start)
+    planned: list[tuple[str, dt.datetime]] = []
+    now = start
+    for i, gap in enumerate(ticks):
+        if i == restart_at:
+            clock, stored = sched.clock, {k: format_time(v) for k, v in sched.behind.items()}
+            sched = scheduler()
+            sched.begin("clock", format_time(clock), now, stored)
+        window = sched.next_window(now)
+        if window is not None:
+            planned.extend((p.run.schedule_key, p.run.time) for p in window.runs)
+            sched.advanced(window)
+        ahead = Counter(key for key, time in planned if time >= now)
+        assert max(ahead.values(), default=0) <= max_ahead
+        now += dt.timedelta(minutes=gap)
+    assert len(planned) == len(set(planned)), "a run planned twice"
+    expected = [(r.schedule_key, r.time) for job in jobs.values() for r in job_runs(job, start, sched.clock)
+                if r.time < sched.behind.get(r.schedule_key, sched.clock)]
+    assert sorted(planned) == sorted(expected)

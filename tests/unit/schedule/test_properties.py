@@ -166,3 +166,89 @@ def test_interval_times_are_strictly_increasing_and_aligned(interval_ms, phase_f
 def test_localize_matches_brute_force_on_any_date(tz, date, daytime, gap, fold):
     loc = localize(date, daytime, parse_tz(tz), gap, fold)
     assert (loc.time, loc.skip_reason is not None) == expected_time(date, daytime, tz, gap, fold)
+
+
+# Zones far from UTC, and Samoa's day that never was (2011-12-30: clocks jumped from
+# 23:59:59 on the 29th to 00:00 on the 31st), where wall times and instants part most.
+FAR = {"Pacific/Apia": ["2011-12-29", "2012-03-31", "2012-09-29"],
+       "Pacific/Kiritimati": ["2024-06-01"], "Pacific/Pago_Pago": ["2024-06-01"]}
+FAR_ZONE_DATES = ZONE_DATES + [(tz, d) for tz, dates in FAR.items() for d in dates]
+
+
+@st.composite
+def local_schedules(draw):
+    """A daily (maybe shifted), cron or daily-interval schedule (maybe over midnight) in
+    a zone around one of its transitions, under any DST options; and that date."""
+    tz, date = draw(st.sampled_from(FAR_ZONE_DATES))
+    dst = {"tz": tz, "dst_gap": draw(st.sampled_from(["end", "shift", "skip"])),
+           "dst_fold": draw(st.sampled_from(["first", "second"]))}
+    kind = draw(st.sampled_from(["daily", "cron", "daily-interval"]))
+    if kind == "daily":
+        jso = {"type": "daily", "daytime": [t.isoformat() for t in draw(st.lists(daytimes, min_size=1, max_size=4))],
+               "date_shift": draw(st.sampled_from([0, 0, -1, 1])),
+               "time_shift": draw(st.sampled_from([0, 0, 1800, 86400 + 3600]))}
+    elif kind == "cron":
+        minutes = draw(st.sets(st.integers(0, 59), min_size=1, max_size=3))
+        hours_ = draw(st.sets(hours, min_size=1, max_size=3))
+        jso = {"type": "cron", "expr": f"{','.join(map(str, sorted(minutes)))} "
+                                       f"{','.join(map(str, sorted(hours_)))} * * *"}
+    else:
+        start = draw(daytimes)
+        stop = draw(daytimes.filter(lambda t: t > start)) if draw(st.booleans()) else None
+        jso = {"type": "daily-interval", "start": start.isoformat(),
+               "stop": (stop.isoformat() if stop else
+                        {"daytime": draw(daytimes).isoformat(), "date_shift": 1}),
+               "interval": draw(st.sampled_from([600, 1800, 3600, 5400]))}
+    return parse_jso({**jso, **dst}), dt.date.fromisoformat(date)
+
+
+@settings(max_examples=150, deadline=None)
+@given(local_schedules(), st.integers(-3 * 24 * 60, 3 * 24 * 60), st.integers(0, 10**6),
+       st.sampled_from([None, 0, -1]))
+def test_any_start_yields_the_tail_of_the_same_stream(schedule_date, minutes, pick, nudge):
+    # Whatever a restart starts from, even far from UTC or next to a lost day, it sees
+    # exactly the runs at or after its start (times() skips wall times before it): from
+    # any minute, or from a run's own instant (or just before it).
+    schedule, date = schedule_date
+    first = dt.datetime.combine(date - dt.timedelta(days=4), dt.time(), UTC)
+    stop = dt.datetime.combine(date + dt.timedelta(days=5), dt.time(), UTC)
+    everything = list(itertools.takewhile(lambda r: r.time < stop, schedule.times(first)))
+    start = dt.datetime.combine(date, dt.time(12), UTC) + dt.timedelta(minutes=minutes)
+    if nudge is not None and everything:
+        start = everything[pick % len(everything)].time + dt.timedelta(microseconds=nudge)
+    tail = list(itertools.takewhile(lambda r: r.time < stop, schedule.times(start)))
+    assert tail == [r for r in everything if r.time >= start]
+
+
+@SETTINGS
+@given(local_schedules(), st.integers(-2 * 24 * 60, 2 * 24 * 60), st.integers(0, 3 * 24 * 60))
+def test_most_runs_bounds_the_runs_of_any_window(schedule_date, minutes, span_minutes):
+    # The scheduler trusts it not to count a schedule's runs up to its horizon.
+    schedule, date = schedule_date
+    span = dt.timedelta(minutes=span_minutes)
+    start = dt.datetime.combine(date, dt.time(12), UTC) + dt.timedelta(minutes=minutes)
+    runs = list(itertools.takewhile(lambda r: r.time < start + span, schedule.times(start)))
+    most = schedule.most_runs(span)
+    assert most is None or len(runs) <= most
+    if schedule.to_jso().get("type") != "daily-interval" or isinstance(
+            schedule.to_jso()["stop"], str):
+        assert most is not None  # only an interval over midnight is left unknown
+
+
+@SETTINGS
+@given(
+    st.integers(1, 3 * 86_400_000),
+    st.integers(0, 999),
+    st.datetimes(dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1), timezones=st.just(UTC)),
+    st.integers(0, 300_000),
+)
+def test_most_runs_bounds_an_interval_and_a_list(interval_ms, phase_permille, start, span_permille):
+    interval = parse_jso({"type": "interval", "interval": interval_ms / 1000,
+                          "phase": interval_ms * phase_permille // 1000 / 1000})
+    span = dt.timedelta(milliseconds=interval_ms) * span_permille / 1000  # up to 300 runs
+    runs = list(itertools.takewhile(lambda r: r.time < start + span, interval.times(start)))
+    assert len(runs) <= interval.most_runs(span) <= len(runs) + 1
+    times = [format_time(r.time) for r in itertools.islice(interval.times(start), 5)]
+    explicit = parse_jso({"type": "explicit", "times": times})
+    assert len(list(itertools.takewhile(lambda r: r.time < start + span,
+                                        explicit.times(start)))) <= explicit.most_runs(span)
