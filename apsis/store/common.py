@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar, NamedTuple, Self
@@ -415,27 +415,6 @@ class StoreBase(abc.ABC):
         `encoded`, if given, gets each event's JSON text as stored, once committed: the
         event stream sends those, so an event is encoded once.
         """
-        body, failed, texts = self._write_body(runs, log_entries, events, clock=clock,
-                                               schedule_clocks=schedule_clocks, outputs=outputs)
-        seqs: list[int] = await self._transaction(body, committed=self._seqs_committed,
-                                                  failed=failed)
-        if encoded is not None:
-            encoded.extend(texts)
-        return seqs
-
-    def _write_body(
-        self,
-        runs: Sequence[Run],
-        log_entries: Sequence[Mapping[str, Any]],
-        events: Sequence[dict[str, Any]],
-        *,
-        clock: str | dt.datetime | None,
-        schedule_clocks: Mapping[str, str | None] | None,
-        outputs: Sequence[SmallOutput],
-    ) -> tuple[Callable[[Any], Awaitable[list[int]]], Callable[[], None], list[str]]:
-        """What `write` does, prepared (rows built, JSON encoded): the transaction's body
-        (it returns the seqs), what undoes the seqs set into the events if it fails,
-        and the list the body fills with the events' texts as stored."""
         nums, times = Memo(keys.run_num), Memo(time_key)
         run_rows, jobdefs, max_num = prepare_runs(runs, nums)
         log_rows = [prepare_log_entry(entry, nums) for entry in log_entries]
@@ -443,13 +422,13 @@ class StoreBase(abc.ABC):
         # Encoded here, before the transaction, without the seq it gives: the seq goes
         # in front of each text (`with_seq`), so the transaction holds no encoding.
         texts = [dumps(event) for event in events]
-        stored: list[str] = []
+        event_rows: list[tuple[Any, ...]] = []
         clock_value = clock.isoformat() if isinstance(clock, dt.datetime) else clock
         sql = self.sql
 
         async def body(conn: Any) -> list[int]:
             seqs = await self._claim_seqs(conn, len(events)) if events else []
-            event_rows = []
+            event_rows.clear()
             for seq, event, text, (ts, type_, num, job_id) in zip(seqs, events, texts, event_meta):
                 event["seq"] = seq
                 event_rows.append((seq, ts, type_, num, job_id, with_seq(seq, text)))
@@ -472,14 +451,17 @@ class StoreBase(abc.ABC):
                 else:
                     await self._execute(conn, sql.set_meta, (f"clock:{key}", value))
             await self._after_write(conn, seqs)
-            stored[:] = [row[5] for row in event_rows]
             return seqs
 
         def failed() -> None:
             for event in events:
                 event.pop("seq", None)
 
-        return body, failed, stored
+        seqs: list[int] = await self._transaction(body, committed=self._seqs_committed,
+                                                  failed=failed)
+        if encoded is not None:
+            encoded.extend(row[5] for row in event_rows)
+        return seqs
 
     async def _write_small_output(self, conn: Any, output: SmallOutput) -> None:
         num, output_id = output.num, output.output_id

@@ -22,13 +22,12 @@ batching many transitions per `write` keeps the fsync cost per transition small.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import datetime as dt
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -52,11 +51,7 @@ from apsis.store.errors import DiskFullError, StoreError, is_disk_full
 from apsis.store.keys import json_list, time_key
 from apsis.store.lock import DatabaseLock, lock_holder
 
-__all__ = ["DEFAULT_CONTENT_TYPE", "RunPage", "SmallOutput", "Store", "SummaryPage", "WritesHeld"]
-
-
-class WritesHeld(StoreError):
-    """A write queued behind one that failed, not done (`Store.submit_write`)."""
+__all__ = ["DEFAULT_CONTENT_TYPE", "RunPage", "SmallOutput", "Store", "SummaryPage"]
 
 SQL = Statements(
     last_seq="SELECT seq FROM sqlite_sequence WHERE name = 'events'",
@@ -106,11 +101,6 @@ class WriterConnection:
     async def run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """`work(connection)` on the connection's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._conn)
-
-    def submit(self, work: Callable[[sqlite3.Connection], Any]) -> concurrent.futures.Future[Any]:
-        """`work(connection)` queued on the connection's thread, behind what is queued
-        already, without the event loop: its future is done as soon as the work is."""
-        return self._thread.submit(work, self._conn)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return await self.run(lambda conn: conn.execute(sql, params))  # type: ignore[no-any-return]
@@ -180,7 +170,6 @@ class Store(StoreBase):
         self._read_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._next_seq = 1
-        self._held = False  # a write queued by `submit_write` failed: the others wait
         self._staging = {}
         self._closed = False
 
@@ -315,90 +304,34 @@ class Store(StoreBase):
 
     async def _run_transaction(self, writer: WriterConnection,
                                body: Callable[[Any], Any]) -> Any:
-        try:
-            return await writer.run(functools.partial(self._in_transaction, body))
-        except BaseException as exc:
-            refusal = self._refusal(exc)
-            if refusal is exc:
-                raise
-            raise refusal from exc
-
-    def _in_transaction(self, body: Callable[[Any], Any], conn: sqlite3.Connection) -> Any:
-        """`body` between BEGIN and COMMIT, on the writer's thread; rolled back, with the
-        seqs it took, if it fails."""
-        next_seq = self._next_seq
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = _to_end(body(_Direct(conn)))
-            conn.execute("COMMIT")
-        except BaseException:
-            self._next_seq = next_seq
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
-
-    def _refusal(self, exc: BaseException) -> BaseException:
-        """What a failed write raises: a full disk, a refused constraint, else `exc`."""
-        if is_disk_full(exc):
-            return DiskFullError(self.path)
-        if isinstance(exc, sqlite3.IntegrityError):
-            return StoreError(f"write refused by the database: {exc}")
-        return exc
-
-    def submit_write(
-        self,
-        runs: Sequence[dict[str, Any]] = (),
-        log_entries: Sequence[Mapping[str, Any]] = (),
-        events: Sequence[dict[str, Any]] = (),
-        *,
-        clock: str | None = None,
-        schedule_clocks: Mapping[str, str | None] | None = None,
-        outputs: Sequence[SmallOutput] = (),
-    ) -> concurrent.futures.Future[list[str]]:
-        """`write`, prepared here and queued on the writer's thread at once, without
-        waiting for the event loop (the group-commit writer, engine/writer.py, starts a
-        transaction while the loop is still making the changes that will follow it).
-        Its future gives the events' texts as stored. The writer's thread runs whole
-        transactions one after the other, so this needs no write lock.
-
-        A queued write that fails holds the ones queued behind it (they fail with
-        `WritesHeld`, nothing of them done) until `release_writes`: the caller writes
-        the failed one's changes again before them, in their order."""
-        writer = self._need_writer()
-        body, failed, stored = self._write_body(runs, log_entries, events, clock=clock,
-                                                schedule_clocks=schedule_clocks, outputs=outputs)
-
-        def job(conn: sqlite3.Connection) -> list[str]:
-            if self._held:
-                raise WritesHeld("an earlier write failed")
+        def transaction(conn: sqlite3.Connection) -> Any:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                self._in_transaction(body, conn)
-            except BaseException as exc:
-                self._held = True
-                failed()
-                refusal = self._refusal(exc)
-                if refusal is exc:
-                    raise
-                raise refusal from exc
-            return stored
+                result = _to_end(body(_Direct(conn)))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
 
-        return writer.submit(job)
-
-    def release_writes(self) -> None:
-        """Lets queued writes run again after one failed (`submit_write`)."""
-        self._held = False
+        try:
+            return await writer.run(transaction)
+        except BaseException as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(self.path) from exc
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise StoreError(f"write refused by the database: {exc}") from exc
+            raise
 
     async def _claim_seqs(self, conn: Any, n: int) -> list[int]:
-        # Given here, in the transaction on the writer's thread: this is the only writer,
-        # and its transactions run one after the other (a rollback gives them back).
-        # AUTOINCREMENT's counter (sqlite_sequence) keeps them after a trim or a reopen.
-        seqs = list(range(self._next_seq, self._next_seq + n))
-        self._next_seq += n
-        return seqs
+        # Given here, under the write lock: this is the only writer. AUTOINCREMENT's
+        # counter (sqlite_sequence) then keeps them after a trim or a reopen.
+        return list(range(self._next_seq, self._next_seq + n))
 
     def _seqs_committed(self, seqs: list[int]) -> None:
-        pass  # counted as they are given (`_claim_seqs`)
+        if seqs:
+            self._next_seq = seqs[-1] + 1
 
     async def _after_write(self, conn: Any, seqs: list[int]) -> None:
         pass  # nothing listens: one daemon per file

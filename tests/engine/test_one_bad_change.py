@@ -20,8 +20,6 @@ async def test_a_refused_run_fails_alone_and_leaves_no_trace(harness):
     engine = await harness.start()
     job = engine.get_job("p")
     now = [utcnow()]
-    published: list[int] = []
-    engine.bus.listen(lambda event: published.append(event["seq"]))
 
     async def create(x: str):
         return await engine.create_runs(job, {"x": x}, times=now)
@@ -40,11 +38,6 @@ async def test_a_refused_run_fails_alone_and_leaves_no_trace(harness):
     assert len(engine.runs) == 0
     page = await engine.store.query_runs(job_id="p", limit=100)
     assert sorted(r["run_id"] for r in page.runs) == sorted(ids)
-    # Written again after the refusal, and the batches held behind it after them: the
-    # stream still goes out in seq order, with every event stored.
-    assert published == sorted(published) and len(set(published)) == len(published)
-    assert [e["seq"] for e in await engine.store.events_since(0, limit=10_000)
-            if e["seq"] in set(published)] == published
 
 
 async def test_a_transition_applies_only_after_it_commits(harness):

@@ -201,28 +201,3 @@ async def test_a_batch_of_runs_is_stored_as_written(store: Store) -> None:
     assert sorted(r["run_id"] for r in (await store.query_runs(labels=["a"])).runs) == ["r4", "r5"]
     assert [e["message"] for e in await store.run_log("r2")] == ["line\n1 ✓"]
     assert [e["run"]["run_id"] for e in await store.events_since(0, run_id="r5")] == ["r5"]
-
-
-@pytest.mark.sqlite_only  # `submit_write` is SQLite's: PostgreSQL's transactions are awaited
-async def test_writes_queued_behind_a_refused_one_wait_for_it(store: Store) -> None:
-    """A write queued on the writer's thread behind one the database refuses does nothing
-    until released (the group-commit writer writes the refused changes again first), and
-    the seqs stay in commit order, none taken by the refused write."""
-    from apsis.store.store import WritesHeld
-
-    await store.write([make_run("r1")], events=[transition_event(make_run("r1"), "new")])
-    bad = make_run("r2", args={"x": "\ud800"})  # a string SQLite cannot encode
-    good = make_run("r3")
-    refused = store.submit_write([bad], events=[transition_event(bad, "new")])
-    held = store.submit_write([good], events=[transition_event(good, "new")])
-    with pytest.raises(UnicodeEncodeError):
-        await asyncio.wrap_future(refused)
-    with pytest.raises(WritesHeld):
-        await asyncio.wrap_future(held)
-    assert await store.get_run("r2") is None and await store.get_run("r3") is None
-    store.release_writes()
-    event = transition_event(good, "new")
-    texts = await asyncio.wrap_future(store.submit_write([good], events=[event]))
-    assert event["seq"] == 2 and texts[0].startswith('{"seq":2,')
-    assert (await store.get_run("r3"))["state"] == "new"
-    assert [e["seq"] for e in await store.events_since(0)] == [1, 2]
