@@ -26,7 +26,7 @@ from ..errors import Diagnostics, JobError
 from ..jobs_dir import JobsDir, load_jobs_dir, parse_job, reload_files
 from ..lib.timefmt import UTC, format_duration, format_time
 from ..model.job import Job, missing_params
-from ..model.run import SUMMARY_KEYS, Run, RunMeta, shared_times
+from ..model.run import Run, RunMeta, shared_times, summary_of
 from ..model.states import FINISHED, State, TransitionError, can_transition
 from ..store import default_archive_path
 from .actions import Actions
@@ -78,17 +78,20 @@ class _Change:
 
     def record(self, run: Run) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
         """(run JSON, log entry, events) as they will be once committed; the run itself
-        is left as it is until then."""
-        jso = run.to_jso(with_job=self.frm == State.NEW)
-        jso.update(state=self.to.value, times=self._times(run), message=self.message)
+        is left as it is until then.  Made on every transition of a burst (4 000 for 1 000
+        runs), before its commit: the run's own dicts and lists go in (`shared`), as they
+        are encoded before they could change, and the summary is the row's values."""
+        to = self.to.value
+        jso = run.to_jso(with_job=self.frm == State.NEW, shared=True)
+        jso["state"] = to
+        jso["times"] = self._times(run)
+        jso["message"] = self.message
         for key, value in self.updates.items():
             jso[key] = value.to_jso() if hasattr(value, "to_jso") else value
-        entry = {"run_id": run.run_id, "ts": self.ts, "state": self.to.value,
-                 "message": self.log_message}
+        entry = {"run_id": run.run_id, "ts": self.ts, "state": to, "message": self.log_message}
         events = [
-            {"type": "run_transition", "ts": self.ts,
-             "run": {key: jso[key] for key in SUMMARY_KEYS},
-             "from": self.frm.value, "to": self.to.value},
+            {"type": "run_transition", "ts": self.ts, "run": summary_of(jso),
+             "from": self.frm.value, "to": to},
             {"type": "run_log", "ts": self.ts, "run_id": run.run_id, "job_id": run.job_id,
              "entry": entry},
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -164,23 +165,33 @@ class Run:
         # A new dict, never a change in place: runs may share one (shared_times).
         self.times = {**self.times, key: sys.intern(format_time(when))}
 
-    def to_jso(self, *, with_job: bool = False) -> dict[str, Any]:
+    def to_jso(self, *, with_job: bool = False, shared: bool = False) -> dict[str, Any]:
+        """The run as JSON. With `shared`, its dicts and lists are the run's own, not
+        copies: for JSON encoded before the run can change (a transition's row, which
+        replaces fields, never changes them in place), never for one kept or changed."""
+        if shared:
+            args, labels, times = self.args, self.labels, self.times
+            conditions, actions, outputs = self.conditions, self.actions, self.outputs
+        else:
+            args, labels, times = dict(self.args), list(self.labels), dict(self.times)
+            conditions, actions = list(self.conditions), list(self.actions)
+            outputs = list(self.outputs)
         jso: dict[str, Any] = {
             "run_id": self.run_id,
             "job_id": self.job_id,
-            "args": dict(self.args),
+            "args": args,
             "state": self.state.value,
-            "labels": list(self.labels),
-            "times": dict(self.times),
+            "labels": labels,
+            "times": times,
             "message": self.message,
             "program": self.program,
-            "conditions": list(self.conditions),
-            "actions": list(self.actions),
+            "conditions": conditions,
+            "actions": actions,
             "rerun_of": self.rerun_of,
             "attempt": self.attempt,
             "exit_code": self.exit_code,
             "signal": self.signal,
-            "outputs": list(self.outputs),
+            "outputs": outputs,
             "ad_hoc": self.ad_hoc,
             "expected": self.expected,
             "meta": self.meta.to_jso(),
@@ -191,8 +202,7 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         """What event messages and lists carry: enough to draw a row."""
-        jso = self.to_jso()
-        return {key: jso[key] for key in SUMMARY_KEYS}
+        return summary_of(self.to_jso())
 
     @classmethod
     def from_jso(cls, jso: dict[str, Any]) -> Run:
@@ -236,6 +246,12 @@ def shared_times(times: dict[str, str], table: dict[tuple[tuple[str, str], ...],
 
 SUMMARY_KEYS = ("run_id", "job_id", "args", "state", "labels", "times", "message", "rerun_of",
                 "attempt", "exit_code", "signal", "ad_hoc")
+_summary_values = operator.itemgetter(*SUMMARY_KEYS)
+
+
+def summary_of(jso: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary (SUMMARY_KEYS, in their order) of a run's JSON."""
+    return dict(zip(SUMMARY_KEYS, _summary_values(jso)))
 
 
 InstanceKey = tuple[str, tuple[tuple[str, str], ...]]
