@@ -1,4 +1,5 @@
-"""cli_help_ms, cli_runs_ms: wall time of `apsis --help` and `apsis runs` (empty daemon).
+"""cli_help_ms, cli_runs_ms: wall time of `apsis --help` and `apsis runs` (empty daemon);
+cli_runs_500_ms: `apsis runs --limit 500` once the daemon has 600 finished runs.
 
 The baseline is `python -c pass` with the same interpreter, measured interleaved in the
 same run, so the ratio (goal: --help within 4x of a bare interpreter) survives a noisy
@@ -15,7 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.daemon_runs import wait_finished
 from tests.integration.conftest import Daemon
 
 APSIS = str(Path(sys.executable).parent / "apsis")
@@ -47,7 +51,7 @@ def run(quick: bool) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("APSIS_") and k != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = Daemon(Path(tmp), {})
+        daemon = Daemon(Path(tmp), {"noop": "program: {type: no-op}\n"})
         daemon.start()
         try:
             env["APSIS_URL"] = daemon.url
@@ -56,12 +60,18 @@ def run(quick: bool) -> dict:
                 "help": [APSIS, "--help"],
                 "runs": [APSIS, "runs"],
             }, env, repeat)
+            with httpx.Client(base_url=daemon.api, timeout=120) as api:
+                api.post("/runs", json={"job_id": "noop", "count": 600}).raise_for_status()
+                wait_finished(api, "noop", 600)
+            medians.update(measure({"runs_500": [APSIS, "runs", "--limit", "500"]}, env, repeat))
         finally:
             daemon.cleanup()
     baseline = round(medians["bare"], 1)
     return {
         "cli_help_ms": {"value": round(medians["help"], 1), "unit": "ms", "baseline": baseline},
         "cli_runs_ms": {"value": round(medians["runs"], 1), "unit": "ms", "baseline": baseline},
+        "cli_runs_500_ms": {"value": round(medians["runs_500"], 1), "unit": "ms",
+                            "baseline": baseline},
     }
 
 
