@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,21 @@ async def connect(state_dir: Path, idle_timeout: float = 3.0) -> AgentClient:
     client = AgentClient(request_timeout=10, connect_timeout=10)
     await client.connect(local_connect_command(state_dir, idle_timeout=idle_timeout))
     return client
+
+
+@contextlib.asynccontextmanager
+async def silent_agent(state_dir: Path) -> AsyncIterator[tuple[AgentClient, int]]:
+    """A client, and the pid of its agent stopped (SIGSTOP: a host gone silent); the
+    agent goes on (SIGCONT, again if the test did already) and the client is closed."""
+    client = await connect(state_dir)
+    pid = server_pid(state_dir)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield client, pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await client.close()
 
 
 async def test_killed_connect_process_reconnects_and_learns_the_exit(
@@ -265,11 +282,7 @@ async def test_starts_to_a_silent_agent_fail_in_their_timeout(state_dir: Path) -
     """More starts than the client's window, to an agent that stopped answering (a host
     gone silent): each fails in its own timeout, waiting for a place included, not one
     window after another; a start that was never sent says so."""
-    client = await connect(state_dir)
-    pid = server_pid(state_dir)
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    async with silent_agent(state_dir) as (client, _):
         loop = asyncio.get_running_loop()
         ended: dict[str, float] = {}
 
@@ -289,20 +302,13 @@ async def test_starts_to_a_silent_agent_fail_in_their_timeout(state_dir: Path) -
         assert not any("not sent" in str(r) for r in results[:START_WINDOW])
         assert max(ended[f"b{i}"] for i in range(10)) < min(
             ended[f"w{i}"] for i in range(START_WINDOW))
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        await client.close()
 
 
 async def test_a_short_timeout_sent_after_a_long_one_fails_first(state_dir: Path) -> None:
     """Each request fails in its own timeout, whatever the others': a quick one sent after
     a patient one to an agent that stopped answering gives up first, and the patient one
     still gets its answer once the agent answers again."""
-    client = await connect(state_dir)
-    pid = server_pid(state_dir)
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    async with silent_agent(state_dir) as (client, pid):
         loop = asyncio.get_running_loop()
         patient = asyncio.ensure_future(client.start(["true"], proc_id="slow", timeout=10))
         await asyncio.sleep(0.1)
@@ -313,6 +319,3 @@ async def test_a_short_timeout_sent_after_a_long_one_fails_first(state_dir: Path
         assert not patient.done()
         os.kill(pid, signal.SIGCONT)
         assert (await patient).state in ("running", "exited")
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        await client.close()
