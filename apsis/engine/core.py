@@ -132,7 +132,7 @@ def _skips_by_part(stale: Sequence[tuple[Run, str]],
     (the others with the first): a schedule is then all old or all new, whichever
     part a stopped daemon got to."""
     part_of = {p.run.schedule_key: i for i, part in enumerate(parts) for p in part.runs}
-    skips: list[list[tuple[Run, str]]] = [[] for _ in range(max(len(parts), 1))]
+    skips: list[list[tuple[Run, str]]] = [[] for _ in parts]
     for run, reason in stale:
         skips[part_of.get(run.meta.schedule or "", 0)].append((run, reason))
     return skips
@@ -311,7 +311,7 @@ class Engine:
                 if run.expected and run.meta.catchup is not None and when < now:
                     missed.append(run)
                 else:
-                    self.due.add(run.run_id, when)  # (arm_due)
+                    self.arm_due(run, when)
                     self.runs.lighten(run)  # until due (RunBook)
             elif run.state == State.WAITING:
                 try:
@@ -410,11 +410,14 @@ class Engine:
                 skips.append(self.transition(run, State.SKIPPED, reason, expect={State.SCHEDULED}))
         await asyncio.gather(*skips)
 
-    async def create_planned(self, window: Window) -> None:
+    async def create_planned(self, window: Window,
+                             stale: Sequence[tuple[Run, str]] = ()) -> None:
         """The runs of a window, recorded with its clocks, and the scheduler told: in
-        parts of WINDOW_PART runs (Window.split), each a transaction with its own clocks."""
-        for part in window.split(WINDOW_PART):
-            await self._create_part(part)
+        parts of WINDOW_PART runs (Window.split), each a transaction with its own clocks.
+        `stale` runs (a reload's) are skipped each with its schedule's part."""
+        parts = window.split(WINDOW_PART)
+        for part, skips in zip(parts, _skips_by_part(stale, parts)):
+            await self._create_part(part, skips=skips)
             self.scheduler.advanced(part)
 
     async def _create_part(self, window: Window, *,
@@ -713,8 +716,9 @@ class Engine:
     def due_time(self, run: Run) -> dt.datetime:
         return run.schedule_time + dt.timedelta(seconds=run.meta.jitter)
 
-    def arm_due(self, run: Run) -> None:
-        self.due.add(run.run_id, self.due_time(run))
+    def arm_due(self, run: Run, when: dt.datetime | None = None) -> None:
+        """Due at `when` (its `due_time`, if the caller has it already)."""
+        self.due.add(run.run_id, self.due_time(run) if when is None else when)
 
     def _on_due_id(self, run_id: str) -> None:
         run = self.runs.get(run_id)
@@ -816,15 +820,11 @@ class Engine:
         them)."""
         async with self._scheduling:
             stale, window = self.scheduler.replan(job_ids, utcnow(), self.runs.of_jobs(job_ids))
-            parts = [] if window is None else window.split(WINDOW_PART)
-            skips = _skips_by_part(stale, parts)
-            if not parts and skips[0]:
-                await self._record_new([], skips=skips[0])
-            for part, part_skips in zip(parts, skips):
-                await self._create_part(part, skips=part_skips)
-                self.scheduler.advanced(part)
-            if parts:
+            if window is not None:
+                await self.create_planned(window, stale)
                 self._replanned.set()
+            elif stale:
+                await self._record_new([], skips=stale)
 
     # -- archive and trimming -----------------------------------------------------------
 
