@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -81,16 +81,16 @@ class _Checker:
             job_id: job.params for job_id, job in jobs_dir.jobs.items()}
         self.broken = broken if broken is not None else jobs_dir.broken
         self._first_runs: dict[str, Any] = {}
-        # By id, holding the object (so that its id is not reused): jobs share parts.
-        self._first_of: dict[int, tuple[Any, Any]] = {}
+        # Worked out once per object: jobs of one pattern share their parts.
+        self._first_of = _ById()
         self._names: dict[str, tuple[str, ...]] = {}
         self._renders: dict[tuple[Any, ...], Any] = {}
         self._bound: dict[str, str | None] = {}
-        self._bound_of: dict[int, tuple[Any, str | None]] = {}
+        self._bound_of = _ById()
         self._unquoted: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-        self._jsos: dict[int, tuple[Any, Any]] = {}
-        self._targs: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Any, dict[str, Any]]] = {}
-        self._templates: dict[tuple[int, str], tuple[Any, list[tuple[list[Any], str, str]]]] = {}
+        self._jsos = _ById()
+        self._targs = _ById()
+        self._templates = _ById()
         self._rendered: dict[tuple[int, str, tuple[str, ...]], Any] = {}
 
     # -- one job ---------------------------------------------------------------------
@@ -156,8 +156,7 @@ class _Checker:
     def _first_run(self, schedule: Any) -> Any:
         """The schedule's first run from now (else from 1970), once per distinct schedule
         (and looked up once per schedule object: jobs share theirs)."""
-        known = self._first_of.get(id(schedule))
-        if known is None:
+        def first_run() -> Any:
             key = repr(schedule.to_jso())  # every key, in the type's own order
             if key not in self._first_runs:
                 try:
@@ -166,8 +165,9 @@ class _Checker:
                 except (ValueError, LookupError) as exc:
                     first = exc
                 self._first_runs[key] = first
-            known = self._first_of[id(schedule)] = (schedule, self._first_runs[key])
-        first = known[1]
+            return self._first_runs[key]
+
+        first = self._first_of.get(schedule, (), first_run)
         if isinstance(first, Exception):
             raise first
         return first
@@ -237,11 +237,9 @@ class _Checker:
     def _template_args(self, job: Job, args: dict[str, str]) -> dict[str, Any]:
         """What the job's templates see with `args`, worked out once per `expand` table
         and args (jobs share their tables): only `job_id` is the job's own."""
-        key = (id(job.expand), tuple(args.items()))
-        found = self._targs.get(key)
-        if found is None:
-            found = self._targs[key] = (job.expand, self.jobs_dir.template_args(job, args, run_id="r0"))
-        return {**found[1], "job_id": job.job_id}
+        found = self._targs.get(job.expand, tuple(args.items()),
+                                lambda: self.jobs_dir.template_args(job, args, run_id="r0"))
+        return {**found, "job_id": job.job_id}
 
     # -- rendering, once per distinct template and values ------------------------------
 
@@ -259,10 +257,7 @@ class _Checker:
 
     def _jso(self, part: Any) -> Any:
         """The part's JSON, once per part (jobs of one pattern share theirs)."""
-        found = self._jsos.get(id(part))
-        if found is None:
-            found = self._jsos[id(part)] = (part, part.to_jso())
-        return found[1]
+        return self._jsos.get(part, (), part.to_jso)
 
     def _render_value(self, value: Any, path: str, targs: dict[str, Any]) -> Any:
         """`value` with its templates rendered: `value` itself if it has none, else one
@@ -271,10 +266,7 @@ class _Checker:
             return self._render_one(value, path, targs) if "{" in value else value
         if not isinstance(value, (list, dict)) or not value:
             return value
-        found = self._templates.get((id(value), path))
-        if found is None:
-            found = self._templates[id(value), path] = (value, list(_templates_in(value, [], path)))
-        templates = found[1]
+        templates = self._templates.get(value, path, lambda: list(_templates_in(value, [], path)))
         if not templates:
             return value
         texts = tuple(self._render_one(template, at, targs) for _, at, template in templates)
@@ -311,8 +303,7 @@ class _Checker:
     def _bind(self, program: dict[str, Any]) -> str | None:
         """Why the rendered program cannot be bound, or None; once per distinct program
         (and looked up once per object: jobs share their renderings)."""
-        known = self._bound_of.get(id(program))
-        if known is None:
+        def why() -> str | None:
             key = repr(program)
             if key not in self._bound:
                 try:
@@ -320,8 +311,9 @@ class _Checker:
                     self._bound[key] = None
                 except ValueError as exc:
                     self._bound[key] = str(exc)
-            known = self._bound_of[id(program)] = (program, self._bound[key])
-        return known[1]
+            return self._bound[key]
+
+        return self._bound_of.get(program, (), why)
 
     def _check_target(self, target_id: str, given: dict[str, str], run_args: dict[str, str],
                       what: str, job: Job, where: str, problems: list[_Problem]) -> None:
@@ -350,6 +342,21 @@ class _Checker:
 
 
 _ABSENT = object()
+
+
+class _ById:
+    """Values worked out once per object (and key), the object held so that its id is
+    not reused: jobs of one pattern share their parts, and looking one up by id is
+    cheaper than by its text."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[int, Any], tuple[Any, Any]] = {}
+
+    def get(self, obj: Any, key: Any, make: Callable[[], Any]) -> Any:
+        found = self._found.get((id(obj), key))
+        if found is None:
+            found = self._found[id(obj), key] = (obj, make())
+        return found[1]
 
 
 def _templates_in(value: Any, keys: list[Any], path: str) -> Iterator[tuple[list[Any], str, str]]:
