@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.daemon_runs import wait_finished  # noqa: E402
+from bench.daemon_runs import burst_rate  # noqa: E402
 from bench.store_1m import JOBS as JOB_COUNT  # noqa: E402
 from bench.store_1m import build_db  # noqa: E402
 from tests.integration.conftest import Daemon  # noqa: E402
@@ -38,10 +38,7 @@ def runs_per_s(root: Path, n: int, database: str | None) -> float:
     daemon.start(timeout=60)
     try:
         with httpx.Client(base_url=daemon.api, timeout=120) as api:
-            start = time.perf_counter()
-            api.post("/runs", json={"job_id": "true", "count": n}).raise_for_status()
-            wait_finished(api, "true", n)
-            return n / (time.perf_counter() - start)
+            return burst_rate(api, "true", n)
     finally:
         daemon.cleanup()
 
