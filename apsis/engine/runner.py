@@ -24,6 +24,7 @@ whose agent cannot be reached is retried, and becomes an error that says so once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -198,8 +199,10 @@ class Runner:
                                        expect={State.SCHEDULED, State.WAITING})
             return
         # Committed before anything is spawned (SPEC §1.10), with where it is spawned:
-        # a daemon taking over asks that agent whether it started.
-        async with self._starting_slots:
+        # a daemon taking over asks that agent whether it started. A run with conditions
+        # was just found to meet them: its `starting` is its claim (`max_running` counts
+        # it), made at once, with no wait for a slot between the check and the claim.
+        async with self._starting_slots if not run.conditions else contextlib.nullcontext():
             if not await self.host.transition(run, State.STARTING, message,
                                               expect={State.SCHEDULED, State.WAITING},
                                               meta=run.meta.but(origin=self.origin)):
