@@ -24,6 +24,7 @@ whose agent cannot be reached is retried, and becomes an error that says so once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -58,6 +59,11 @@ from .timers import WallTimer
 log = logging.getLogger("apsis.runner")
 
 RECONCILE_SECONDS = 15.0
+# Runs whose `starting` is being written, at most: of a burst of 2 000 due at once, the
+# first are spawned (and their `running` written) while the next become `starting`,
+# instead of all 2 000 being written before the first is spawned. Held only until the
+# commit, so a slow agent or host holds up nobody else's start.
+STARTING_AHEAD = 128
 
 
 def program_env(run: Run, url: str) -> dict[str, str]:
@@ -116,6 +122,7 @@ class Runner:
         self._spools: dict[str, Spool] = {}
         self._timed_out: dict[str, float] = {}
         self._finishing: set[str] = set()
+        self._starting_slots = asyncio.Semaphore(STARTING_AHEAD)
         # Exits reported before the agent answered the start (a quick program).
         self._early_exits: dict[str, ProcStatus] = {}
         # Processes the agent started whose `running` is being committed: an exit that
@@ -192,11 +199,14 @@ class Runner:
                                        expect={State.SCHEDULED, State.WAITING})
             return
         # Committed before anything is spawned (SPEC §1.10), with where it is spawned:
-        # a daemon taking over asks that agent whether it started.
-        if not await self.host.transition(run, State.STARTING, message,
-                                          expect={State.SCHEDULED, State.WAITING},
-                                          meta=run.meta.but(origin=self.origin)):
-            return
+        # a daemon taking over asks that agent whether it started. A run with conditions
+        # was just found to meet them: its `starting` is its claim (`max_running` counts
+        # it), made at once, with no wait for a slot between the check and the claim.
+        async with self._starting_slots if not run.conditions else contextlib.nullcontext():
+            if not await self.host.transition(run, State.STARTING, message,
+                                              expect={State.SCHEDULED, State.WAITING},
+                                              meta=run.meta.but(origin=self.origin)):
+                return
         try:
             await program.start(self._control(run))
         except Exception as exc:  # never leave a run stuck in starting
