@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, ClassVar, NamedTuple, Self, TypeVar
+from typing import Any, ClassVar, NamedTuple, Self
 
 from apsis.model.states import FINISHED, UNFINISHED, State
 from apsis.store import keys
@@ -37,7 +37,6 @@ ProgressCallback = Callable[[int, int], None]
 Rows = Sequence[Sequence[Any]]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-T = TypeVar("T")
 _TRIM_BATCH = 10_000
 
 FINISHED_STATES = sorted(s.value for s in FINISHED)
@@ -259,14 +258,6 @@ class StoreBase(abc.ABC):
         """Runs `body(writer)` between a begin and a commit (a rollback if it raises),
         under the write lock; a refused constraint raises `StoreError`."""
 
-    @staticmethod
-    def _meanwhile(conn: Any, work: Callable[[], T]) -> Callable[[], T]:
-        """`work()` for a transaction's body on `conn`, done on the event loop while the
-        body goes on; what the body calls to get its result (it raises what `work` did).
-        Here, where a body runs on the event loop, `work` is done at once."""
-        result = work()
-        return lambda: result
-
     @abc.abstractmethod
     async def _claim_seqs(self, conn: Any, n: int) -> list[int]:
         """The next `n` event seqs, within the write transaction on `conn`."""
@@ -437,21 +428,21 @@ class StoreBase(abc.ABC):
         """
         nums, times = Memo(keys.run_num), Memo(time_key)
         run_groups, jobdefs, max_num = prepare_runs(runs, nums)
-
-        def prepare_rest() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[str]]:
-            """The log's rows, the events' keys and their texts: encoded without the seq
-            they get (it goes in front of each text, `with_seq`), so that they can be made
-            before the seqs are known, while the database takes the runs."""
-            return ([prepare_log_entry(entry, nums) for entry in log_entries],
-                    [event_keys(event, nums, times) for event in events],
-                    [dumps(event) for event in events])
-
+        log_rows = [prepare_log_entry(entry, nums) for entry in log_entries]
+        event_meta = [event_keys(event, nums, times) for event in events]
+        # Encoded here, before the transaction, without the seq it gives: the seq goes
+        # in front of each text (`with_seq`), so the transaction holds no encoding.
+        texts = [dumps(event) for event in events]
         event_rows: list[tuple[Any, ...]] = []
         clock_value = clock.isoformat() if isinstance(clock, dt.datetime) else clock
         sql = self.sql
 
         async def body(conn: Any) -> list[int]:
-            rest = self._meanwhile(conn, prepare_rest)
+            seqs = await self._claim_seqs(conn, len(events)) if events else []
+            event_rows.clear()
+            for seq, event, text, (ts, type_, num, job_id) in zip(seqs, events, texts, event_meta):
+                event["seq"] = seq
+                event_rows.append((seq, ts, type_, num, job_id, with_seq(seq, text)))
             if jobdefs:
                 await self._executemany(conn, sql.insert_jobdefs, list(jobdefs.items()))
             for with_job, rows in run_groups:
@@ -459,12 +450,6 @@ class StoreBase(abc.ABC):
                     conn, sql.upsert_run if with_job else sql.upsert_run_keeping_job, rows)
             if run_groups:
                 await self._execute(conn, sql.raise_next_run_num, (max_num + 1,))
-            log_rows, event_meta, texts = rest()
-            seqs = await self._claim_seqs(conn, len(events)) if events else []
-            event_rows.clear()
-            for seq, event, text, (ts, type_, num, job_id) in zip(seqs, events, texts, event_meta):
-                event["seq"] = seq
-                event_rows.append((seq, ts, type_, num, job_id, with_seq(seq, text)))
             if log_rows:
                 await self._executemany(conn, sql.insert_log, log_rows)
             if event_rows:

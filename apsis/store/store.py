@@ -28,7 +28,7 @@ import datetime as dt
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -46,7 +46,6 @@ from apsis.store.common import (
     Statements,
     StoreBase,
     SummaryPage,
-    T,
 )
 from apsis.store.errors import DiskFullError, StoreError, is_disk_full
 from apsis.store.keys import json_list, time_key
@@ -125,12 +124,10 @@ class WriterConnection:
 
 class _Direct:
     """The connection as a transaction's body sees it while it runs on the writer's
-    thread: the same awaitable calls, done at once (the body never suspends); `loop` is
-    the event loop that waits for the transaction."""
+    thread: the same awaitable calls, done at once (the body never suspends)."""
 
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self.loop = loop
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self._conn.execute(sql, params)
@@ -307,12 +304,10 @@ class Store(StoreBase):
 
     async def _run_transaction(self, writer: WriterConnection,
                                body: Callable[[Any], Any]) -> Any:
-        loop = asyncio.get_running_loop()
-
         def transaction(conn: sqlite3.Connection) -> Any:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = _to_end(body(_Direct(conn, loop)))
+                result = _to_end(body(_Direct(conn)))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -328,23 +323,6 @@ class Store(StoreBase):
             if isinstance(exc, sqlite3.IntegrityError):
                 raise StoreError(f"write refused by the database: {exc}") from exc
             raise
-
-    @staticmethod
-    def _meanwhile(conn: Any, work: Callable[[], T]) -> Callable[[], T]:
-        """`work()` on the event loop, which is idle while it waits for the transaction,
-        as the writer's thread goes on with it: SQLite runs its statements without the GIL,
-        so a write's events are encoded while the database takes its runs (~8 ms of a
-        1 000-transition write, on two cores)."""
-        done: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                done.set_result(work())
-            except BaseException as exc:  # whatever it is, the thread waiting must end
-                done.set_exception(exc)
-
-        conn.loop.call_soon_threadsafe(run)
-        return done.result
 
     async def _claim_seqs(self, conn: Any, n: int) -> list[int]:
         # Given here, under the write lock: this is the only writer. AUTOINCREMENT's
