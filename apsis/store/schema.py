@@ -157,7 +157,28 @@ CREATE TABLE output_chunks (
 # but the versions stay numbered alike on both backends.
 _V2 = "SELECT 1;"
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# Version 3: one trigger keeps run_args and run_labels, in place of one each. An update
+# of a run (every transition) parsed its old and new JSON twice each only to find its
+# args and labels unchanged, ~2 ms of every 1 000 transitions; one `json_extract` of
+# both paths is one parse of each. The side tables are rewritten as before, only when
+# the args or the labels change; existing rows are untouched.
+_V3 = """
+DROP TRIGGER runs_after_args;
+DROP TRIGGER runs_after_labels;
+
+CREATE TRIGGER runs_after_args_labels AFTER UPDATE OF run ON runs
+WHEN json_extract(old.run, '$.args', '$.labels')
+    IS NOT json_extract(new.run, '$.args', '$.labels') BEGIN
+    DELETE FROM run_args WHERE run_num = new.run_num;
+    INSERT INTO run_args (run_num, name, value)
+        SELECT new.run_num, key, value FROM json_each(new.run, '$.args');
+    DELETE FROM run_labels WHERE run_num = new.run_num;
+    INSERT INTO run_labels (run_num, label)
+        SELECT DISTINCT new.run_num, value FROM json_each(new.run, '$.labels');
+END;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from apsis.store import SCHEMA_VERSION, Store, StoreError, StoreLockedError
 
-from .conftest import make_run
+from .conftest import make_run, raw_sql
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -156,6 +157,60 @@ async def test_a_new_migration_is_applied_once(
         await store.close()
     store = await Store.open(db_path)  # re-open: nothing to apply, no error
     await store.close()
+
+
+async def test_a_version_2_database_upgrades_and_keeps_its_runs(
+    backend: str, db_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 3 replaced SQLite's triggers that keep args and labels: a database made
+    before it keeps its runs, and its args and labels still follow the runs' JSON."""
+    from apsis.store import open_store, pg_schema, schema
+
+    database = str(db_path) if backend == "sqlite" else request.getfixturevalue("pg_url")
+    module = schema if backend == "sqlite" else pg_schema
+    with monkeypatch.context() as old:
+        old.setattr(module, "MIGRATIONS", module.MIGRATIONS[:2])
+        old.setattr(module, "SCHEMA_VERSION", 2)
+        store = await open_store(database)
+        await store.write([make_run("r1", args={"n": "1"}, labels=["a"]),
+                           make_run("r2", args={"n": "2"}, labels=["b"])])
+        await store.close()
+    assert await raw_sql(database, "SELECT version FROM schema_version") == [(2,)]
+
+    store = await open_store(database)
+    try:
+        assert await raw_sql(database, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+        assert (await store.get_run("r2"))["labels"] == ["b"]
+        # r1 changes state only; r2 gets other args and labels.
+        await store.write([make_run("r1", state="running", args={"n": "1"}, labels=["a"]),
+                           make_run("r2", state="running", args={"n": "3"}, labels=["c", "c"])])
+
+        async def found(**filters: Any) -> list[str]:
+            return [run["run_id"] for run in (await store.query_runs(**filters)).runs]
+
+        assert await found(args={"n": "1"}, labels=["a"]) == ["r1"]
+        assert await found(args={"n": "3"}, labels=["c"]) == ["r2"]
+        assert await found(args={"n": "2"}) == [] and await found(labels=["b"]) == []
+        assert await raw_sql(database, "SELECT label FROM run_labels WHERE run_num = 2") == [("c",)]
+    finally:
+        await store.close()
+
+
+async def test_the_wal_is_copied_into_the_database_as_writes_go_on(db_path: Path) -> None:
+    """Commits leave checkpoints to a connection of their own (a burst's commit does not
+    wait for one): the WAL is still copied into the database between writes, so it stays
+    a fraction of what was written, not all of it."""
+    store = await Store.open(db_path)
+    try:
+        ids = await store.allocate_run_ids(400)
+        for i in range(0, 400, 10):
+            await store.write([make_run(run_id, message="x" * 10_000) for run_id in ids[i:i + 10]])
+            await asyncio.sleep(0.03)
+        written = 400 * 10_000
+        assert db_path.stat().st_size > written / 2  # most runs are in the database file itself
+        assert db_path.with_name(db_path.name + "-wal").stat().st_size < written / 3
+    finally:
+        await store.close()
 
 
 async def test_failed_migration_leaves_the_old_version(

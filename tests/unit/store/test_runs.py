@@ -147,6 +147,20 @@ async def test_job_definitions_are_stored_once(store: Store, database: str) -> N
     assert await raw_sql(database, "SELECT count(*) FROM jobdefs") == [(2,)]
 
 
+async def test_a_run_written_twice_in_one_write_ends_as_its_last_row(store: Store) -> None:
+    """Rows with a job definition and rows without go in by different statements: the
+    order of one write is still kept (the writer's batches hold a run once, other callers
+    may not)."""
+    job = {"job_id": "daily/load", "program": {"type": "no-op"}}
+    await store.write([dict(make_run("r1"), job=job), make_run("r1", state="scheduled"),
+                       make_run("r2", state="scheduled"), dict(make_run("r2"), job=job)])
+    assert (await store.get_run("r1"))["state"] == "scheduled"
+    assert (await store.get_run("r2"))["state"] == "new"
+    assert await store.get_run_job("r1") == job and await store.get_run_job("r2") == job
+    counts = await store.count_runs_by_state()
+    assert (counts["scheduled"], counts["new"], sum(counts.values())) == (1, 1, 2)
+
+
 async def test_run_without_job_has_no_definition(store: Store) -> None:
     await store.write([make_run("r1")])
     assert await store.get_run_job("r1") is None
