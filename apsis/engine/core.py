@@ -670,12 +670,15 @@ class Engine:
     async def create_runs(self, job: Job, args: dict[str, str], *, times: Iterable[dt.datetime],
                           stop: dt.datetime | None = None, rerun_of: str | None = None,
                           attempt: int = 1) -> list[Run]:
-        """New runs of an instance, bound now (templates rendered), scheduled or errors."""
+        """New runs of an instance, bound now (templates rendered), scheduled or errors.
+        Runs of one request render alike unless their templates use `run_id`: a burst
+        of 2 000 renders the job once, not 2 000 times (half of its creation's time)."""
         times = list(times)
         ids = await self.store.allocate_run_ids(len(times))
         jso = job.to_jso()
+        rendered: RenderCache = {}
         new = [self._bind(job, args, run_id, when, stop=stop, rerun_of=rerun_of, attempt=attempt,
-                          job_jso=jso)
+                          job_jso=jso, cache=rendered)
                for run_id, when in zip(ids, times)]
         await self._record_new(new)
         return [n.run for n in new]

@@ -148,3 +148,26 @@ async def test_scheduled_runs_render_their_own_run_id_and_share_the_rest(harness
     assert {r.program["command"] for r in runs["own"]} == {f"echo {r.run_id} own" for r in runs["own"]}
     assert len({r.program["command"] for r in runs["called"]}) == len(runs["called"])
     assert {r.program["command"] for r in runs["plain"]} == {"echo eu plain"}
+
+
+@pytest.mark.timeout(60)
+async def test_runs_created_together_render_their_own_run_id_and_share_the_rest(harness):
+    """A request for several runs (`count`) renders the job once for them all, unless a
+    template reads `run_id` or calls a function: then each run renders its own."""
+    harness.write_jobs({
+        "own": "program: {type: shell, command: 'echo {{ run_id }} {{ job_id }}'}\n",
+        "called": "program: {type: shell, command: 'echo {{ now() }}'}\n",
+        "plain": "params: [region]\nprogram: {type: shell, command: 'echo {{ region }} {{ job_id }}'}\n",
+    })
+    engine = await harness.start(since="now")
+    later = [utcnow() + dt.timedelta(hours=1)] * 4
+
+    async def commands(job_id: str, args: dict[str, str]) -> dict[str, str]:
+        runs = await engine.create_runs(engine.get_job(job_id), args, times=later)
+        return {r.run_id: r.program["command"] for r in runs}
+
+    own = await commands("own", {})
+    assert own == {run_id: f"echo {run_id} own" for run_id in own}
+    called = await commands("called", {})
+    assert len(set(called.values())) == 4
+    assert set((await commands("plain", {"region": "eu"})).values()) == {"echo eu plain"}
