@@ -37,8 +37,7 @@ async def resolve_job(client: Client, typed: str) -> dict[str, Any]:
                         ExitStatus.USAGE)
     candidates = fuzzy_candidates(typed, by_id)
     if not candidates:
-        raise UserError(f"no job matches {typed!r}",
-                        "`apsis jobs` lists the jobs; words may be abbreviated: mar/lo",
+        raise UserError(f"no job matches {typed!r}", _no_match_hint(typed, by_id),
                         ExitStatus.USAGE)
     if len(candidates) > 1:
         shown = candidates[:MAX_CANDIDATES_SHOWN]
@@ -49,6 +48,17 @@ async def resolve_job(client: Client, typed: str) -> dict[str, Any]:
     # The listing carries no `source` (the file as written): the job itself, as if
     # named exactly, so an abbreviation shows the same thing.
     return await client.job(candidates[0])
+
+
+def _no_match_hint(typed: str, job_ids: Any) -> str:
+    """A word that abbreviates a folder (`o` for `ops/`) names no job, as a job id is
+    matched segment by segment: say which folder it may mean and what a job there is."""
+    folders = sorted({j.split("/", 1)[0] for j in job_ids if "/" in j})
+    for folder in fuzzy_candidates(typed, folders)[:1]:
+        example = min(j for j in job_ids if j.startswith(folder + "/"))
+        return (f"{typed!r} abbreviates the folder {folder}/: name a job in it, like "
+                f"{example!r}, or `apsis jobs {folder}/` to list them")
+    return "`apsis jobs` lists the jobs; words may be abbreviated: mar/lo"
 
 
 def _inside(typed: str, job_ids: Any) -> list[str]:

@@ -254,6 +254,10 @@ def test_fuzzy_job_ids_and_ambiguity(url):
     assert ambiguous.stdout == ""
     none = apsis(url, "job", "zzz/yyy")
     assert none.returncode == 2 and "no job matches" in none.stderr
+    # One word against ids of two segments: the hint names the folder it abbreviates.
+    folder = apsis(url, "job", "da")
+    assert folder.returncode == 2 and "no job matches 'da'" in folder.stderr
+    assert "the folder data/" in folder.stderr and "'data/load prices'" in folder.stderr
 
 
 def test_a_prefix_of_two_job_ids_is_ambiguous_but_an_exact_id_wins(url):
