@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from .common import UserError
@@ -50,15 +51,16 @@ async def resolve_job(client: Client, typed: str) -> dict[str, Any]:
     return await client.job(candidates[0])
 
 
-def _no_match_hint(typed: str, job_ids: Any) -> str:
+def _no_match_hint(typed: str, job_ids: Collection[str]) -> str:
     """A word that abbreviates a folder (`o` for `ops/`) names no job, as a job id is
     matched segment by segment: say which folder it may mean and what a job there is."""
-    folders = sorted({j.split("/", 1)[0] for j in job_ids if "/" in j})
-    for folder in fuzzy_candidates(typed, folders)[:1]:
-        example = min(j for j in job_ids if j.startswith(folder + "/"))
-        return (f"{typed!r} abbreviates the folder {folder}/: name a job in it, like "
-                f"{example!r}, or `apsis jobs {folder}/` to list them")
-    return "`apsis jobs` lists the jobs; words may be abbreviated: mar/lo"
+    folders = fuzzy_candidates(typed, {j.split("/", 1)[0] for j in job_ids if "/" in j})
+    if not folders:
+        return "`apsis jobs` lists the jobs; words may be abbreviated: mar/lo"
+    folder = folders[0]
+    example = min(j for j in job_ids if j.startswith(folder + "/"))
+    return (f"{typed!r} abbreviates the folder {folder}/: name a job in it, like "
+            f"{example!r}, or `apsis jobs {folder}/` to list them")
 
 
 def _inside(typed: str, job_ids: Any) -> list[str]:
