@@ -17,8 +17,6 @@ Durability: WAL with `synchronous=FULL`, so a commit is fsync'd before `write` r
 "a 2xx reply means the change is in the database" holds even across a power cut.
 (NORMAL would only lose the last commits on power loss, not on a crash of the daemon;
 batching many transitions per `write` keeps the fsync cost per transition small.)
-The WAL is copied into the database by `_Checkpointer`, beside the writer, not by the
-commit that happens to cross SQLite's threshold.
 """
 
 from __future__ import annotations
