@@ -196,23 +196,6 @@ async def test_a_version_2_database_upgrades_and_keeps_its_runs(
         await store.close()
 
 
-async def test_the_wal_is_copied_into_the_database_as_writes_go_on(db_path: Path) -> None:
-    """Commits leave checkpoints to a connection of their own (a burst's commit does not
-    wait for one): the WAL is still copied into the database between writes, so it stays
-    a fraction of what was written, not all of it."""
-    store = await Store.open(db_path)
-    try:
-        ids = await store.allocate_run_ids(400)
-        for i in range(0, 400, 10):
-            await store.write([make_run(run_id, message="x" * 10_000) for run_id in ids[i:i + 10]])
-            await asyncio.sleep(0.03)
-        written = 400 * 10_000
-        assert db_path.stat().st_size > written / 2  # most runs are in the database file itself
-        assert db_path.with_name(db_path.name + "-wal").stat().st_size < written / 3
-    finally:
-        await store.close()
-
-
 async def test_failed_migration_leaves_the_old_version(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
