@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import datetime as dt
 import os
 import sqlite3
@@ -51,8 +50,6 @@ from apsis.store.common import (
 from apsis.store.errors import DiskFullError, StoreError, is_disk_full
 from apsis.store.keys import json_list, time_key
 from apsis.store.lock import DatabaseLock, lock_holder
-
-log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "RunPage", "SmallOutput", "Store", "SummaryPage"]
 
@@ -125,56 +122,6 @@ class WriterConnection:
             self._thread.shutdown(wait=False)
 
 
-# A checkpoint starts after a commit, this long after the last one started at least.
-CHECKPOINT_SECONDS = 0.1
-# The writer's own checkpoint (SQLite's, inside a commit), should the checkpointer fall behind.
-WAL_SAFETY_PAGES = 10_000
-
-
-class _Checkpointer:
-    """Copies the WAL into the database after commits, on a connection and a thread of
-    its own.
-
-    SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1 000
-    pages: in a burst one commit in three took ~8 ms more (a 1 000-transition commit:
-    3 ms, 11 ms with it), and its events waited for it. A passive checkpoint blocks
-    neither the writer nor the readers; one runs at a time."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="apsis-sqlite-checkpoint")
-        self._conn: sqlite3.Connection | None = None
-        self._running: asyncio.Future[None] | None = None
-        self._started = -CHECKPOINT_SECONDS
-
-    def after_commit(self) -> None:
-        loop = asyncio.get_running_loop()
-        if ((self._running is not None and not self._running.done())
-                or loop.time() - self._started < CHECKPOINT_SECONDS):
-            return
-        self._started = loop.time()
-        self._running = loop.run_in_executor(self._thread, self._checkpoint)
-
-    def _checkpoint(self) -> None:
-        try:
-            if self._conn is None:
-                self._conn = sqlite3.connect(self._path, isolation_level=None)
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # the WAL grows until the next one, or the writer's
-            log.warning("checkpoint of %s failed: %s", self._path, exc)
-
-    async def close(self) -> None:
-        """Waits for a checkpoint in progress, then closes the connection."""
-        def close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, close)
-        finally:
-            self._thread.shutdown(wait=False)
-
-
 class _Direct:
     """The connection as a transaction's body sees it while it runs on the writer's
     thread: the same awaitable calls, done at once (the body never suspends)."""
@@ -225,7 +172,6 @@ class Store(StoreBase):
         self._next_seq = 1
         self._staging = {}
         self._closed = False
-        self._checkpointer = _Checkpointer(path) if writer is not None else None
 
     # ------------------------------------------------------------------ open/close
 
@@ -258,7 +204,6 @@ class Store(StoreBase):
                 await writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
                 await writer.execute("PRAGMA foreign_keys = ON")
                 await writer.execute("PRAGMA busy_timeout = 10000")
-                await writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_SAFETY_PAGES}")
                 await schema.apply_migrations(writer)  # type: ignore[arg-type]
                 reader = await aiosqlite.connect(path, isolation_level=None)
             else:
@@ -292,8 +237,6 @@ class Store(StoreBase):
         try:
             async with self._write_lock, self._read_lock:
                 await self._reader.close()
-                if self._checkpointer is not None:
-                    await self._checkpointer.close()
                 if self._writer is not None:
                     await self._writer.close()
         finally:
@@ -373,16 +316,13 @@ class Store(StoreBase):
             return result
 
         try:
-            result = await writer.run(transaction)
+            return await writer.run(transaction)
         except BaseException as exc:
             if is_disk_full(exc):
                 raise DiskFullError(self.path) from exc
             if isinstance(exc, sqlite3.IntegrityError):
                 raise StoreError(f"write refused by the database: {exc}") from exc
             raise
-        if self._checkpointer is not None:
-            self._checkpointer.after_commit()
-        return result
 
     async def _claim_seqs(self, conn: Any, n: int) -> list[int]:
         # Given here, under the write lock: this is the only writer. AUTOINCREMENT's
